@@ -1,0 +1,1 @@
+"""replayml: reproducible, reviewable ML experiments."""

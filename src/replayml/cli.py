@@ -1,0 +1,73 @@
+"""The `replayml` command: data preparation, config export and (later) replay and review."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import typer
+
+from replayml.errors import ReplaymlError
+
+app = typer.Typer(help="Reproducible, reviewable ML experiments.", no_args_is_help=True)
+data_app = typer.Typer(help="The project's DVC-versioned data.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def _fail(exc: ReplaymlError) -> None:
+    typer.echo(f"error: {exc}", err=True)
+    raise typer.Exit(exc.exit_code)
+
+
+@data_app.command("prepare")
+def data_prepare(
+    scale: float = typer.Option(1.0, help="Size of the generated dataset (1.0 ≈ 1.4 M events)."),
+    seed: int = typer.Option(20240501, help="Generator seed."),
+    days: int = typer.Option(60, help="Number of days of events."),
+    start: str = typer.Option("2024-03-01", help="First day of events (YYYY-MM-DD)."),
+    root: Path = typer.Option(Path("."), help="Project root (holds data.dvc)."),
+    push: bool = typer.Option(True, help="Push a regenerated version to the DVC remote."),
+    verbose: bool = typer.Option(True, help="Log progress to stderr."),
+) -> None:
+    """Restore data/ at the version in data.dvc: verify, else `dvc pull`, else regenerate."""
+    from replayml.data.prepare import GeneratorSpec, prepare
+
+    _setup_logging(verbose)
+    try:
+        done = prepare(
+            root.resolve(),
+            GeneratorSpec(scale=scale, seed=seed, n_days=days, start_date=start),
+            push=push,
+            progress=sys.stderr.isatty(),
+        )
+    except ReplaymlError as exc:
+        _fail(exc)
+    typer.echo(done)
+
+
+@app.command("params")
+def params(
+    config_dir: Path = typer.Option(Path("conf"), help="The Hydra config folder."),
+    overrides: list[str] = typer.Argument(None, help="Hydra overrides, e.g. model=lgbm_ranker."),
+) -> None:
+    """Print the composed default config as params.yaml (for DVC)."""
+    from replayml.config.compose import params_yaml
+
+    try:
+        typer.echo(params_yaml(config_dir.resolve(), list(overrides or [])), nl=False)
+    except ReplaymlError as exc:
+        _fail(exc)
+
+
+def main() -> None:
+    """Console-script entry."""
+    app()

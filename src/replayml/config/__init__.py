@@ -1,0 +1,1 @@
+"""Typed configuration: dataclass schemas for Hydra and the resolution of relative dates."""

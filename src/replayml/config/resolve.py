@@ -1,0 +1,145 @@
+"""Turn a composed config into a typed `RunConfig`, and relative dates into absolute windows."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from datetime import date, timedelta
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from replayml.config.schema import DatesConfig, DatesMode, RunConfig
+from replayml.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Window:
+    """An inclusive range of whole days."""
+
+    start: date
+    end: date
+
+    @property
+    def days(self) -> int:
+        return (self.end - self.start).days + 1
+
+    def __str__(self) -> str:
+        return f"{self.start.isoformat()}..{self.end.isoformat()}"
+
+
+@dataclass(frozen=True)
+class DateWindows:
+    """The absolute train / validation / test windows of a run."""
+
+    train: Window
+    valid: Window
+    test: Window
+
+    def as_dict(self) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for name in ("train", "valid", "test"):
+            w: Window = getattr(self, name)
+            out[f"{name}_start"] = w.start.isoformat()
+            out[f"{name}_end"] = w.end.isoformat()
+        return out
+
+
+def to_run_config(cfg: DictConfig | dict[str, Any]) -> RunConfig:
+    """Validate a composed config against the schema and convert it once to typed objects.
+
+    Every interpolation is resolved here, before any side effect, so a broken `${...}` fails
+    now naming its key. Works for Hydra-composed configs and for a plain `params.yaml`.
+    """
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        node = cfg if isinstance(cfg, DictConfig) else OmegaConf.create(cfg)
+        node = OmegaConf.masked_copy(node, [k for k in node if k != "hydra"])
+        merged = OmegaConf.merge(OmegaConf.structured(RunConfig), node)
+        OmegaConf.resolve(merged)
+        obj = OmegaConf.to_object(merged)
+    except OmegaConfBaseException as exc:
+        raise ConfigError(f"invalid configuration: {exc}") from exc
+    assert isinstance(obj, RunConfig)
+    return obj
+
+
+def _parse_day(key: str, value: str | None) -> date:
+    if value is None:
+        raise ConfigError(
+            f"dates.{key} is not set; absolute windows need all six dates "
+            f"(e.g. `dates.{key}=2024-04-01`)"
+        )
+    try:
+        return date.fromisoformat(str(value))
+    except ValueError as exc:
+        raise ConfigError(
+            f"dates.{key}={value!r} is not a date; use YYYY-MM-DD, e.g. `dates.{key}=2024-04-01`"
+        ) from exc
+
+
+def resolve_dates(dates: DatesConfig, data_first: date, data_last: date) -> DateWindows:
+    """Resolve the configured windows against the data's date range, checking order and bounds.
+
+    Relative windows are anchored on the data's last date (or `dates.anchor`), never on today.
+    """
+    rng = f"the data covers {data_first.isoformat()}..{data_last.isoformat()}"
+    if dates.mode is DatesMode.relative:
+        for key in ("train_days", "valid_days", "test_days"):
+            value = getattr(dates, key)
+            if value < 1:
+                raise ConfigError(f"dates.{key}={value} must be at least 1 day")
+        anchor = _parse_day("anchor", dates.anchor) if dates.anchor else data_last
+        test = Window(anchor - timedelta(days=dates.test_days - 1), anchor)
+        valid_end = test.start - timedelta(days=1)
+        valid = Window(valid_end - timedelta(days=dates.valid_days - 1), valid_end)
+        train_end = valid.start - timedelta(days=1)
+        train = Window(train_end - timedelta(days=dates.train_days - 1), train_end)
+    else:
+        train = Window(
+            _parse_day("train_start", dates.train_start), _parse_day("train_end", dates.train_end)
+        )
+        valid = Window(
+            _parse_day("valid_start", dates.valid_start), _parse_day("valid_end", dates.valid_end)
+        )
+        test = Window(
+            _parse_day("test_start", dates.test_start), _parse_day("test_end", dates.test_end)
+        )
+    for name, w in (("train", train), ("valid", valid), ("test", test)):
+        if w.end < w.start:
+            raise ConfigError(
+                f"dates: the {name} window {w} ends before it starts; "
+                f"set dates.{name}_start <= dates.{name}_end"
+            )
+    if not (train.end < valid.start and valid.end < test.start):
+        raise ConfigError(
+            f"dates: windows must be in order train < valid < test without overlap, got "
+            f"train={train} valid={valid} test={test}"
+        )
+    if train.start < data_first or test.end > data_last:
+        raise ConfigError(
+            f"dates: the windows train={train} valid={valid} test={test} fall outside the data; "
+            f"{rng}. Use a shorter window (e.g. `dates=last_7d`) or set `dates.anchor`"
+        )
+    return DateWindows(train=train, valid=valid, test=test)
+
+
+def with_absolute_dates(cfg: RunConfig, windows: DateWindows) -> RunConfig:
+    """The same config with its date windows written out as absolute dates (what runs record)."""
+    absolute = DatesConfig(
+        mode=DatesMode.absolute,
+        train_days=windows.train.days,
+        valid_days=windows.valid.days,
+        test_days=windows.test.days,
+        anchor=windows.test.end.isoformat(),
+        **windows.as_dict(),
+    )
+    return dataclasses.replace(cfg, dates=absolute)
+
+
+def config_to_container(cfg: RunConfig) -> dict[str, Any]:
+    """A plain, YAML-ready dict of a typed config (enums as their values)."""
+    container = OmegaConf.to_container(OmegaConf.structured(cfg), enum_to_str=True)
+    assert isinstance(container, dict)
+    return {str(k): v for k, v in container.items()}

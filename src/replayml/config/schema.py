@@ -1,0 +1,197 @@
+"""Dataclass schemas for every config group, stored in Hydra's ConfigStore.
+
+A typo, a wrong type or an unknown option then fails at composition with Hydra's own message,
+naming the key. Semantic checks (date windows against the data) live in `resolve.py`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+from omegaconf import MISSING
+
+
+class DatesMode(Enum):
+    relative = "relative"
+    absolute = "absolute"
+
+
+class ModelKind(Enum):
+    lgbm = "lgbm"
+    lgbm_ranker = "lgbm_ranker"
+    popularity = "popularity"
+
+
+@dataclass
+class EventsTable:
+    """The impression log: a hive-partitioned folder (`date=YYYY-MM-DD/`) or one Parquet file."""
+
+    path: str = "events"
+    user: str = "user_id"
+    item: str = "item_id"
+    timestamp: str = "ts"
+    label: str = MISSING
+    click: str | None = None
+    position: str | None = None
+
+
+@dataclass
+class ItemsTable:
+    """Optional item attributes; a column set to null is simply not used."""
+
+    path: str | None = None
+    id: str = "item_id"
+    category: str | None = None
+    price: str | None = None
+    created: str | None = None
+    region: str | None = None
+
+
+@dataclass
+class UsersTable:
+    """Optional user attributes."""
+
+    path: str | None = None
+    id: str = "user_id"
+    region: str | None = None
+
+
+@dataclass
+class DataConfig:
+    """A dataset: where it lives (inside the DVC-tracked folder) and how its columns map."""
+
+    name: str = MISSING
+    root: str = "data"
+    dvc_file: str = "data.dvc"
+    events: EventsTable = field(default_factory=EventsTable)
+    items: ItemsTable = field(default_factory=ItemsTable)
+    users: UsersTable = field(default_factory=UsersTable)
+
+
+@dataclass
+class DatesConfig:
+    """Train / validation / test windows, in whole days.
+
+    `relative`: the test window ends at `anchor` (null = the data's last date, never today's
+    date) and the windows are laid back to back before it. `absolute`: explicit inclusive dates.
+    A run always records the absolute dates it resolved to.
+    """
+
+    mode: DatesMode = DatesMode.relative
+    train_days: int = 14
+    valid_days: int = 1
+    test_days: int = 1
+    anchor: str | None = None
+    train_start: str | None = None
+    train_end: str | None = None
+    valid_start: str | None = None
+    valid_end: str | None = None
+    test_start: str | None = None
+    test_end: str | None = None
+
+
+@dataclass
+class PreprocessingConfig:
+    """Row filters applied before features; each is pure and recorded."""
+
+    dedup: bool = True
+    bot_max_events_per_day: int | None = None
+    min_item_support: int = 0
+    negative_rate: float = 1.0
+    sampling_seed: int = 7
+
+
+@dataclass
+class FeaturesConfig:
+    """Registered feature builders to use, and their lookback windows in days."""
+
+    builders: list[str] = field(default_factory=list)
+    lookback_days: list[int] = field(default_factory=lambda: [7, 28])
+    smoothing: float = 20.0
+
+
+@dataclass
+class ModelConfig:
+    """The model kind and its LightGBM parameters, always under the determinism profile."""
+
+    kind: ModelKind = ModelKind.lgbm
+    learning_rate: float = 0.05
+    num_leaves: int = 31
+    min_data_in_leaf: int = 100
+    feature_fraction: float = 0.9
+    bagging_fraction: float = 1.0
+    bagging_freq: int = 0
+    lambda_l2: float = 1.0
+    max_bin: int = 255
+    num_boost_round: int = 400
+    early_stopping_rounds: int = 30
+    seed: int = 42
+    num_threads: int = 2
+    deterministic: bool = True
+    eval_at: int = 10
+
+
+@dataclass
+class TrackingConfig:
+    """Where runs go. `uri: null` means $MLFLOW_TRACKING_URI, else the project's SQLite store."""
+
+    uri: str | None = None
+    store_dir: str = "mlruns"
+    experiment: str = "replayml"
+    ui_url: str | None = None
+    run_name: str | None = None
+    log_model: bool = True
+    request_timeout: int = 5
+    max_retries: int = 0
+
+
+@dataclass
+class RunConfig:
+    """The whole, typed configuration of one training run."""
+
+    data: DataConfig = MISSING
+    dates: DatesConfig = MISSING
+    preprocessing: PreprocessingConfig = MISSING
+    features: FeaturesConfig = MISSING
+    model: ModelConfig = MISSING
+    tracking: TrackingConfig = MISSING
+    output_dir: str | None = None
+    tags: dict[str, str] = field(default_factory=dict)
+
+
+_GROUPS: dict[str, Any] = {
+    "data": DataConfig,
+    "dates": DatesConfig,
+    "preprocessing": PreprocessingConfig,
+    "features": FeaturesConfig,
+    "model": ModelConfig,
+    "tracking": TrackingConfig,
+}
+
+
+def register_configs() -> None:
+    """Store the schemas in Hydra's ConfigStore (idempotent)."""
+    from hydra.core.config_store import ConfigStore
+
+    register_resolvers()
+    cs = ConfigStore.instance()
+    cs.store(name="replayml_schema", node=RunConfig)
+    for group, node in _GROUPS.items():
+        cs.store(group=group, name=f"{group}_schema", node=node)
+
+
+def _unique_suffix() -> str:
+    """A per-process suffix so two runs started in the same second never share a folder."""
+    import os
+
+    return str(os.getpid())
+
+
+def register_resolvers() -> None:
+    """Register the OmegaConf resolvers our configs use (idempotent)."""
+    from omegaconf import OmegaConf
+
+    if not OmegaConf.has_resolver("replayml_unique"):
+        OmegaConf.register_new_resolver("replayml_unique", _unique_suffix)

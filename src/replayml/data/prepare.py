@@ -1,0 +1,128 @@
+"""Make the default dataset present at the version `data.dvc` records.
+
+Order: already there and verified → nothing to do; else `dvc pull` from the remote; else
+regenerate with the deterministic generator and require the DVC hash to equal the committed one
+(same seed + same locked environment = same bytes). A mismatch is an error, never a silent new
+data version.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from replayml.errors import DataVersionError, ReplaymlError
+from replayml.lineage.data import read_dvc_file, verify_all
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class GeneratorSpec:
+    """Arguments of the default dataset's generator (its DVC hash depends on them)."""
+
+    scale: float = 1.0
+    seed: int = 20240501
+    n_days: int = 60
+    start_date: str = "2024-03-01"
+
+
+def dvc(root: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """Run a DVC command in `root` with this interpreter's DVC."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "dvc", *args],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, "DVC_NO_ANALYTICS": "1"},
+    )
+    if check and proc.returncode != 0:
+        raise ReplaymlError(f"`dvc {' '.join(args)}` failed: {proc.stderr.strip()[-800:]}")
+    return proc
+
+
+def _verified(root: Path, dvc_file: str, data_root: str) -> bool:
+    try:
+        verify_all(root, dvc_file, data_root)
+    except DataVersionError as exc:
+        log.info("data not usable as is: %s", exc)
+        return False
+    return True
+
+
+def prepare(
+    root: Path,
+    spec: GeneratorSpec = GeneratorSpec(),
+    *,
+    data_root: str = "data",
+    dvc_file: str = "data.dvc",
+    push: bool = True,
+    progress: bool = False,
+) -> str:
+    """Ensure `data_root` holds the version in `dvc_file`; returns what was done."""
+    from replayml.data.generate import generate
+
+    committed = (root / dvc_file).read_bytes() if (root / dvc_file).exists() else None
+    data_dir = root / data_root
+    if committed is not None:
+        expected, _, _ = read_dvc_file(root / dvc_file)
+        if _verified(root, dvc_file, data_root):
+            return f"{data_root}/ is already at {expected}"
+        pulled = dvc(root, "pull", "-q", dvc_file, check=False)
+        if pulled.returncode == 0 and _verified(root, dvc_file, data_root):
+            return f"restored {data_root}/ at {expected} from the DVC remote"
+        log.info("dvc pull did not restore the data: %s", pulled.stderr.strip()[-300:])
+    if data_dir.exists() and any(data_dir.iterdir()):
+        raise DataVersionError(
+            f"{data_root}/ exists but is not the version in {dvc_file}; it is left untouched. "
+            f"Restore it with `dvc checkout {dvc_file}`, or move it away and run `make data`"
+        )
+    tmp = root / f".{data_root}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        summary = generate(
+            tmp,
+            scale=spec.scale,
+            seed=spec.seed,
+            n_days=spec.n_days,
+            start_date=spec.start_date,
+            progress=progress,
+        )
+        if data_dir.exists():
+            data_dir.rmdir()
+        tmp.rename(data_dir)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    log.info("generated %s", summary)
+    dvc(root, "add", "-q", data_root)
+    produced, _, _ = read_dvc_file(root / dvc_file)
+    if committed is not None:
+        expected, _, _ = read_dvc_file_bytes(committed)
+        if produced != expected:
+            (root / dvc_file).write_bytes(committed)
+            raise DataVersionError(
+                f"regenerated data hashes to {produced}, but {dvc_file} records {expected}; "
+                f"{dvc_file} is unchanged. The generator or the locked environment differs from "
+                f"the one that made the committed version (check `uv sync --frozen`)"
+            )
+        (root / dvc_file).write_bytes(committed)
+    if push:
+        pushed = dvc(root, "push", "-q", dvc_file, check=False)
+        if pushed.returncode != 0:
+            log.warning("dvc push failed (data kept locally): %s", pushed.stderr.strip()[-300:])
+    state = "regenerated and verified" if committed is not None else "generated (new version)"
+    return f"{state} {data_root}/ at {produced} ({summary.n_events} events)"
+
+
+def read_dvc_file_bytes(content: bytes) -> tuple[str, str, int]:
+    """The (md5, path, nfiles) recorded in the bytes of a `.dvc` file."""
+    import yaml
+
+    out = yaml.safe_load(content)["outs"][0]
+    return str(out["md5"]), str(out["path"]), int(out.get("nfiles", 0))

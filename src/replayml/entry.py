@@ -1,0 +1,43 @@
+"""The body of `train.py`: read Hydra's runtime, convert the config once, run, print the link."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from replayml.errors import ReplaymlError
+
+log = logging.getLogger(__name__)
+
+
+def train_from_hydra(cfg: DictConfig) -> float | None:
+    """Run one training job from a Hydra-composed config; returns the test AUC for sweepers."""
+    from hydra.core.hydra_config import HydraConfig
+
+    from replayml.config.resolve import to_run_config
+    from replayml.pipeline import RunContext, run_experiment
+    from replayml.redact import env_interpolated_keys
+
+    hc = HydraConfig.get()
+    choices = {
+        str(k): str(v) for k, v in hc.runtime.choices.items() if not str(k).startswith("hydra")
+    }
+    try:
+        env_keys = env_interpolated_keys(cfg)
+        run_cfg = to_run_config(cfg)
+        ctx = RunContext(
+            project_root=Path.cwd(),
+            output_dir=Path(run_cfg.output_dir or hc.runtime.output_dir),
+            overrides=tuple(hc.overrides.task),
+            choices=choices,
+            env_keys=frozenset(env_keys),
+        )
+        result = run_experiment(run_cfg, ctx)
+    except ReplaymlError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(exc.exit_code) from None
+    print(f"run: {result.url}")
+    return result.metrics.get("test_auc")

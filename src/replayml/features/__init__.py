@@ -1,0 +1,1 @@
+"""Point-in-time feature builders, registered by name (see `builders.py`)."""

@@ -1,0 +1,174 @@
+"""The built-in feature builders. Each row on day D sees only events of days before D.
+
+All builders work on canonical columns and return new columns aligned with `targets`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from replayml.features.registry import FeatureContext, register
+
+
+def _window_sums(
+    history: pd.DataFrame, keys: list[str], values: list[str], days: np.ndarray, lookback: int
+) -> pd.DataFrame:
+    """Per (day D, keys): sums of `values` and a row count over days [D - lookback, D - 1]."""
+    daily = history.groupby([*keys, "day"], sort=True, observed=True)[values].sum()
+    daily["n"] = history.groupby([*keys, "day"], sort=True, observed=True).size()
+    daily = daily.reset_index()
+    frames = []
+    for d in days:
+        lo = d - np.timedelta64(lookback, "D")
+        win = daily[(daily["day"] >= lo) & (daily["day"] < d)]
+        agg = win.groupby(keys, sort=True, observed=True)[[*values, "n"]].sum().reset_index()
+        agg["day"] = d
+        frames.append(agg)
+    if not frames:
+        return pd.DataFrame(columns=[*keys, "day", *values, "n"])
+    return pd.concat(frames, ignore_index=True)
+
+
+def _rate(num: pd.Series, den: pd.Series, prior: float, strength: float) -> pd.Series:
+    return (num + prior * strength) / (den + strength)
+
+
+def _target_days(targets: pd.DataFrame) -> np.ndarray:
+    return np.sort(targets["day"].unique())
+
+
+def _join(targets: pd.DataFrame, agg: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    return targets[[*keys, "day"]].merge(agg, on=[*keys, "day"], how="left", validate="m:1")
+
+
+def _entity_history(
+    targets: pd.DataFrame, ctx: FeatureContext, key: str, prefix: str
+) -> pd.DataFrame:
+    hist = ctx.history
+    values = ["label"] + (["click"] if "click" in hist else [])
+    base_cr = float(hist["label"].mean()) if len(hist) else 0.0
+    base_ctr = float(hist["click"].mean()) if "click" in hist and len(hist) else 0.0
+    out = pd.DataFrame(index=targets.index)
+    days = _target_days(targets)
+    for w in ctx.lookback_days:
+        agg = _window_sums(hist, [key], values, days, w)
+        j = _join(targets, agg, [key])
+        n = j["n"].fillna(0).to_numpy()
+        out[f"{prefix}_imps_{w}d"] = n
+        out[f"{prefix}_contacts_{w}d"] = j["label"].fillna(0).to_numpy()
+        out[f"{prefix}_cr_{w}d"] = _rate(
+            j["label"].fillna(0), j["n"].fillna(0), base_cr, ctx.smoothing
+        ).to_numpy()
+        if "click" in values:
+            out[f"{prefix}_ctr_{w}d"] = _rate(
+                j["click"].fillna(0), j["n"].fillna(0), base_ctr, ctx.smoothing
+            ).to_numpy()
+    return out
+
+
+@register("user_history")
+def user_history(targets: pd.DataFrame, ctx: FeatureContext) -> pd.DataFrame:
+    """User impressions, contacts, smoothed contact rate and CTR over each lookback window."""
+    return _entity_history(targets, ctx, "user_id", "user")
+
+
+@register("item_history")
+def item_history(targets: pd.DataFrame, ctx: FeatureContext) -> pd.DataFrame:
+    """Item popularity (impressions) and smoothed contact rate / CTR over each lookback."""
+    return _entity_history(targets, ctx, "item_id", "item")
+
+
+def _with_items(frame: pd.DataFrame, items: pd.DataFrame | None, cols: list[str]) -> pd.DataFrame:
+    assert items is not None  # guaranteed by the registry's column check
+    return frame[["item_id"]].merge(items[["item_id", *cols]], on="item_id", how="left")
+
+
+@register("user_category_affinity", items=("category",))
+def user_category_affinity(targets: pd.DataFrame, ctx: FeatureContext) -> pd.DataFrame:
+    """The user's share of impressions and contacts in the item's category (longest lookback)."""
+    w = max(ctx.lookback_days)
+    hist = ctx.history.assign(
+        category=_with_items(ctx.history, ctx.items, ["category"])["category"].to_numpy()
+    )
+    tgt = targets.assign(
+        category=_with_items(targets, ctx.items, ["category"])["category"].to_numpy()
+    )
+    days = _target_days(targets)
+    per_cat = _window_sums(hist, ["user_id", "category"], ["label"], days, w)
+    per_user = _window_sums(hist, ["user_id"], ["label"], days, w)
+    jc = _join(tgt, per_cat, ["user_id", "category"])
+    ju = _join(tgt, per_user, ["user_id"])
+    s = ctx.smoothing
+    n_cats = max(int(ctx.items["category"].nunique()), 1) if ctx.items is not None else 1
+    out = pd.DataFrame(index=targets.index)
+    out["ucat_imps"] = jc["n"].fillna(0).to_numpy()
+    out["ucat_contacts"] = jc["label"].fillna(0).to_numpy()
+    out["ucat_imp_share"] = _rate(jc["n"].fillna(0), ju["n"].fillna(0), 1 / n_cats, s).to_numpy()
+    out["ucat_contact_share"] = _rate(
+        jc["label"].fillna(0), ju["label"].fillna(0), 1 / n_cats, 1.0
+    ).to_numpy()
+    return out
+
+
+@register("price_relative", items=("category", "price"))
+def price_relative(targets: pd.DataFrame, ctx: FeatureContext) -> pd.DataFrame:
+    """Log price and price relative to its category's median (item attributes are static)."""
+    assert ctx.items is not None
+    items = ctx.items[["item_id", "category", "price"]]
+    med = items.groupby("category", observed=True)["price"].median().rename("cat_median")
+    items = items.merge(med, left_on="category", right_index=True, how="left")
+    j = _with_items(targets, items, ["price", "cat_median"])
+    out = pd.DataFrame(index=targets.index)
+    out["log_price"] = np.log1p(j["price"].to_numpy(dtype="float64"))
+    out["price_rel_category"] = (j["price"] / j["cat_median"]).to_numpy(dtype="float64")
+    return out
+
+
+@register("listing_age", items=("created",))
+def listing_age(targets: pd.DataFrame, ctx: FeatureContext) -> pd.DataFrame:
+    """Days since the listing was created, at the impression's timestamp."""
+    j = _with_items(targets, ctx.items, ["created"])
+    age = targets["ts"].to_numpy() - j["created"].to_numpy(dtype="datetime64[us]")
+    out = pd.DataFrame(index=targets.index)
+    out["listing_age_days"] = age / np.timedelta64(1, "D")
+    return out
+
+
+@register("user_recency")
+def user_recency(targets: pd.DataFrame, ctx: FeatureContext) -> pd.DataFrame:
+    """Days since the user's last impression and last contact before the target day."""
+    hist = ctx.history
+    days = _target_days(targets)
+    last_seen = (
+        hist.groupby(["user_id", "day"], sort=True).size().reset_index()[["user_id", "day"]]
+    )
+    contacts = hist[hist["label"] > 0][["user_id", "day"]].drop_duplicates()
+    out = pd.DataFrame(index=targets.index)
+    for name, table in (("days_since_seen", last_seen), ("days_since_contact", contacts)):
+        frames = []
+        for d in days:
+            prev = table[table["day"] < d].groupby("user_id", sort=True)["day"].max()
+            frames.append(pd.DataFrame({"user_id": prev.index, "day": d, "last": prev.to_numpy()}))
+        agg = (
+            pd.concat(frames, ignore_index=True)
+            if frames
+            else pd.DataFrame(columns=["user_id", "day", "last"])
+        )
+        j = _join(targets, agg, ["user_id"])
+        gap = (j["day"] - j["last"]) / pd.Timedelta(days=1)
+        out[name] = gap.to_numpy(dtype="float64")
+    return out
+
+
+@register("region_match", items=("item_region",), users=("user_region",))
+def region_match(targets: pd.DataFrame, ctx: FeatureContext) -> pd.DataFrame:
+    """1 when the listing is in the user's region."""
+    assert ctx.users is not None
+    j = _with_items(targets, ctx.items, ["item_region"])
+    u = targets[["user_id"]].merge(ctx.users[["user_id", "user_region"]], on="user_id", how="left")
+    out = pd.DataFrame(index=targets.index)
+    out["region_match"] = (j["item_region"].to_numpy() == u["user_region"].to_numpy()).astype(
+        "float64"
+    )
+    return out

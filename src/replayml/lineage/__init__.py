@@ -1,0 +1,1 @@
+"""What a run was made from: data version, code version and environment."""

@@ -1,0 +1,143 @@
+"""The data version of a run: the DVC hash in `data.dvc`, checked against the bytes we read.
+
+`dvc status` trusts its hash cache and misses a corrupted cache file, so every file a run reads
+is re-hashed here and compared with the DVC manifest of the recorded version.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from replayml.errors import DataVersionError
+
+UNTRACKED = "untracked"
+
+
+@dataclass(frozen=True)
+class DataVersion:
+    """The DVC-tracked version of a data folder, and the files of it a run read."""
+
+    dvc_file: str
+    dvc_hash: str  # the `.dir` md5 from the .dvc file, or "untracked"
+    path: str  # the tracked folder, relative to the project root
+    nfiles: int
+    files_read: tuple[str, ...]
+
+    @property
+    def tracked(self) -> bool:
+        return self.dvc_hash != UNTRACKED
+
+
+def file_md5(path: Path) -> str:
+    """md5 of a file's bytes, the hash DVC 3 records for it."""
+    digest = hashlib.md5()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def read_dvc_file(dvc_file: Path) -> tuple[str, str, int]:
+    """The (md5, path, nfiles) of the single output recorded in a `.dvc` file."""
+    try:
+        doc = yaml.safe_load(dvc_file.read_text())
+        out = doc["outs"][0]
+        return str(out["md5"]), str(out["path"]), int(out.get("nfiles", 0))
+    except FileNotFoundError as exc:
+        raise DataVersionError(
+            f"{dvc_file} does not exist: track the data with `dvc add <folder>` "
+            f"(or `make data` for the default dataset)"
+        ) from exc
+    except (KeyError, IndexError, TypeError, yaml.YAMLError) as exc:
+        raise DataVersionError(f"{dvc_file} is not a valid .dvc file: {exc}") from exc
+
+
+def dvc_cache_dir(root: Path) -> Path:
+    """The md5 object folder of the project's DVC cache."""
+    from dvc.repo import Repo
+
+    with Repo(str(root)) as repo:
+        return Path(repo.cache.local.path)
+
+
+def load_manifest(cache_dir: Path, dir_hash: str) -> dict[str, str]:
+    """relpath -> md5 for a `.dir` object in the cache, after checking the manifest's own hash."""
+    digest = dir_hash.removesuffix(".dir")
+    path = cache_dir / digest[:2] / (digest[2:] + ".dir")
+    if not path.is_file():
+        raise DataVersionError(
+            f"data version {dir_hash} is not in the DVC cache ({cache_dir}); "
+            f"fetch it with `dvc pull` (or `make data` for the default dataset)"
+        )
+    found = file_md5(path)
+    if found != digest:
+        raise DataVersionError(
+            f"the DVC cache object {path} is corrupted: expected md5 {digest}, found {found}; "
+            f"remove it and run `dvc pull`"
+        )
+    return {entry["relpath"]: entry["md5"] for entry in json.loads(path.read_text())}
+
+
+def verify_files(root: Path, dvc_file: str, data_root: str, files: list[Path]) -> DataVersion:
+    """Check that each file to be read is byte-identical to the version in `dvc_file`.
+
+    `files` are absolute paths inside the tracked folder. Raises `DataVersionError` naming the
+    path and both hashes on any difference, and pointing at `dvc pull` when data is missing.
+    """
+    data_dir = (root / data_root).resolve()
+    if not dvc_file:
+        rels = tuple(sorted(str(f.resolve().relative_to(data_dir)) for f in files))
+        return DataVersion("", UNTRACKED, data_root, len(rels), rels)
+    dir_hash, out_path, nfiles = read_dvc_file(root / dvc_file)
+    tracked_dir = ((root / dvc_file).parent / out_path).resolve()
+    if tracked_dir != data_dir:
+        raise DataVersionError(
+            f"data.root={data_root!r} resolves to {data_dir}, but {dvc_file} tracks "
+            f"{tracked_dir}; point data.root at the folder the .dvc file tracks"
+        )
+    manifest = load_manifest(dvc_cache_dir(root), dir_hash)
+    rels: list[str] = []
+    for f in files:
+        rel = f.resolve().relative_to(data_dir).as_posix()
+        expected = manifest.get(rel)
+        if expected is None:
+            raise DataVersionError(
+                f"{data_root}/{rel} is not part of the data version in {dvc_file} "
+                f"({dir_hash}); record it with `dvc add {data_root}` and commit {dvc_file}"
+            )
+        if not f.is_file():
+            raise DataVersionError(
+                f"{data_root}/{rel} is missing from the workspace; restore the data with "
+                f"`dvc pull` (or `make data` for the default dataset)"
+            )
+        found = file_md5(f)
+        if found != expected:
+            raise DataVersionError(
+                f"{data_root}/{rel} differs from {dvc_file}: expected md5 {expected}, "
+                f"found {found}. Restore it with `dvc checkout {dvc_file}`, or record the new "
+                f"version with `dvc add {data_root}` and commit {dvc_file}"
+            )
+        rels.append(rel)
+    return DataVersion(dvc_file, dir_hash, data_root, nfiles, tuple(sorted(rels)))
+
+
+def verify_all(root: Path, dvc_file: str, data_root: str) -> DataVersion:
+    """Check every file of the tracked folder against its version, and that none is extra."""
+    dir_hash, _, _ = read_dvc_file(root / dvc_file)
+    manifest = load_manifest(dvc_cache_dir(root), dir_hash)
+    data_dir = (root / data_root).resolve()
+    on_disk = {
+        p.relative_to(data_dir).as_posix() for p in data_dir.rglob("*") if p.is_file()
+    } if data_dir.is_dir() else set()  # fmt: skip
+    extra = sorted(on_disk - set(manifest))
+    if extra:
+        raise DataVersionError(
+            f"{data_root}/{extra[0]} (and {len(extra) - 1} more) are not in the data version of "
+            f"{dvc_file} ({dir_hash}); record them with `dvc add {data_root}` or remove them"
+        )
+    return verify_files(root, dvc_file, data_root, [data_dir / rel for rel in sorted(manifest)])

@@ -1,0 +1,67 @@
+"""The software environment of a run: lock-file hash, interpreter, platform, library versions."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import platform
+import sys
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+
+TRACKED_PACKAGES = (
+    "lightgbm", "numpy", "pandas", "pyarrow", "scikit-learn", "mlflow", "dvc", "hydra-core",
+    "omegaconf",
+)  # fmt: skip
+LOCK_FILE = "uv.lock"
+THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+
+
+@dataclass(frozen=True)
+class Environment:
+    """What the run ran on; compared field by field on replay."""
+
+    lock_hash: str
+    python: str
+    platform: str
+    machine: str
+    cpu_count: int
+    packages: dict[str, str] = field(default_factory=dict)
+    thread_env: dict[str, str] = field(default_factory=dict)
+
+
+def file_sha256(path: Path) -> str:
+    """sha256 of a file's bytes ("" when it does not exist)."""
+    if not path.is_file():
+        return ""
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _version(name: str) -> str:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return "absent"
+
+
+def current_environment(root: Path) -> Environment:
+    """Describe the running interpreter and the project's lock file."""
+    return Environment(
+        lock_hash=file_sha256(root / LOCK_FILE),
+        python=platform.python_version(),
+        platform=f"{platform.system()}-{platform.release()}",
+        machine=platform.machine(),
+        cpu_count=os.cpu_count() or 1,
+        packages={name: _version(name) for name in TRACKED_PACKAGES},
+        thread_env={k: os.environ[k] for k in THREAD_VARS if k in os.environ},
+    )
+
+
+def command_line() -> str:
+    """The command that started this process, as typed."""
+    return " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])

@@ -1,0 +1,123 @@
+"""Pure evaluation: classification and per-user-day ranking metrics, and figures."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+
+def ranking_metrics(
+    groups: np.ndarray, labels: np.ndarray, scores: np.ndarray, k: int
+) -> tuple[float, float]:
+    """Mean NDCG@k and recall@k over groups with at least one positive.
+
+    `groups` is an integer group id per row. Ties in score are broken by row order, so the
+    result is deterministic.
+    """
+    rel = (labels > 0).astype("float64")
+    order = np.lexsort((np.arange(len(scores)), -scores, groups))
+    g, r = groups[order], rel[order]
+    starts = np.r_[0, np.flatnonzero(g[1:] != g[:-1]) + 1]
+    sizes = np.diff(np.r_[starts, len(g)])
+    rank = np.arange(len(g)) - np.repeat(starts, sizes)
+    disc = 1.0 / np.log2(rank + 2.0)
+    top = rank < k
+    dcg = np.add.reduceat(np.where(top, r * disc, 0.0), starts)
+    hits = np.add.reduceat(np.where(top, r, 0.0), starts)
+    npos = np.add.reduceat(r, starts)
+    ideal_disc = np.cumsum(1.0 / np.log2(np.arange(k) + 2.0))
+    idcg = ideal_disc[np.minimum(npos, k).astype(int) - 1] if len(npos) else np.array([])
+    has = npos > 0
+    if not has.any():
+        return float("nan"), float("nan")
+    ndcg = dcg[has] / idcg[has]
+    recall = hits[has] / npos[has]
+    return float(ndcg.mean()), float(recall.mean())
+
+
+def group_ids(frame: pd.DataFrame) -> np.ndarray:
+    """A dense group id per (user, day), in order of first appearance."""
+    codes, _ = pd.factorize(pd.MultiIndex.from_frame(frame[["user_id", "day"]]))
+    return codes.astype("int64")
+
+
+def evaluate(
+    labels: np.ndarray, scores: np.ndarray, groups: np.ndarray, k: int, probabilities: bool
+) -> dict[str, float]:
+    """ROC AUC, average precision, log loss (probabilities only), NDCG@k and recall@k."""
+    from sklearn.metrics import average_precision_score, log_loss, roc_auc_score
+
+    y = (labels > 0).astype("int8")
+    out: dict[str, float] = {}
+    if 0 < y.sum() < len(y):
+        out["auc"] = float(roc_auc_score(y, scores))
+        out["avg_precision"] = float(average_precision_score(y, scores))
+        if probabilities:
+            out["logloss"] = float(log_loss(y, np.clip(scores, 1e-15, 1 - 1e-15)))
+    ndcg, recall = ranking_metrics(groups, y, scores, k)
+    if not np.isnan(ndcg):
+        out[f"ndcg_at_{k}"] = ndcg
+        out[f"recall_at_{k}"] = recall
+    return out
+
+
+def prediction_hash(scores: np.ndarray) -> str:
+    """sha256 of the predictions as little-endian float64 bytes."""
+    return hashlib.sha256(np.ascontiguousarray(scores, dtype="<f8").tobytes()).hexdigest()
+
+
+def save_figures(
+    out_dir: Path,
+    *,
+    importance: pd.Series | None,
+    curves: dict[str, list[float]],
+    labels: np.ndarray,
+    scores: dict[str, np.ndarray],
+) -> list[Path]:
+    """Feature importance, PR curve and learning curves as PNGs; returns the written paths."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from sklearn.metrics import precision_recall_curve
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths: list[Path] = []
+    if importance is not None and len(importance):
+        fig, ax = plt.subplots(figsize=(7, max(3, 0.28 * len(importance))))
+        importance.sort_values().plot.barh(ax=ax)
+        ax.set_xlabel("total gain")
+        ax.set_title("Feature importance")
+        fig.tight_layout()
+        paths.append(out_dir / "feature_importance.png")
+        fig.savefig(paths[-1], dpi=90)
+        plt.close(fig)
+    y = (labels > 0).astype("int8")
+    if 0 < y.sum() < len(y):
+        fig, ax = plt.subplots(figsize=(6, 4.5))
+        for name, s in scores.items():
+            p, r, _ = precision_recall_curve(y, s)
+            ax.plot(r, p, label=name)
+        ax.set_xlabel("recall")
+        ax.set_ylabel("precision")
+        ax.set_title("Precision-recall on the test window")
+        ax.legend()
+        fig.tight_layout()
+        paths.append(out_dir / "pr_curve.png")
+        fig.savefig(paths[-1], dpi=90)
+        plt.close(fig)
+    if curves:
+        fig, ax = plt.subplots(figsize=(6, 4.5))
+        for name, values in curves.items():
+            ax.plot(np.arange(1, len(values) + 1), values, label=name)
+        ax.set_xlabel("iteration")
+        ax.set_title("Learning curves")
+        ax.legend()
+        fig.tight_layout()
+        paths.append(out_dir / "learning_curves.png")
+        fig.savefig(paths[-1], dpi=90)
+        plt.close(fig)
+    return paths

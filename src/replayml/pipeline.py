@@ -1,0 +1,421 @@
+"""`run_experiment`: one reproducible training run, from typed config to a logged MLflow run.
+
+Everything that can be wrong with the config or the data is checked before the MLflow run is
+created; once it exists, the run ends FINISHED only if every step, the model upload included,
+succeeded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from replayml.config.resolve import (
+    DateWindows,
+    config_to_container,
+    resolve_dates,
+    with_absolute_dates,
+)
+from replayml.config.schema import DataConfig, ModelKind, RunConfig
+from replayml.errors import ConfigError
+from replayml.lineage.code import CodeVersion, code_version
+from replayml.lineage.data import DataVersion, verify_files
+from replayml.lineage.environment import Environment, command_line, current_environment
+from replayml.progress import Steps
+from replayml.redact import redact_override, redact_text, redact_tree
+
+log = logging.getLogger(__name__)
+
+TAG = "replayml."
+SCHEMA_VERSION = "1"
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """Where and how a run was launched (filled in by the entrypoint)."""
+
+    project_root: Path
+    output_dir: Path
+    overrides: tuple[str, ...] = ()
+    choices: dict[str, str] = field(default_factory=dict)
+    env_keys: frozenset[str] = frozenset()
+    parent_run_id: str | None = None
+    extra_tags: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Matrices:
+    """Feature matrices of the three windows plus the baseline scores of the test window."""
+
+    train: Any
+    valid: Any
+    test: Any
+    test_frame: pd.DataFrame
+    test_popularity: np.ndarray
+    feature_names: list[str]
+    slice_hashes: dict[str, str]
+    rows: dict[str, int]
+    preprocess: dict[str, int]
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """What a finished run produced, as recorded in MLflow."""
+
+    run_id: str
+    url: str
+    metrics: dict[str, float]
+    tree_hash: str
+    prediction_hash: str
+    slice_hashes: dict[str, str]
+    data_hash: str
+    output_dir: Path
+    replayable: bool
+    config: dict[str, Any]
+
+
+def frame_hash(frame: pd.DataFrame, y: np.ndarray | None = None) -> str:
+    """Content hash of a matrix: values in row order, column names and dtypes."""
+    digest = hashlib.sha256()
+    digest.update(json.dumps([[str(c), str(t)] for c, t in frame.dtypes.items()]).encode())
+    digest.update(pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes())
+    if y is not None:
+        digest.update(np.ascontiguousarray(y, dtype="<i8").tobytes())
+    return digest.hexdigest()
+
+
+def _mapped_columns(cfg: DataConfig) -> tuple[set[str], set[str] | None, set[str] | None]:
+    events = {"user_id", "item_id", "ts", "label"}
+    events |= {n for n, c in (("click", cfg.events.click), ("position", cfg.events.position)) if c}
+    items = None
+    if cfg.items.path:
+        items = {"item_id"} | {
+            n
+            for n, c in (
+                ("category", cfg.items.category),
+                ("price", cfg.items.price),
+                ("created", cfg.items.created),
+                ("item_region", cfg.items.region),
+            )
+            if c
+        }
+    users = None
+    if cfg.users.path:
+        users = {"user_id"} | ({"user_region"} if cfg.users.region else set())
+    return events, items, users
+
+
+def _day(d: date) -> pd.Timestamp:
+    return pd.Timestamp(d)
+
+
+def prepare(
+    cfg: RunConfig, root: Path, steps: Steps
+) -> tuple[RunConfig, DateWindows, DataVersion, Matrices]:
+    """Validate dates and data, load the slice, preprocess and build the three matrices.
+
+    Raises `ConfigError` / `DataVersionError` / `DataSchemaError` before anything is written.
+    """
+    from replayml.data.load import date_range, event_files, load
+    from replayml.data.preprocess import preprocess, sample_negatives
+    from replayml.features.build import build_features, check_builders
+    from replayml.features.builders import item_history
+    from replayml.features.registry import FeatureContext
+    from replayml.model.evaluate import group_ids
+    from replayml.model.fit import Split
+
+    events_cols, item_cols, user_cols = _mapped_columns(cfg.data)
+    check_builders(cfg.features, events_cols, item_cols, user_cols)
+    if not 0.0 < cfg.preprocessing.negative_rate <= 1.0:
+        raise ConfigError(
+            f"preprocessing.negative_rate={cfg.preprocessing.negative_rate} must be in (0, 1]"
+        )
+    first, last = date_range(cfg.data, root)
+    windows = resolve_dates(cfg.dates, first, last)
+    resolved = with_absolute_dates(cfg, windows)
+    history_start = max(
+        first, windows.train.start - timedelta(days=max(cfg.features.lookback_days))
+    )
+
+    with steps.step("verifying data version"):
+        files = event_files(cfg.data, root, history_start, windows.test.end)
+        version = verify_files(root, cfg.data.dvc_file, cfg.data.root, files)
+    with steps.step("loading data"):
+        tables = load(cfg.data, root, history_start, windows.test.end)
+    events, stats = preprocess(
+        tables.events, cfg.preprocessing, _day(windows.train.start), _day(windows.train.end)
+    )
+    splits: dict[str, Any] = {}
+    hashes: dict[str, str] = {}
+    rows: dict[str, int] = {}
+    test_frame = pd.DataFrame()
+    test_pop = np.array([])
+    feature_names: list[str] = []
+    max_w = max(cfg.features.lookback_days)
+    with steps.step("building features"):
+        for name in ("train", "valid", "test"):
+            w = getattr(windows, name)
+            targets = events[(events["day"] >= _day(w.start)) & (events["day"] <= _day(w.end))]
+            targets = targets.reset_index(drop=True)
+            if name == "train":
+                targets = sample_negatives(
+                    targets, cfg.preprocessing.negative_rate, cfg.preprocessing.sampling_seed
+                )
+            n_pos = int(targets["label"].sum()) if len(targets) else 0
+            if len(targets) == 0 or n_pos == 0 or n_pos == len(targets):
+                raise ConfigError(
+                    f"dates: the {name} window {w} has {len(targets)} rows and {n_pos} positives "
+                    f"after preprocessing; it needs both classes. Widen dates.{name}_days or "
+                    f"relax preprocessing (e.g. preprocessing=none)"
+                )
+            # sort by (user, day, ts) so ranking groups are contiguous; stable for determinism
+            targets = targets.sort_values(
+                ["user_id", "day", "ts", "item_id"], kind="mergesort", ignore_index=True
+            )
+            X = build_features(targets, events, tables.items, tables.users, cfg.features)
+            feature_names = list(X.columns)
+            y = targets["label"].to_numpy(dtype="int8")
+            grades = y.astype("int32") * 2
+            if "click" in targets:
+                grades = np.maximum(grades, targets["click"].to_numpy(dtype="int32"))
+            splits[name] = Split(X=X, y=y, groups=group_ids(targets), grades=grades)
+            hashes[name] = frame_hash(X, y)
+            rows[name] = len(X)
+            if name == "test":
+                test_frame = targets
+                ctx = FeatureContext(
+                    events, tables.items, tables.users, (max_w,), cfg.features.smoothing
+                )
+                test_pop = item_history(targets, ctx)[f"item_cr_{max_w}d"].to_numpy("float64")
+    matrices = Matrices(
+        train=splits["train"],
+        valid=splits["valid"],
+        test=splits["test"],
+        test_frame=test_frame,
+        test_popularity=test_pop,
+        feature_names=feature_names,
+        slice_hashes=hashes,
+        rows=rows,
+        preprocess={
+            "duplicates_removed": stats.duplicates,
+            "bot_users_removed": stats.bot_users,
+            "bot_rows_removed": stats.bot_rows,
+            "rare_item_rows_removed": stats.rare_item_rows,
+        },
+    )
+    return resolved, windows, version, matrices
+
+
+def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, str]:
+    """Dotted keys to string values (lists as JSON), for MLflow params."""
+    out: dict[str, str] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(flatten(value, name + "."))
+        elif isinstance(value, list):
+            out[name] = json.dumps(value)
+        else:
+            out[name] = "null" if value is None else str(value)
+    return out
+
+
+def replayability(cfg: RunConfig, code: CodeVersion, data: DataVersion) -> list[str]:
+    """Reasons this run could not be replayed exactly (empty when it can)."""
+    reasons = []
+    if cfg.model.kind is not ModelKind.popularity and not cfg.model.deterministic:
+        reasons.append("model.deterministic=false: LightGBM may build different trees")
+    if not code.available:
+        reasons.append("the project is not a git repository: no code version")
+    if not data.tracked:
+        reasons.append("data.dvc_file is empty: the data is not versioned by DVC")
+    return reasons
+
+
+def _lineage_tags(
+    resolved: RunConfig,
+    windows: DateWindows,
+    data: DataVersion,
+    code: CodeVersion,
+    env: Environment,
+    m: Matrices,
+    ctx: RunContext,
+    reasons: list[str],
+    config_hash: str,
+) -> dict[str, str]:
+    tags = {
+        "schema_version": SCHEMA_VERSION,
+        "dataset": resolved.data.name,
+        "data.dvc_file": data.dvc_file,
+        "data.dvc_hash": data.dvc_hash,
+        "data.path": data.path,
+        "data.files_read": str(len(data.files_read)),
+        "code.commit": code.commit,
+        "code.branch": code.branch,
+        "code.dirty": str(code.dirty).lower(),
+        "env.lock_hash": env.lock_hash,
+        "env.python": env.python,
+        "env.platform": env.platform,
+        "env.machine": env.machine,
+        "env.cpu_count": str(env.cpu_count),
+        "env.thread_env": json.dumps(env.thread_env, sort_keys=True),
+        "env.num_threads": str(resolved.model.num_threads),
+        "seed.model": str(resolved.model.seed),
+        "seed.sampling": str(resolved.preprocessing.sampling_seed),
+        "model.kind": resolved.model.kind.value,
+        "config_hash": config_hash,
+        "command": redact_text(" ".join(redact_override(a) for a in command_line().split(" "))),
+        "overrides": json.dumps([redact_override(o) for o in ctx.overrides]),
+        "replayable": str(not reasons).lower(),
+        "not_replayable_reasons": "; ".join(reasons),
+    }
+    for pkg, version in env.packages.items():
+        tags[f"env.{pkg}"] = version
+    for key, value in windows.as_dict().items():
+        tags[f"dates.{key}"] = value
+    for name, h in m.slice_hashes.items():
+        tags[f"slice_hash.{name}"] = h
+        tags[f"rows.{name}"] = str(m.rows[name])
+    for group, choice in ctx.choices.items():
+        tags[f"choice.{group}"] = choice
+    return {TAG + k: v for k, v in tags.items()}
+
+
+def _requirements(env: Environment) -> list[str]:
+    return [f"{p}=={env.packages[p]}" for p in ("mlflow", "lightgbm", "pandas", "numpy")]
+
+
+def run_experiment(cfg: RunConfig, ctx: RunContext) -> RunResult:
+    """Train, evaluate and record one run with its full lineage; return what it produced."""
+    from replayml.model.evaluate import evaluate, prediction_hash, save_figures
+    from replayml.model.fit import fit, importance, predict, tree_hash
+    from replayml.tracking.run import tracked_run
+    from replayml.tracking.store import open_experiment, store_spec
+
+    root = ctx.project_root
+    steps = Steps()
+    spec = store_spec(cfg.tracking, root)
+    with steps.step("connecting to the tracking store"):
+        open_experiment(spec)  # fail fast (bounded retries) before any work
+    resolved, windows, data, m = prepare(cfg, root, steps)
+    code = code_version(root)
+    env = current_environment(root)
+    reasons = replayability(resolved, code, data)
+    container = redact_tree(config_to_container(resolved), set(ctx.env_keys))
+    config_yaml = yaml.safe_dump(container, sort_keys=False)
+    config_hash = hashlib.sha256(config_yaml.encode()).hexdigest()
+    tags = _lineage_tags(resolved, windows, data, code, env, m, ctx, reasons, config_hash)
+    tags.update({k: redact_text(v) for k, v in {**resolved.tags, **ctx.extra_tags}.items()})
+    params = flatten(container)
+    out = ctx.output_dir
+    out.mkdir(parents=True, exist_ok=True)
+
+    with tracked_run(spec, resolved.tracking.run_name, tags, ctx.parent_run_id) as run:
+        skipped = run.log_params(params)
+        if skipped:
+            run.set_tags({TAG + "params_skipped": ",".join(skipped)})
+        run.log_text(config_yaml, "replayml/config.yaml")
+        run.log_text(
+            yaml.safe_dump(
+                {"overrides": [redact_override(o) for o in ctx.overrides], "choices": ctx.choices},
+                sort_keys=False,
+            ),
+            "replayml/overrides.yaml",
+        )
+        if code.dirty:
+            run.log_text(code.diff, "replayml/code.diff")
+        if data.tracked:
+            run.log_dataset(
+                m.train.X.head(100),
+                name=f"{resolved.data.name}@{data.dvc_hash[:12]}",
+                digest=m.slice_hashes["train"],
+                source=(root / data.path).resolve().as_uri(),
+                context="training",
+            )
+        with steps.step("training"):
+            result = fit(m.train, m.valid, resolved.model)
+        scores = predict(result, m.test.X, m.test_popularity)
+        k = resolved.model.eval_at
+        probabilities = resolved.model.kind is ModelKind.lgbm
+        metrics = evaluate(m.test.y, scores, m.test.groups, k, probabilities)
+        baseline = evaluate(m.test.y, m.test_popularity, m.test.groups, k, False)
+        all_metrics = {f"test_{n}": v for n, v in metrics.items()}
+        all_metrics.update({f"baseline_{n}": v for n, v in baseline.items()})
+        all_metrics["best_iteration"] = float(result.best_iteration)
+        all_metrics.update({f"rows_{n}": float(v) for n, v in m.rows.items()})
+        all_metrics.update({n: float(v) for n, v in m.preprocess.items()})
+        run.log_metrics(all_metrics)
+        run.log_curves(result.curves)
+        t_hash = tree_hash(result.booster)
+        p_hash = prediction_hash(scores)
+        run.set_tags(
+            {
+                TAG + "tree_hash": t_hash,
+                TAG + "prediction_hash": p_hash,
+                TAG + "best_iteration": str(result.best_iteration),
+            }
+        )
+        figures = save_figures(
+            out / "plots",
+            importance=importance(result.booster),
+            curves=result.curves,
+            labels=m.test.y,
+            scores={resolved.model.kind.value: scores, "popularity": m.test_popularity},
+        )
+        for fig in figures:
+            run.log_artifact(fig, "plots")
+        sample = (
+            m.test_frame[["user_id", "item_id", "ts", "label"]]
+            .head(200)
+            .assign(score=scores[:200], baseline=m.test_popularity[:200])
+        )
+        sample_path = out / "scored_sample.csv"
+        sample.to_csv(sample_path, index=False)
+        run.log_artifact(sample_path, "replayml")
+        lineage = {
+            "run_id": run.run_id,
+            "tags": tags,
+            "metrics": all_metrics,
+            "tree_hash": t_hash,
+            "prediction_hash": p_hash,
+            "files_read": list(data.files_read),
+            "feature_names": m.feature_names,
+            "lgb_params": result.params,
+            "environment": {"packages": env.packages, "thread_env": env.thread_env},
+        }
+        (out / "lineage.json").write_text(json.dumps(lineage, indent=2, sort_keys=True))
+        (out / "config.yaml").write_text(config_yaml)
+        (out / "metrics.json").write_text(json.dumps(all_metrics, indent=2, sort_keys=True))
+        run.log_artifact(out / "lineage.json", "replayml")
+        if result.booster is not None:
+            model_path = out / "model.txt"
+            result.booster.save_model(str(model_path), num_iteration=result.best_iteration)
+            if resolved.tracking.log_model:
+                with steps.step("logging the model"):
+                    model_uri = run.log_lightgbm(
+                        result.booster, m.test.X.head(5), _requirements(env), result.best_iteration
+                    )
+                run.set_tags({TAG + "model_uri": model_uri})
+        url = run.url
+        run_id = run.run_id
+    return RunResult(
+        run_id=run_id,
+        url=url,
+        metrics=all_metrics,
+        tree_hash=t_hash,
+        prediction_hash=p_hash,
+        slice_hashes=m.slice_hashes,
+        data_hash=data.dvc_hash,
+        output_dir=out,
+        replayable=not reasons,
+        config=container,
+    )

@@ -1,0 +1,228 @@
+"""One MLflow run's lifecycle and logging, all batched and within MLflow's limits.
+
+A run is FINISHED only when the block completes; any exception (or `sys.exit`) marks it FAILED
+with the traceback as an artifact, and SIGTERM marks it KILLED before the process exits.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import tempfile
+import time
+import traceback
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any
+from urllib.parse import unquote
+
+from replayml.errors import ReplaymlError, TrackingError
+from replayml.tracking.store import StoreSpec, explain, open_experiment, run_url
+
+log = logging.getLogger(__name__)
+
+TAG_PREFIX = "replayml."
+MAX_PARAM_VAL = 6000
+MAX_TAG_VAL = 8000
+MAX_KEY = 250
+
+
+class RunKilled(BaseException):
+    """Raised in the training process when it receives SIGTERM."""
+
+
+def safe_artifact_path(path: str) -> str:
+    """Refuse artifact paths that could escape the run's artifact folder."""
+    decoded = unquote(unquote(path))
+    pure = PurePosixPath(decoded.replace("\\", "/"))
+    if not path or pure.is_absolute() or ".." in pure.parts or ":" in decoded:
+        raise ReplaymlError(
+            f"artifact path {path!r} is not allowed: use a relative path without '..', "
+            f"drive letters or URL-encoded escapes"
+        )
+    return str(pure)
+
+
+@dataclass
+class RunHandle:
+    """An open run: its id, link, and batched logging calls."""
+
+    client: Any
+    spec: StoreSpec
+    experiment_id: str
+    run_id: str
+    skipped_params: list[str] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        return run_url(self.spec, self.experiment_id, self.run_id)
+
+    def log_params(self, params: dict[str, str]) -> list[str]:
+        """Log params in batches; values over MLflow's limit are skipped and returned."""
+        from mlflow.entities import Param
+
+        batch: list[Param] = []
+        for key, value in params.items():
+            if len(value) > MAX_PARAM_VAL or len(key) > MAX_KEY:
+                self.skipped_params.append(key)
+                continue
+            batch.append(Param(key, value))
+        for i in range(0, len(batch), 100):
+            self.client.log_batch(self.run_id, params=batch[i : i + 100], synchronous=True)
+        return list(self.skipped_params)
+
+    def set_tags(self, tags: dict[str, str]) -> None:
+        """Set tags in batches; values over the limit are cut with a marker (full copies are
+        always in the config and lineage artifacts)."""
+        from mlflow.entities import RunTag
+
+        items = []
+        for key, value in tags.items():
+            text = str(value)
+            if len(text) > MAX_TAG_VAL:
+                text = text[: MAX_TAG_VAL - 40] + " ...[cut; see lineage.json]"
+            items.append(RunTag(key, text))
+        for i in range(0, len(items), 100):
+            self.client.log_batch(self.run_id, tags=items[i : i + 100], synchronous=True)
+
+    def log_metrics(self, metrics: dict[str, float], step: int = 0) -> None:
+        """Log final metrics in one batch."""
+        self.log_curves({k: [v] for k, v in metrics.items()}, first_step=step)
+
+    def log_curves(self, curves: dict[str, list[float]], first_step: int = 1) -> None:
+        """Log per-iteration curves, up to 1000 values per request."""
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        metrics = [
+            Metric(name, float(v), now, first_step + i)
+            for name, values in curves.items()
+            for i, v in enumerate(values)
+        ]
+        for i in range(0, len(metrics), 1000):
+            self.client.log_batch(self.run_id, metrics=metrics[i : i + 1000], synchronous=True)
+
+    def log_text(self, text: str, artifact_file: str) -> None:
+        """Write text as an artifact file."""
+        self.client.log_text(self.run_id, text, safe_artifact_path(artifact_file))
+
+    def log_artifact(self, path: Path, artifact_dir: str | None = None) -> None:
+        """Upload a local file."""
+        target = safe_artifact_path(artifact_dir) if artifact_dir else None
+        self.client.log_artifact(self.run_id, str(path), target)
+
+    def log_dataset(
+        self, sample: Any, *, name: str, digest: str, source: str, context: str
+    ) -> None:
+        """Record the training data as a run input carrying our own content digest."""
+        import mlflow.data
+        from mlflow.entities import DatasetInput, InputTag
+
+        with warnings.catch_warnings():  # "source can be interpreted in multiple ways" (file:)
+            warnings.simplefilter("ignore", UserWarning)
+            dataset = mlflow.data.from_pandas(sample, source=source, name=name, digest=digest[:36])
+        inp = DatasetInput(
+            dataset=dataset._to_mlflow_entity(), tags=[InputTag("mlflow.data.context", context)]
+        )
+        self.client.log_inputs(self.run_id, datasets=[inp])
+
+    def log_lightgbm(
+        self, booster: Any, example: Any, requirements: list[str], best_iteration: int
+    ) -> str:
+        """Log the booster with MLflow's LightGBM flavour, signature and input example.
+
+        The signature is inferred from the small example, never from the training matrix.
+        Returns the model URI.
+        """
+        import mlflow
+        import mlflow.lightgbm
+        from mlflow.models import infer_signature
+
+        mlflow.set_tracking_uri(self.spec.uri)
+        prediction = booster.predict(example, num_iteration=best_iteration)
+        info = mlflow.lightgbm.log_model(
+            booster,
+            name="model",
+            run_id=self.run_id,
+            input_example=example,
+            signature=infer_signature(example, prediction),
+            pip_requirements=requirements,
+        )
+        return str(info.model_uri)
+
+
+@contextmanager
+def _sigterm_raises() -> Iterator[None]:
+    def handler(signum: int, frame: Any) -> None:
+        raise RunKilled(f"received signal {signum}")
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@contextmanager
+def tracked_run(
+    spec: StoreSpec, run_name: str | None, tags: dict[str, str], parent_run_id: str | None = None
+) -> Iterator[RunHandle]:
+    """Create a run, yield its handle, and always leave it in a terminal state."""
+    client, experiment_id = open_experiment(spec)
+    # a leaked MLFLOW_RUN_ID must never make this process write into another run
+    os.environ.pop("MLFLOW_RUN_ID", None)
+    start_tags = {
+        **tags,
+        f"{TAG_PREFIX}pid": str(os.getpid()),
+        f"{TAG_PREFIX}host": socket.gethostname(),
+        f"{TAG_PREFIX}heartbeat": str(int(time.time())),
+    }
+    if parent_run_id:
+        start_tags["mlflow.parentRunId"] = parent_run_id
+    try:
+        run = client.create_run(experiment_id, run_name=run_name, tags=start_tags)
+    except Exception as exc:
+        raise explain(exc, spec) from exc
+    handle = RunHandle(client, spec, experiment_id, run.info.run_id)
+    try:
+        with _sigterm_raises():
+            yield handle
+    except RunKilled:
+        _finish(handle, "KILLED", traceback.format_exc())
+        raise
+    except BaseException as exc:
+        status = "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED"
+        _finish(handle, status, traceback.format_exc())
+        raise
+    else:
+        handle.client.set_terminated(handle.run_id, "FINISHED")
+
+
+def _finish(handle: RunHandle, status: str, trace: str) -> None:
+    """Best effort: record the traceback and the terminal status of a failed run."""
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "traceback.txt"
+            path.write_text(trace)
+            handle.client.log_artifact(handle.run_id, str(path))
+    except Exception:  # the store may be what failed; the status below matters more
+        log.warning("could not upload the traceback of run %s", handle.run_id)
+    try:
+        handle.client.set_tag(
+            handle.run_id, f"{TAG_PREFIX}error", trace.strip().splitlines()[-1][:500]
+        )
+        handle.client.set_terminated(handle.run_id, status)
+    except Exception as exc:
+        raise TrackingError(
+            f"run {handle.run_id} failed and could not be marked {status} in "
+            f"{handle.spec.display_uri}: {exc}; run `replayml doctor` once the store is back"
+        ) from exc

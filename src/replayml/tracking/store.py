@@ -1,0 +1,160 @@
+"""Open an MLflow tracking store: URI resolution, fail-fast connection, one-time initialisation."""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+from replayml.config.schema import TrackingConfig
+from replayml.errors import TrackingError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_UI = "http://127.0.0.1:5000"
+
+
+def redact_uri(uri: str) -> str:
+    """The URI without any user:password part."""
+    parts = urlsplit(uri)
+    if parts.username or parts.password:
+        host = parts.hostname or ""
+        if parts.port:
+            host = f"{host}:{parts.port}"
+        return urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
+    return uri
+
+
+@dataclass(frozen=True)
+class StoreSpec:
+    """Where a run is tracked and how its link is printed."""
+
+    uri: str
+    experiment: str
+    ui_url: str
+    artifact_location: str | None
+    request_timeout: int
+    max_retries: int
+
+    @property
+    def is_local(self) -> bool:
+        return self.uri.startswith("sqlite:")
+
+    @property
+    def display_uri(self) -> str:
+        return redact_uri(self.uri)
+
+
+def store_spec(cfg: TrackingConfig, root: Path) -> StoreSpec:
+    """Resolve `tracking.*` with $MLFLOW_TRACKING_URI and the project's default local store."""
+    uri = cfg.uri or os.environ.get("MLFLOW_TRACKING_URI") or ""
+    artifact_location = None
+    if not uri:
+        store = (root / cfg.store_dir).resolve()
+        uri = f"sqlite:///{store / 'mlflow.db'}"
+        artifact_location = (store / "artifacts").as_uri()
+    elif uri.startswith("sqlite:///"):
+        store = Path(uri.removeprefix("sqlite:///")).resolve().parent
+        artifact_location = (store / "artifacts").as_uri()
+    elif not uri.startswith(("http://", "https://", "sqlite:", "postgresql", "mysql")):
+        raise TrackingError(
+            f"tracking.uri={uri!r} is not a tracking store URI; use http(s)://host:port for a "
+            f"server or sqlite:////abs/path/mlflow.db (file stores are not supported by MLflow 3)"
+        )
+    ui = cfg.ui_url or os.environ.get("REPLAYML_UI_URL")
+    if not ui:
+        ui = redact_uri(uri) if uri.startswith("http") else DEFAULT_UI
+    return StoreSpec(
+        uri=uri,
+        experiment=cfg.experiment,
+        ui_url=ui.rstrip("/"),
+        artifact_location=artifact_location,
+        request_timeout=cfg.request_timeout,
+        max_retries=cfg.max_retries,
+    )
+
+
+def bound_http(spec: StoreSpec) -> None:
+    """Bound MLflow's HTTP retries (minutes by default) and turn its telemetry off."""
+    os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = str(spec.request_timeout)
+    os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = str(spec.max_retries)
+    os.environ["MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR"] = "1"
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
+    # we pass exact pip requirements with the model; no uv export or requirement inference
+    os.environ.setdefault("MLFLOW_UV_AUTO_DETECT", "false")
+
+
+def explain(exc: BaseException, spec: StoreSpec) -> TrackingError:
+    """A clear message for a failed tracking request (unreachable, unauthorised, forbidden)."""
+    text = str(exc)
+    where = spec.display_uri
+    if "401" in text or "Unauthorized" in text or "credentials" in text.lower():
+        return TrackingError(
+            f"the tracking server at {where} refused the request: not authenticated (401); set "
+            f"MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD in the environment"
+        )
+    if "403" in text or "Permission" in text:
+        return TrackingError(
+            f"the tracking server at {where} refused the request: permission denied (403); the "
+            f"user in MLFLOW_TRACKING_USERNAME needs EDIT or MANAGE rights on the experiment"
+        )
+    first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+    return TrackingError(
+        f"cannot use the tracking store at {where}: {first[:300]}. Check that the server is "
+        f"running (`make ui` starts one on the local store) or unset MLFLOW_TRACKING_URI"
+    )
+
+
+def open_experiment(spec: StoreSpec) -> tuple[object, str]:
+    """Connect (fail fast), initialise a local store once, and get-or-create the experiment.
+
+    Returns `(MlflowClient, experiment_id)`. A local SQLite store is initialised under a file
+    lock so that parallel jobs never race on its schema migration.
+    """
+    bound_http(spec)
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    def _open() -> tuple[object, str]:
+        client = MlflowClient(tracking_uri=spec.uri)
+        exp = client.get_experiment_by_name(spec.experiment)
+        if exp is None:
+            try:
+                exp_id = client.create_experiment(
+                    spec.experiment, artifact_location=spec.artifact_location
+                )
+            except MlflowException:
+                exp = client.get_experiment_by_name(spec.experiment)
+                if exp is None:
+                    raise
+                exp_id = exp.experiment_id
+        else:
+            if exp.lifecycle_stage == "deleted":
+                raise TrackingError(
+                    f"experiment tracking.experiment={spec.experiment!r} is deleted in "
+                    f"{spec.display_uri}; restore it in the UI or choose another name"
+                )
+            exp_id = exp.experiment_id
+        return client, exp_id
+
+    try:
+        if spec.is_local:
+            from filelock import FileLock
+
+            db = Path(spec.uri.removeprefix("sqlite:///"))
+            db.parent.mkdir(parents=True, exist_ok=True)
+            with FileLock(str(db) + ".lock", timeout=120):
+                return _open()
+        return _open()
+    except TrackingError:
+        raise
+    except Exception as exc:  # mlflow and requests raise many types for the same condition
+        raise explain(exc, spec) from exc
+
+
+def run_url(spec: StoreSpec, experiment_id: str, run_id: str) -> str:
+    """The run's page in the MLflow UI."""
+    return f"{spec.ui_url}/#/experiments/{experiment_id}/runs/{run_id}"

@@ -1,0 +1,20 @@
+"""Train one model with full lineage: `python train.py model=lgbm dates=last_14d` (-m sweeps)."""
+
+import hydra
+from omegaconf import DictConfig
+
+from replayml.config.schema import register_configs
+
+register_configs()
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="config")
+def main(cfg: DictConfig) -> float | None:
+    """Compose, hand over to the pipeline, print the run link."""
+    from replayml.entry import train_from_hydra
+
+    return train_from_hydra(cfg)
+
+
+if __name__ == "__main__":
+    main()
