@@ -71,3 +71,51 @@ def params(
 def main() -> None:
     """Console-script entry."""
     app()
+
+
+@app.command("replay")
+def replay_run(
+    run_id: str = typer.Argument(..., help="The MLflow run id to replay."),
+    tracking_uri: str | None = typer.Option(
+        None,
+        "--tracking-uri",
+        help="Tracking store holding the run (default: $MLFLOW_TRACKING_URI, else the "
+        "project's mlruns/ store). The replay run is logged there too.",
+    ),
+    keep: bool = typer.Option(
+        False, "--keep", help="Keep the temporary git worktree of the replay (path printed)."
+    ),
+    strict_env: bool = typer.Option(
+        False,
+        "--strict-env",
+        help="Refuse (exit 1, nothing run) when the lock file, Python, platform, package "
+        "versions or thread settings differ from the run's; by default they are warnings.",
+    ),
+    project: Path = typer.Option(
+        Path("."), "--project", help="Project root: a git clone with data.dvc and conf/."
+    ),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log progress to stderr."),
+) -> None:
+    """Replay a run exactly from its recorded commit, data version and config, and compare.
+
+    The commit runs in a temporary git worktree: the current checkout is never touched.
+
+    Data comes from the DVC cache or remote and is re-hashed; corrupt cache files are repaired.
+
+    Exit code: 0 IDENTICAL, 1 DIFFERENT, 2 not replayable or error.
+    """
+    from replayml.replay import print_report, replay
+
+    _setup_logging(verbose)
+    try:
+        report = replay(
+            run_id,
+            project=project.resolve(),
+            tracking_uri=tracking_uri,
+            keep=keep,
+            strict_env=strict_env,
+        )
+    except ReplaymlError as exc:
+        _fail(exc)
+    print_report(report)
+    raise typer.Exit(report.exit_code)

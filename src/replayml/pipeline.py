@@ -215,6 +215,15 @@ def prepare(
     return resolved, windows, version, matrices
 
 
+RESULT_KEYS = ("data", "dates", "preprocessing", "features", "model")
+
+
+def model_config_hash(container: dict[str, Any]) -> str:
+    """sha256 of the config sections that decide the model (not tracking, output or tags)."""
+    relevant = {k: container[k] for k in RESULT_KEYS if k in container}
+    return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()
+
+
 def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, str]:
     """Dotted keys to string values (lists as JSON), for MLflow params."""
     out: dict[str, str] = {}
@@ -287,7 +296,14 @@ def _lineage_tags(
         tags[f"rows.{name}"] = str(m.rows[name])
     for group, choice in ctx.choices.items():
         tags[f"choice.{group}"] = choice
-    return {TAG + k: v for k, v in tags.items()}
+    out = {TAG + k: v for k, v in tags.items()}
+    # MLflow's own source tags, so the UI shows the commit too
+    out.update({"mlflow.source.name": "train.py", "mlflow.source.type": "LOCAL"})
+    if code.commit:
+        out.update(
+            {"mlflow.source.git.commit": code.commit, "mlflow.source.git.branch": code.branch}
+        )
+    return out
 
 
 def _requirements(env: Environment) -> list[str]:
@@ -312,7 +328,7 @@ def run_experiment(cfg: RunConfig, ctx: RunContext) -> RunResult:
     reasons = replayability(resolved, code, data)
     container = redact_tree(config_to_container(resolved), set(ctx.env_keys))
     config_yaml = yaml.safe_dump(container, sort_keys=False)
-    config_hash = hashlib.sha256(config_yaml.encode()).hexdigest()
+    config_hash = model_config_hash(container)
     tags = _lineage_tags(resolved, windows, data, code, env, m, ctx, reasons, config_hash)
     tags.update({k: redact_text(v) for k, v in {**resolved.tags, **ctx.extra_tags}.items()})
     params = flatten(container)
@@ -336,7 +352,7 @@ def run_experiment(cfg: RunConfig, ctx: RunContext) -> RunResult:
         if data.tracked:
             run.log_dataset(
                 m.train.X.head(100),
-                name=f"{resolved.data.name}@{data.dvc_hash[:12]}",
+                name=f"{resolved.data.name[:80]}@{data.dvc_hash[:12]}",
                 digest=m.slice_hashes["train"],
                 source=(root / data.path).resolve().as_uri(),
                 context="training",

@@ -42,27 +42,44 @@ def _join(targets: pd.DataFrame, agg: pd.DataFrame, keys: list[str]) -> pd.DataF
     return targets[[*keys, "day"]].merge(agg, on=[*keys, "day"], how="left", validate="m:1")
 
 
+def _global_rates(
+    history: pd.DataFrame, values: list[str], days: np.ndarray, lookback: int
+) -> pd.DataFrame:
+    """Per target day D: the overall rate of each value over days [D - lookback, D - 1]."""
+    daily = history.groupby("day", sort=True)[values].agg(["sum", "count"])
+    rows = []
+    for d in days:
+        lo = d - np.timedelta64(lookback, "D")
+        win = daily[(daily.index >= lo) & (daily.index < d)]
+        rates = {}
+        for v in values:
+            n = float(win[(v, "count")].sum())
+            rates[v] = float(win[(v, "sum")].sum()) / n if n else 0.0
+        rows.append({"day": d, **rates})
+    return pd.DataFrame(rows, columns=["day", *values])
+
+
 def _entity_history(
     targets: pd.DataFrame, ctx: FeatureContext, key: str, prefix: str
 ) -> pd.DataFrame:
     hist = ctx.history
     values = ["label"] + (["click"] if "click" in hist else [])
-    base_cr = float(hist["label"].mean()) if len(hist) else 0.0
-    base_ctr = float(hist["click"].mean()) if "click" in hist and len(hist) else 0.0
     out = pd.DataFrame(index=targets.index)
     days = _target_days(targets)
     for w in ctx.lookback_days:
         agg = _window_sums(hist, [key], values, days, w)
         j = _join(targets, agg, [key])
-        n = j["n"].fillna(0).to_numpy()
-        out[f"{prefix}_imps_{w}d"] = n
+        # the smoothing prior is point-in-time too: the overall rate over the same window
+        prior = targets[["day"]].merge(_global_rates(hist, values, days, w), on="day", how="left")
+        n = j["n"].fillna(0)
+        out[f"{prefix}_imps_{w}d"] = n.to_numpy()
         out[f"{prefix}_contacts_{w}d"] = j["label"].fillna(0).to_numpy()
-        out[f"{prefix}_cr_{w}d"] = _rate(
-            j["label"].fillna(0), j["n"].fillna(0), base_cr, ctx.smoothing
+        out[f"{prefix}_cr_{w}d"] = (
+            (j["label"].fillna(0) + prior["label"] * ctx.smoothing) / (n + ctx.smoothing)
         ).to_numpy()
         if "click" in values:
-            out[f"{prefix}_ctr_{w}d"] = _rate(
-                j["click"].fillna(0), j["n"].fillna(0), base_ctr, ctx.smoothing
+            out[f"{prefix}_ctr_{w}d"] = (
+                (j["click"].fillna(0) + prior["click"] * ctx.smoothing) / (n + ctx.smoothing)
             ).to_numpy()
     return out
 

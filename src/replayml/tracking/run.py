@@ -143,16 +143,22 @@ class RunHandle:
         import mlflow.lightgbm
         from mlflow.models import infer_signature
 
-        mlflow.set_tracking_uri(self.spec.uri)
         prediction = booster.predict(example, num_iteration=best_iteration)
-        info = mlflow.lightgbm.log_model(
-            booster,
-            name="model",
-            run_id=self.run_id,
-            input_example=example,
-            signature=infer_signature(example, prediction),
-            pip_requirements=requirements,
-        )
+        # log_model reads the global tracking URI, and setting it also exports
+        # MLFLOW_TRACKING_URI to child processes: scope it to this call
+        previous = os.environ.get("MLFLOW_TRACKING_URI")
+        mlflow.set_tracking_uri(self.spec.uri)
+        try:
+            info = mlflow.lightgbm.log_model(
+                booster,
+                name="model",
+                run_id=self.run_id,
+                input_example=example,
+                signature=infer_signature(example, prediction),
+                pip_requirements=requirements,
+            )
+        finally:
+            mlflow.set_tracking_uri(previous)  # type: ignore[arg-type]  # None unsets it
         return str(info.model_uri)
 
 

@@ -1,0 +1,862 @@
+"""Replay a recorded run exactly and judge the result: `replay(run_id) -> ReplayReport`.
+
+The current checkout is never touched. The run's commit is checked out in a temporary git
+worktree (its recorded uncommitted diff applied), the run's data version is materialised there
+from the project's DVC cache (or the remote) and re-hashed, and the OLD code trains from the
+run's recorded config (`replayml/config.yaml`, absolute dates) in a subprocess, logging a new
+run tagged `replayml.replay_of`. Slice hashes, tree and prediction hashes and every metric are
+then compared exactly, and both runs are tagged with the verdict.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import yaml
+
+from replayml.errors import DataVersionError, ReplaymlError
+from replayml.progress import Steps
+from replayml.redact import PLACEHOLDER, redact_text
+
+if TYPE_CHECKING:
+    from replayml.tracking.read import RecordedRun, RunReader
+
+log = logging.getLogger(__name__)
+
+CONFIG_ARTIFACT = "replayml/config.yaml"
+OVERRIDES_ARTIFACT = "replayml/overrides.yaml"
+DIFF_ARTIFACT = "replayml/code.diff"
+SECRET_ENV_PREFIX = "REPLAYML_SECRET_"
+REPLAY_OF = "replayml.replay_of"
+REPLAY_TOKEN = "replayml.replay_token"
+# A copy, never a link: the worktree's data can then never alias (and damage) the user's cache.
+WORKTREE_CACHE_TYPE = "reflink,copy"
+SPLITS = ("train", "valid", "test")
+GROUPS = ("data", "code", "config", "environment", "model", "metrics")
+
+
+class Verdict(StrEnum):
+    """The outcome of a replay."""
+
+    IDENTICAL = "IDENTICAL"
+    DIFFERENT = "DIFFERENT"
+    NOT_REPLAYABLE = "NOT_REPLAYABLE"
+
+
+@dataclass(frozen=True)
+class Difference:
+    """One thing that differs between the run and its replay.
+
+    `outcome` differences (data read, model, metrics) decide the verdict; the others (code,
+    config, environment) are context that may explain them.
+    """
+
+    group: str
+    key: str
+    original: str
+    replay: str
+    delta: str = ""
+    cause: str = ""
+    outcome: bool = True
+
+
+@dataclass
+class ReplayReport:
+    """What a replay did and found."""
+
+    verdict: Verdict
+    original_run_id: str
+    original_url: str
+    tracking_uri: str
+    commit: str = ""
+    replay_run_id: str | None = None
+    replay_url: str | None = None
+    differences: list[Difference] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    not_replayable: list[str] = field(default_factory=list)
+    worktree: Path | None = None
+
+    @property
+    def exit_code(self) -> int:
+        """0 IDENTICAL, 1 DIFFERENT (also an environment refused by --strict-env), 2 else."""
+        return {Verdict.IDENTICAL: 0, Verdict.DIFFERENT: 1}.get(self.verdict, 2)
+
+
+# --------------------------------------------------------------------------------- helpers
+
+
+def _run(
+    args: list[str], cwd: Path, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        args, cwd=cwd, capture_output=True, text=True, check=False, env=env or dict(os.environ)
+    )
+
+
+def _git(cwd: Path, *args: str) -> str:
+    proc = _run(["git", "-c", "core.hooksPath=/dev/null", *args], cwd)
+    if proc.returncode != 0:
+        raise ReplaymlError(f"`git {' '.join(args)}` failed in {cwd}: {proc.stderr.strip()}")
+    return proc.stdout
+
+
+def _dvc(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return _run([sys.executable, "-m", "dvc", *args], cwd, {**os.environ, "DVC_NO_ANALYTICS": "1"})
+
+
+def _tail(text: str, lines: int = 12) -> str:
+    return "\n".join(text.strip().splitlines()[-lines:])
+
+
+def _sha(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def secret_env_var(key: str) -> str:
+    """The environment variable a replay reads a redacted config value from."""
+    return SECRET_ENV_PREFIX + re.sub(r"[^A-Z0-9]+", "_", key.upper()).strip("_")
+
+
+# ---------------------------------------------------------------------------------- config
+
+
+def replay_config(
+    recorded: dict[str, Any], run_id: str, token: str, experiment: str
+) -> tuple[dict[str, Any], set[str], list[str]]:
+    """The config file a replay trains from: the recorded config, with
+
+    - each redacted value replaced by `${oc.env:REPLAYML_SECRET_<KEY>}` (so the secret is read
+      from the environment and redacted again in the replay's own records),
+    - tracking pointed at the replay's store (`tracking.uri: null` + $MLFLOW_TRACKING_URI) and
+      the original run's experiment,
+    - the `replayml.replay_of` / `replayml.replay_token` tags added.
+
+    Returns (config, dotted keys changed for the replay, reasons it cannot be replayed).
+    """
+    missing: list[str] = []
+
+    def fill(node: Any, key: str) -> Any:
+        if isinstance(node, dict):
+            return {k: fill(v, f"{key}.{k}" if key else str(k)) for k, v in node.items()}
+        if isinstance(node, list):
+            return [fill(v, f"{key}.{i}") for i, v in enumerate(node)]
+        if isinstance(node, str):
+            if PLACEHOLDER in node:
+                var = secret_env_var(key)
+                if var not in os.environ:
+                    missing.append(
+                        f"{key} was redacted in the run's record; set the secret in the "
+                        f"environment as {var} to replay it"
+                    )
+                return "${oc.env:" + var + "}"
+            return node.replace("${", "\\${")  # recorded values are resolved: keep them literal
+        return node
+
+    tracking = dict(recorded.get("tracking") or {})
+    changed: set[str] = set()
+    if tracking.get("uri") is not None:
+        changed.add("tracking.uri")
+    if tracking.get("experiment") != experiment:
+        changed.add("tracking.experiment")
+    body = {k: v for k, v in recorded.items() if k != "tracking"}
+    config = fill(body, "")
+    config["tracking"] = {
+        **fill({k: v for k, v in tracking.items() if k not in ("uri", "experiment")}, "tracking"),
+        "uri": None,
+        "experiment": experiment,
+    }
+    config["tags"] = {**(config.get("tags") or {}), REPLAY_OF: run_id, REPLAY_TOKEN: token}
+    changed |= {f"tags.{REPLAY_OF}", f"tags.{REPLAY_TOKEN}"}
+    return config, changed, missing
+
+
+# The recomposition check runs with the run's own code (PYTHONPATH=<worktree>/src).
+_RECOMPOSE = """
+import json, sys
+from pathlib import Path
+from omegaconf import OmegaConf
+from replayml.config.compose import compose
+from replayml.config.resolve import (
+    config_to_container, resolve_dates, to_run_config, with_absolute_dates)
+from replayml.data.load import date_range
+from replayml.redact import env_interpolated_keys, redact_tree
+raw = compose(Path.cwd() / "conf", json.loads(sys.argv[1]))
+env_keys = env_interpolated_keys(OmegaConf.create(raw))
+cfg = to_run_config(raw)
+windows = resolve_dates(cfg.dates, *date_range(cfg.data, Path.cwd()))
+tree = redact_tree(config_to_container(with_absolute_dates(cfg, windows)), set(env_keys))
+print(json.dumps(tree))
+"""
+
+
+def _config_differences(
+    original: dict[str, Any], other: dict[str, Any], ignore: set[str]
+) -> list[tuple[str, str, str]]:
+    from replayml.pipeline import flatten
+
+    a, b = flatten(original), flatten(other)
+    keys = sorted((set(a) | set(b)) - ignore)
+    return [(k, a.get(k, "(absent)"), b.get(k, "(absent)")) for k in keys if a.get(k) != b.get(k)]
+
+
+# ----------------------------------------------------------------------------- environment
+
+
+def environment_differences(run: RecordedRun, project: Path, strict: bool) -> list[Difference]:
+    """Recorded environment vs the one the replay will run in (this interpreter, uv.lock)."""
+    from replayml.lineage.environment import TRACKED_PACKAGES, current_environment
+
+    env = current_environment(project)
+    model_threads = run.tag("env.num_threads")
+    rows: list[tuple[str, str, str, str]] = [
+        (
+            "env.lock_hash",
+            run.tag("env.lock_hash"),
+            env.lock_hash,
+            "uv.lock differs from the run's; `uv sync --frozen` at the run's commit installs "
+            "its versions",
+        ),
+        ("env.python", run.tag("env.python"), env.python, "another Python version"),
+        ("env.platform", run.tag("env.platform"), env.platform, "another OS or kernel"),
+        ("env.machine", run.tag("env.machine"), env.machine, "another CPU architecture"),
+        (
+            "env.cpu_count",
+            run.tag("env.cpu_count"),
+            str(env.cpu_count),
+            f"another core count (model.num_threads={model_threads} is pinned by the config)",
+        ),
+        (
+            "env.thread_env",
+            run.tag("env.thread_env"),
+            json.dumps(env.thread_env, sort_keys=True),
+            f"thread variables differ; LightGBM's threads are pinned by "
+            f"model.num_threads={model_threads}",
+        ),
+    ]
+    for pkg in TRACKED_PACKAGES:
+        rows.append(
+            (f"env.{pkg}", run.tag(f"env.{pkg}"), env.packages[pkg], f"another {pkg} version")
+        )
+    out = [
+        Difference("environment", key, old, new, cause=cause, outcome=strict)
+        for key, old, new, cause in rows
+        if old and old != new
+    ]
+    if model_threads.isdigit() and int(model_threads) > env.cpu_count:
+        out.append(
+            Difference(
+                "environment",
+                "model.num_threads",
+                model_threads,
+                f"{env.cpu_count} cores",
+                cause="more LightGBM threads than cores: validation metrics may vary",
+                outcome=strict,
+            )
+        )
+    return out
+
+
+# ------------------------------------------------------------------------------------ code
+
+
+@contextmanager
+def _worktree(git_root: Path, commit: str, keep: bool) -> Iterator[Path]:
+    """A detached worktree of `commit` in a new temporary folder (removed unless `keep`)."""
+    tmp = Path(tempfile.mkdtemp(prefix=f"replayml-replay-{commit[:8]}-"))
+    path = tmp / "worktree"
+    try:
+        _git(git_root, "worktree", "add", "--detach", "--quiet", str(path), commit)
+        yield path
+    finally:
+        if keep:
+            log.info("kept the replay worktree at %s", path)
+        else:
+            if path.exists():
+                removed = _run(["git", "worktree", "remove", "--force", str(path)], git_root)
+                if removed.returncode != 0:
+                    log.warning("git worktree remove failed: %s", removed.stderr.strip())
+            shutil.rmtree(tmp, ignore_errors=True)
+            _run(["git", "worktree", "prune"], git_root)
+
+
+def _git_location(project: Path) -> tuple[Path, Path]:
+    """(git top level, project folder relative to it)."""
+    proc = _run(["git", "rev-parse", "--show-toplevel"], project)
+    if proc.returncode != 0:
+        raise ReplaymlError(
+            f"{project} is not in a git repository: a replay checks out the run's commit; "
+            f"run it from the project's clone (or pass --project)"
+        )
+    top = Path(proc.stdout.strip()).resolve()
+    return top, project.resolve().relative_to(top)
+
+
+def _apply_diff(worktree_root: Path, diff: str, tmp: Path) -> None:
+    patch = tmp / "code.diff"
+    patch.write_text(diff)
+    proc = _run(["git", "apply", "--binary", "--whitespace=nowarn", str(patch)], worktree_root)
+    if proc.returncode != 0:
+        raise ReplaymlError(
+            f"the run's uncommitted changes ({DIFF_ARTIFACT}) do not apply to its commit: "
+            f"{_tail(proc.stderr, 4)}"
+        )
+
+
+# ------------------------------------------------------------------------------------ data
+
+
+@dataclass(frozen=True)
+class _DvcSetup:
+    cache_objects: Path  # the project's md5 object folder (…/.dvc/cache/files/md5)
+    remote: str  # "name (url)" of the default remote, for messages
+
+
+def _point_dvc_at_project(project: Path, worktree: Path) -> _DvcSetup:
+    """Make the worktree use the project's DVC cache and remotes (in its .dvc/config.local)."""
+    from dvc.exceptions import NotDvcRepoError
+    from dvc.repo import Repo
+
+    try:
+        with Repo(str(project)) as main:
+            cache_root = main.cache.local_cache_dir
+            cache_objects = Path(main.cache.local.path)
+            remotes = {name: dict(conf) for name, conf in main.config["remote"].items()}
+            default = main.config["core"].get("remote")
+    except NotDvcRepoError as exc:
+        raise DataVersionError(
+            f"{project} is not a DVC project: the run's data cannot be restored ({exc})"
+        ) from exc
+    with Repo(str(worktree)) as repo, repo.config.edit("local") as conf:
+        conf["cache"]["dir"] = cache_root
+        conf["cache"]["type"] = WORKTREE_CACHE_TYPE
+        for name, remote in remotes.items():  # absolute urls: relative ones would break here
+            conf["remote"][name] = remote
+        if default:
+            conf["core"]["remote"] = default
+    url = redact_text(str(remotes.get(default or "", {}).get("url", ""))) if default else ""
+    return _DvcSetup(cache_objects, f"'{default}' ({url})" if default else "(none configured)")
+
+
+def _object(cache_objects: Path, md5: str) -> Path:
+    return cache_objects / md5[:2] / md5[2:]
+
+
+def _bad_files(worktree: Path, dvc_file: str, cache_objects: Path) -> list[tuple[str, str, str]]:
+    """(path, expected md5, found md5) for every file of the version that is not intact."""
+    from replayml.lineage.data import file_md5, load_manifest, read_dvc_file
+
+    dir_hash, out_path, _ = read_dvc_file(worktree / dvc_file)
+    data_dir = (worktree / dvc_file).parent / out_path
+    bad = []
+    for rel, md5 in sorted(load_manifest(cache_objects, dir_hash).items()):
+        path = data_dir / rel
+        found = file_md5(path) if path.is_file() else "missing"
+        if found != md5:
+            bad.append((f"{out_path}/{rel}", md5, found))
+    return bad
+
+
+def _remove_if_corrupt(obj: Path, md5: str) -> str | None:
+    """Remove a cache object whose bytes do not hash to its name; returns the found md5."""
+    from replayml.lineage.data import file_md5
+
+    if not obj.is_file():
+        return None
+    found = file_md5(obj)
+    if found == md5:
+        return None
+    obj.chmod(0o644)  # DVC makes cache objects read-only
+    obj.unlink()
+    return found
+
+
+def _pull(worktree: Path, dvc_file: str, dir_hash: str, setup: _DvcSetup, run_id: str) -> None:
+    proc = _dvc(worktree, "pull", "-q", dvc_file)
+    if proc.returncode != 0:
+        raise DataVersionError(
+            f"data version {dir_hash} ({dvc_file}) of run {run_id} is not complete in the DVC "
+            f"cache ({setup.cache_objects}) nor in the remote {setup.remote}. Push it with "
+            f"`dvc push {dvc_file}` from a checkout that has this version, then replay again. "
+            f"dvc said: {_tail(proc.stderr or proc.stdout, 6)}"
+        )
+
+
+def materialise_data(project: Path, worktree: Path, run: RecordedRun, warnings: list[str]) -> None:
+    """Check out the run's data version in the worktree from the project's cache or remote,
+    re-hash every file, and repair corrupted cache objects from the remote (or refuse)."""
+    from replayml.lineage.data import read_dvc_file
+
+    dvc_file, expected = run.tag("data.dvc_file"), run.tag("data.dvc_hash")
+    found, _, _ = read_dvc_file(worktree / dvc_file)
+    if found != expected:
+        raise DataVersionError(
+            f"{dvc_file} at commit {run.tag('code.commit')[:12]} records {found}, but run "
+            f"{run.run_id} recorded data.dvc_hash={expected}; the run's record is inconsistent"
+        )
+    setup = _point_dvc_at_project(project, worktree)
+    digest = expected.removesuffix(".dir")
+    manifest_found = _remove_if_corrupt(_object(setup.cache_objects, digest + ".dir"), digest)
+    if manifest_found:
+        warnings.append(
+            f"data: the DVC cache's manifest of {expected} was corrupted (md5 {manifest_found});"
+            f" removed it to fetch it again from the remote"
+        )
+    _pull(worktree, dvc_file, expected, setup, run.run_id)
+    bad = _bad_files(worktree, dvc_file, setup.cache_objects)
+    if not bad:
+        return
+    base = (worktree / dvc_file).parent
+    repaired: list[str] = []
+    for rel, md5, got in bad:
+        obj = _object(setup.cache_objects, md5)
+        corrupt = _remove_if_corrupt(obj, md5)
+        where = f"the DVC cache object {obj}" if corrupt else "the worktree copy"
+        repaired.append(f"{rel} (expected md5 {md5}, found {corrupt or got} in {where})")
+        (base / rel).unlink(missing_ok=True)  # DVC would trust its state and keep it
+    warnings.append(
+        "data: corrupted file(s) detected and removed, restored from the DVC remote "
+        f"{setup.remote}: " + "; ".join(repaired)
+    )
+    try:
+        _pull(worktree, dvc_file, expected, setup, run.run_id)
+    except DataVersionError as exc:
+        raise DataVersionError(
+            f"run {run.run_id} cannot be replayed: {'; '.join(repaired)} — the corrupted "
+            f"cache copy was removed and the remote {setup.remote} does not have an intact one. "
+            f"Push an intact copy with `dvc push {dvc_file}` from a checkout that has data "
+            f"version {expected}, then replay again. ({exc})"
+        ) from None
+    still = _bad_files(worktree, dvc_file, setup.cache_objects)
+    if still:
+        rel, md5, got = still[0]
+        raise DataVersionError(
+            f"run {run.run_id} cannot be replayed: {rel} is still not intact after a repair "
+            f"from the remote {setup.remote} (expected md5 {md5}, found {got}); the remote's "
+            f"copy is corrupted too. Push an intact copy with `dvc push {dvc_file}`"
+        )
+
+
+# ------------------------------------------------------------------------------- comparing
+
+
+def _delta(old: float, new: float) -> str:
+    return f"{new - old:+.6g}"
+
+
+def _same_float(a: float, b: float) -> bool:
+    return a == b or (a != a and b != b)  # NaN equals NaN here
+
+
+def compare(
+    original: RecordedRun,
+    replayed: RecordedRun,
+    config_diffs: list[tuple[str, str, str]],
+    code_diffs: list[tuple[str, str, str]],
+    env_diffs: list[Difference],
+) -> list[Difference]:
+    """Every difference between a run and its replay, with a plain-language cause."""
+    out: list[Difference] = []
+    t0, t1 = original.tag, replayed.tag
+    same_dvc = t0("data.dvc_hash") == t1("data.dvc_hash")
+    packages = {d.key.removeprefix("env."): d for d in env_diffs}
+    code_note = (
+        "the replay's code differs from the run's (see code)"
+        if code_diffs
+        else "the code that ran was not the code at the recorded commit (e.g. replayml "
+        "imported from outside the repository)"
+    )
+    lib = [p for p in ("pandas", "numpy", "pyarrow") if p in packages]
+    if lib:
+        code_note += f", or {', '.join(lib)} differ"
+    if not same_dvc:
+        out.append(
+            Difference(
+                "data",
+                "data.dvc_hash",
+                t0("data.dvc_hash"),
+                t1("data.dvc_hash"),
+                cause="the replay read another data version than the run recorded",
+            )
+        )
+    data_diff = not same_dvc
+    for name in SPLITS:
+        for key in (f"slice_hash.{name}", f"rows.{name}"):
+            if t0(key) != t1(key):
+                data_diff = True
+                cause = (
+                    f"slice hash of {name} differs while the DVC hash is the same: the data "
+                    f"read differs from the recorded version, or {code_note}"
+                    if same_dvc
+                    else "follows from the different data version"
+                )
+                out.append(Difference("data", key, t0(key), t1(key), cause=cause))
+    for key, old, new in code_diffs:
+        out.append(Difference("code", key, old, new, cause="", outcome=False))
+    for key, old, new in config_diffs:
+        out.append(
+            Difference("config", key, old, new, cause="the replay's config differs", outcome=False)
+        )
+    out.extend(env_diffs)
+    model_keys = ("tree_hash", "prediction_hash", "best_iteration")
+    model_diff = any(t0(k) != t1(k) for k in model_keys)
+    model_config = [k for k, _, _ in config_diffs if k.startswith("model.")]
+    for key in model_keys:
+        if t0(key) == t1(key):
+            continue
+        if data_diff:
+            cause = "follows from the different training data (see data)"
+        elif key == "prediction_hash" and t0("tree_hash") == t1("tree_hash"):
+            cause = "same trees, different predictions: the prediction code differs"
+        elif "lightgbm" in packages:
+            d = packages["lightgbm"]
+            cause = f"same training data, different trees: LightGBM {d.original} vs {d.replay}"
+        elif model_config:
+            cause = f"same training data, different model config: {', '.join(model_config)}"
+        else:
+            cause = (
+                "same training data and config, different trees: training was not "
+                f"deterministic, or {code_note}"
+            )
+        out.append(Difference("model", key, t0(key), t1(key), cause=cause))
+    if data_diff:
+        metric_cause = "follows from the data difference"
+    elif model_diff:
+        metric_cause = "follows from the model difference"
+    else:
+        metric_cause = "same data and model, different value: the evaluation code differs"
+    m0, m1 = original.metrics, replayed.metrics
+    for key in sorted(set(m0) | set(m1)):
+        if key in m0 and key in m1:
+            if _same_float(m0[key], m1[key]):
+                continue
+            out.append(
+                Difference(
+                    "metrics",
+                    key,
+                    repr(m0[key]),
+                    repr(m1[key]),
+                    delta=_delta(m0[key], m1[key]),
+                    cause=metric_cause,
+                )
+            )
+        else:
+            out.append(
+                Difference(
+                    "metrics",
+                    key,
+                    repr(m0[key]) if key in m0 else "(absent)",
+                    repr(m1[key]) if key in m1 else "(absent)",
+                    cause="logged by only one of the two runs",
+                )
+            )
+    return sorted(out, key=lambda d: GROUPS.index(d.group))
+
+
+# ---------------------------------------------------------------------------------- replay
+
+
+def _recorded_reasons(run: RecordedRun) -> list[str]:
+    reasons = []
+    if run.tag("replayable") == "false":
+        recorded = run.tag("not_replayable_reasons") or "(no reason recorded)"
+        reasons.extend(f"recorded as not replayable: {r}" for r in recorded.split("; "))
+    for key in ("code.commit", "data.dvc_file", "data.dvc_hash"):
+        if not run.tag(key):
+            reasons.append(f"the run has no replayml.{key} tag")
+    return reasons
+
+
+def _overrides(reader: RunReader, run: RecordedRun) -> list[str] | None:
+    text = reader.text(run.run_id, OVERRIDES_ARTIFACT)
+    if text is not None:
+        return [str(o) for o in (yaml.safe_load(text) or {}).get("overrides") or []]
+    tag = run.tag("overrides")
+    return [str(o) for o in json.loads(tag)] if tag.startswith("[") else None
+
+
+def _subprocess_env(worktree: Path, uri: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.pop("MLFLOW_RUN_ID", None)
+    src = worktree / "src"
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(src), env.get("PYTHONPATH", "")) if p)
+    env["PYTHONDONTWRITEBYTECODE"] = "1"  # nothing written into the worktree's code
+    env["MLFLOW_TRACKING_URI"] = uri
+    env.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    env.setdefault("DVC_NO_ANALYTICS", "1")
+    return env
+
+
+def _quote(value: str) -> str:
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def _train(
+    reader: RunReader,
+    original: RecordedRun,
+    config: dict[str, Any],
+    token: str,
+    worktree: Path,
+    tmp: Path,
+    env: dict[str, str],
+    keep: bool,
+    steps: Steps,
+) -> RecordedRun:
+    """Run `python train.py` of the worktree on the replay config; return the new run."""
+    config_dir = tmp / "config"
+    config_dir.mkdir()
+    (config_dir / "replay.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    args = [
+        sys.executable,
+        "train.py",
+        "--config-dir",
+        str(config_dir),
+        "--config-name",
+        "replay",
+        f"hydra.run.dir={_quote(str(tmp / 'hydra'))}",
+        "hydra.output_subdir=null",
+        "hydra.job.chdir=false",
+    ]
+    with steps.step("training with the run's code"):
+        proc = _run(args, worktree, env)
+    found = reader.find(original.experiment_id, REPLAY_TOKEN, token)
+    if proc.returncode != 0 or not found or found[0].status != "FINISHED":
+        where = f" (run {found[0].url})" if found else ""
+        hint = "" if keep else "; add --keep to inspect the worktree"
+        raise ReplaymlError(
+            f"the replay of run {original.run_id} failed{where}: `python train.py` exited "
+            f"{proc.returncode} in the worktree of {original.tag('code.commit')[:12]}{hint}:\n"
+            f"{_tail(proc.stderr or proc.stdout)}"
+        )
+    return reader.run(found[0].run_id)
+
+
+def _recomposed(
+    proc: subprocess.Popen[str] | None, commit: str, warnings: list[str]
+) -> dict[str, Any] | None:
+    if proc is None:
+        return None
+    out, err = proc.communicate()
+    if proc.returncode == 0:
+        return dict(json.loads(out.strip().splitlines()[-1]))
+    warnings.append(
+        f"config: could not recompose the recorded overrides at commit {commit[:12]} "
+        f"({_tail(err, 1)}); the recorded config was used"
+    )
+    return None
+
+
+def replay(
+    run_id: str,
+    *,
+    project: Path | None = None,
+    tracking_uri: str | None = None,
+    keep: bool = False,
+    strict_env: bool = False,
+) -> ReplayReport:
+    """Replay run `run_id` from its recorded code, data and config; compare and tag both runs.
+
+    Raises `RunNotFoundError` for an unknown, deleted, foreign or unfinished run, and
+    `ReplaymlError` (e.g. `DataVersionError`) when the replay cannot be carried out. A run that
+    cannot be replayed exactly by construction gives a NOT_REPLAYABLE report with the reasons.
+    """
+    from replayml.config.schema import TrackingConfig
+    from replayml.tracking.read import RunReader
+    from replayml.tracking.store import store_spec
+
+    project = (project or Path.cwd()).resolve()
+    steps = Steps()
+    spec = store_spec(TrackingConfig(uri=tracking_uri), project)
+    with steps.step("reading the run"):
+        reader = RunReader(spec)
+        original = reader.run(run_id)
+    report = ReplayReport(
+        verdict=Verdict.NOT_REPLAYABLE,
+        original_run_id=original.run_id,
+        original_url=original.url,
+        tracking_uri=spec.display_uri,
+        commit=original.tag("code.commit"),
+    )
+    report.not_replayable = _recorded_reasons(original)
+    config_text = reader.text(original.run_id, CONFIG_ARTIFACT)
+    if config_text is None:
+        report.not_replayable.append(f"the run has no {CONFIG_ARTIFACT} artifact")
+    diff = None
+    if original.tag("code.dirty") == "true":
+        diff = reader.text(original.run_id, DIFF_ARTIFACT)
+        if not diff:
+            report.not_replayable.append(
+                f"the run was made from a dirty git tree (code.dirty=true) but has no "
+                f"{DIFF_ARTIFACT} artifact: its uncommitted changes are unknown"
+            )
+    token = uuid.uuid4().hex
+    config: dict[str, Any] = {}
+    changed: set[str] = set()
+    if config_text is not None:
+        config, changed, missing = replay_config(
+            yaml.safe_load(config_text) or {}, original.run_id, token, original.experiment_name
+        )
+        report.not_replayable.extend(missing)
+    if report.not_replayable:
+        return report
+
+    env_diffs = environment_differences(original, project, strict_env)
+    if env_diffs and strict_env:
+        report.verdict = Verdict.DIFFERENT
+        report.differences = env_diffs
+        report.warnings.append(
+            "--strict-env: the environment differs from the run's; nothing was run"
+        )
+        return report
+    report.warnings.extend(
+        f"environment: {d.key} is {d.replay}, the run had {d.original} ({d.cause})"
+        for d in env_diffs
+    )
+
+    git_root, rel = _git_location(project)
+    commit = original.tag("code.commit")
+    if _run(["git", "cat-file", "-e", f"{commit}^{{commit}}"], git_root).returncode != 0:
+        raise ReplaymlError(
+            f"commit {commit} of run {original.run_id} is not in the git repository at "
+            f"{git_root}: fetch it (`git fetch --all`) or replay from a clone that has it"
+        )
+    with _worktree(git_root, commit, keep) as worktree_root:
+        tmp = worktree_root.parent
+        worktree = worktree_root / rel
+        if keep:
+            report.worktree = worktree
+        if diff:
+            _apply_diff(worktree_root, diff, tmp)
+        with steps.step("restoring the run's data version"):
+            materialise_data(project, worktree, original, report.warnings)
+        if not (worktree / "src" / "replayml").is_dir():
+            report.warnings.append(
+                f"code: commit {commit[:12]} has no src/replayml: the replay runs the installed "
+                f"replayml, which may not be the code the run used"
+            )
+        env = _subprocess_env(worktree, spec.uri)
+        overrides = _overrides(reader, original)
+        recompose = None
+        if overrides is not None and not original.tag("replay_of"):
+            # checks the recorded config against conf/ at the commit, alongside the training
+            recompose = subprocess.Popen(
+                [sys.executable, "-c", _RECOMPOSE, json.dumps(overrides)],
+                cwd=worktree,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        try:
+            replayed = _train(reader, original, config, token, worktree, tmp, env, keep, steps)
+            recomposed = _recomposed(recompose, commit, report.warnings)
+        finally:
+            if recompose is not None and recompose.poll() is None:
+                recompose.kill()
+                recompose.communicate()
+        code_diffs = _code_differences(reader, original, replayed, diff)
+
+    recorded = yaml.safe_load(config_text or "") or {}
+    replay_text = reader.text(replayed.run_id, CONFIG_ARTIFACT) or ""
+    config_diffs = _config_differences(recorded, yaml.safe_load(replay_text) or {}, changed)
+    if recomposed is not None:
+        for key, old, new in _config_differences(recorded, recomposed, set()):
+            report.warnings.append(
+                f"config: recomposing the recorded overrides at commit {commit[:12]} gives "
+                f"{key}={new}, the recorded config has {old} (the recorded config was used)"
+            )
+    report.replay_run_id = replayed.run_id
+    report.replay_url = replayed.url
+    report.differences = compare(original, replayed, config_diffs, code_diffs, env_diffs)
+    outcome = [d for d in report.differences if d.outcome]
+    report.verdict = Verdict.DIFFERENT if outcome else Verdict.IDENTICAL
+    reader.set_tags(
+        original.run_id,
+        {
+            "replayml.replay.verdict": report.verdict.value,
+            "replayml.replay.run_id": replayed.run_id,
+            "replayml.replay.url": replayed.url,
+        },
+    )
+    reader.set_tags(
+        replayed.run_id,
+        {
+            "replayml.replay.verdict": report.verdict.value,
+            "replayml.replay.differences": ",".join(d.key for d in outcome)[:4000],
+        },
+    )
+    return report
+
+
+def _code_differences(
+    reader: RunReader, original: RecordedRun, replayed: RecordedRun, diff: str | None
+) -> list[tuple[str, str, str]]:
+    out = [
+        (f"code.{k}", original.tag(f"code.{k}"), replayed.tag(f"code.{k}"))
+        for k in ("commit", "dirty")
+        if original.tag(f"code.{k}") != replayed.tag(f"code.{k}")
+    ]
+    if diff and replayed.tag("code.dirty") == "true":
+        again = reader.text(replayed.run_id, DIFF_ARTIFACT) or ""
+        if _sha(again) != _sha(diff):
+            out.append(("code.diff", f"sha256 {_sha(diff)[:12]}", f"sha256 {_sha(again)[:12]}"))
+    return out
+
+
+# ---------------------------------------------------------------------------------- output
+
+
+def _short(value: str, width: int = 18) -> str:
+    return value if len(value) <= width else value[: width - 1] + "…"
+
+
+def print_report(report: ReplayReport) -> None:
+    """The verdict, both run links, a table of differences and the warnings (Rich, stdout)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(soft_wrap=True)
+    style = {Verdict.IDENTICAL: "bold green", Verdict.DIFFERENT: "bold red"}.get(
+        report.verdict, "bold yellow"
+    )
+    console.print(
+        f"replay of run {report.original_run_id}: [{style}]{report.verdict.value}[/{style}]"
+    )
+    console.print(f"  original: {report.original_url}")
+    if report.replay_url:
+        console.print(f"  replay:   {report.replay_url}")
+    if report.commit:
+        console.print(f"  commit:   {report.commit}   store: {report.tracking_uri}")
+    if report.differences:
+        table = Table(title="What differs", title_justify="left")
+        for col in ("group", "key", "original", "replay", "delta", "cause"):
+            table.add_column(col, overflow="fold")
+        for d in report.differences:
+            mark = "" if d.outcome else " (context)"
+            table.add_row(
+                d.group + mark, d.key, _short(d.original), _short(d.replay), d.delta, d.cause
+            )
+        console.print(table)
+    for reason in report.not_replayable:
+        console.print(f"[yellow]not replayable:[/yellow] {reason}", highlight=False)
+    for warning in report.warnings:
+        console.print(f"[yellow]warning:[/yellow] {warning}", highlight=False)
+    if report.worktree:
+        console.print(
+            f"worktree kept at {report.worktree} (remove it with `git worktree remove --force "
+            f"{report.worktree}`)"
+        )

@@ -1,0 +1,153 @@
+"""Read a recorded run back from the tracking store: params, tags, metrics and text artifacts.
+
+Used by replay (and review): a run id that does not exist, is deleted, is not a replayml run or
+did not finish is refused here with a message naming the id and the (redacted) store URI.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from replayml.errors import ReplaymlError, RunNotFoundError, TrackingError
+from replayml.tracking.store import StoreSpec, bound_http, explain, run_url
+
+log = logging.getLogger(__name__)
+
+TAG_PREFIX = "replayml."
+MARKER_TAG = TAG_PREFIX + "schema_version"  # every run the pipeline creates has it
+
+
+@dataclass(frozen=True)
+class RecordedRun:
+    """One run as the store holds it (metrics: the last logged value of each key)."""
+
+    run_id: str
+    experiment_id: str
+    experiment_name: str
+    status: str
+    url: str
+    params: dict[str, str] = field(default_factory=dict)
+    tags: dict[str, str] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)
+
+    def tag(self, key: str, default: str = "") -> str:
+        """The value of the `replayml.<key>` tag."""
+        return self.tags.get(TAG_PREFIX + key, default)
+
+    def tags_under(self, prefix: str) -> dict[str, str]:
+        """`replayml.<prefix>*` tags, keyed by what follows the prefix."""
+        full = TAG_PREFIX + prefix
+        return {k.removeprefix(full): v for k, v in self.tags.items() if k.startswith(full)}
+
+
+class RunReader:
+    """Reads runs and their artifacts from one tracking store, and tags runs after a replay."""
+
+    def __init__(self, spec: StoreSpec) -> None:
+        self.spec = spec
+        if spec.is_local:
+            db = Path(spec.uri.removeprefix("sqlite:///"))
+            if not db.is_file():  # MlflowClient would silently create an empty store here
+                raise TrackingError(
+                    f"there is no tracking store at {spec.display_uri}; pass the store that "
+                    f"holds the run with --tracking-uri (or set MLFLOW_TRACKING_URI)"
+                )
+        bound_http(spec)
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+        from mlflow.tracking import MlflowClient
+
+        self.client: Any = MlflowClient(tracking_uri=spec.uri)
+        self._experiments: dict[str, Any] = {}
+
+    def _not_found(self, run_id: str, why: str) -> RunNotFoundError:
+        return RunNotFoundError(
+            f"run {run_id} {why} in the tracking store {self.spec.display_uri}; check the run id "
+            f"(the run's page in the MLflow UI shows it) or point --tracking-uri / "
+            f"MLFLOW_TRACKING_URI at the store that holds it"
+        )
+
+    def _experiment(self, experiment_id: str) -> Any:
+        if experiment_id not in self._experiments:
+            self._experiments[experiment_id] = self.client.get_experiment(experiment_id)
+        return self._experiments[experiment_id]
+
+    def _to_recorded(self, run: Any) -> RecordedRun:
+        exp = self._experiment(run.info.experiment_id)
+        return RecordedRun(
+            run_id=run.info.run_id,
+            experiment_id=run.info.experiment_id,
+            experiment_name=exp.name,
+            status=run.info.status,
+            url=run_url(self.spec, run.info.experiment_id, run.info.run_id),
+            params=dict(run.data.params),
+            tags=dict(run.data.tags),
+            metrics={k: float(v) for k, v in run.data.metrics.items()},
+        )
+
+    def run(self, run_id: str, *, finished: bool = True) -> RecordedRun:
+        """A replayml run by id; refuses unknown, deleted, foreign and (if `finished`)
+        unfinished runs with `RunNotFoundError`."""
+        from mlflow.exceptions import MlflowException
+
+        run_id = run_id.strip()
+        try:
+            run = self.client.get_run(run_id)
+        except MlflowException as exc:
+            if "RESOURCE_DOES_NOT_EXIST" in str(exc.error_code) or "not found" in str(exc):
+                raise self._not_found(run_id, "does not exist") from None
+            raise explain(exc, self.spec) from exc
+        except Exception as exc:  # requests/sqlalchemy raise many types for an unusable store
+            raise explain(exc, self.spec) from exc
+        if run.info.lifecycle_stage == "deleted":
+            raise self._not_found(run_id, "is deleted (restore it in the MLflow UI first)")
+        if self._experiment(run.info.experiment_id).lifecycle_stage == "deleted":
+            raise self._not_found(run_id, "belongs to a deleted experiment")
+        if MARKER_TAG not in run.data.tags:
+            raise self._not_found(
+                run_id, "is not a replayml run (it has no replayml.* lineage tags)"
+            )
+        if finished and run.info.status != "FINISHED":
+            raise ReplaymlError(
+                f"run {run_id} in {self.spec.display_uri} is {run.info.status}, not FINISHED: "
+                f"only finished runs have a complete record to replay"
+            )
+        return self._to_recorded(run)
+
+    def text(self, run_id: str, artifact_path: str) -> str | None:
+        """A text artifact of the run, or None when the run does not have it."""
+        from mlflow.exceptions import MlflowException
+
+        parent = str(Path(artifact_path).parent)
+        try:
+            listed = self.client.list_artifacts(run_id, "" if parent == "." else parent)
+        except (MlflowException, OSError) as exc:
+            raise explain(exc, self.spec) from exc
+        if artifact_path not in {f.path for f in listed}:
+            return None
+        with tempfile.TemporaryDirectory(prefix="replayml-artifact-") as tmp:
+            local = self.client.download_artifacts(run_id, artifact_path, tmp)
+            return Path(local).read_text()
+
+    def find(self, experiment_id: str, tag: str, value: str) -> list[RecordedRun]:
+        """Runs of an experiment (any status) whose tag `tag` equals `value`."""
+        escaped = value.replace("'", "\\'")
+        runs = self.client.search_runs(
+            [experiment_id], filter_string=f"tags.`{tag}` = '{escaped}'"
+        )
+        return [self._to_recorded(r) for r in runs]
+
+    def set_tags(self, run_id: str, tags: dict[str, str]) -> None:
+        """Add tags to an existing run (e.g. a replay's verdict on the original)."""
+        from mlflow.entities import RunTag
+
+        try:
+            self.client.log_batch(
+                run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()], synchronous=True
+            )
+        except Exception as exc:
+            raise explain(exc, self.spec) from exc

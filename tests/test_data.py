@@ -1,0 +1,150 @@
+"""Data version checks (A8, A9, A10) and the default dataset's preparation."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from conftest import SMALL_SCALE, all_runs, compose_cfg, dvc, git, run_train_py
+from replayml.data.load import load
+from replayml.data.prepare import GeneratorSpec, prepare
+from replayml.errors import DataSchemaError, DataVersionError
+from replayml.lineage.data import read_dvc_file, verify_all
+from replayml.pipeline import RunContext, run_experiment
+
+
+def _a_partition(root: Path) -> Path:
+    return sorted((root / "data" / "events").glob("date=*/part-0.parquet"))[-1]
+
+
+def _rewrite(path: Path, table: pa.Table) -> None:
+    path.chmod(0o644)
+    tmp = path.with_suffix(".tmp")
+    pq.write_table(table, tmp)
+    path.unlink()  # break any link into the DVC cache, as an editor would
+    tmp.rename(path)
+
+
+def test_edited_data_is_refused_naming_path_and_hashes(project: Path) -> None:  # A8
+    part = _a_partition(project)
+    table = pq.read_table(part)
+    _rewrite(part, table.slice(1))
+    proc = run_train_py(project)
+    assert proc.returncode == 2
+    rel = part.relative_to(project).as_posix()
+    assert rel in proc.stderr
+    assert "expected md5" in proc.stderr and "found" in proc.stderr
+    assert "dvc checkout" in proc.stderr
+    assert all_runs(project) == []
+
+
+def test_corrupted_cache_behind_a_hardlink_is_caught(project: Path) -> None:
+    """`dvc status` trusts its hash cache; our re-hash of the bytes read does not."""
+    dvc(project, "config", "cache.type", "hardlink")
+    dvc(project, "checkout", "--relink", "-q")
+    part = _a_partition(project)
+    part.chmod(0o644)
+    with part.open("r+b") as fh:  # same size, same mtime window: flip bytes in place
+        fh.seek(200)
+        fh.write(b"\x00\x01\x02\x03")
+    with pytest.raises(DataVersionError, match="differs from data.dvc"):
+        run_experiment(
+            compose_cfg(project), RunContext(project_root=project, output_dir=project / "o")
+        )
+    assert all_runs(project) == []
+
+
+def test_missing_data_points_at_dvc_pull(project: Path) -> None:  # A9
+    shutil.rmtree(project / "data")
+    shutil.rmtree(project / ".dvc" / "cache")
+    proc = run_train_py(project)
+    assert proc.returncode == 2
+    assert "dvc pull" in proc.stderr and "make data" in proc.stderr
+    assert all_runs(project) == []
+
+
+def test_renamed_column_names_column_expected_and_found(project: Path) -> None:  # A10
+    cfg = compose_cfg(project)
+    with pytest.raises(
+        DataSchemaError, match=r"no column 'contacted' \(data.events.label=contacted\); found \["
+    ):
+        load(
+            compose_cfg(project, ["data.events.label=contacted"]).data,
+            project,
+            *_days(cfg),
+        )
+    items = project / "data" / "items.parquet"
+    table = pq.read_table(items)
+    _rewrite(items, table.set_column(2, "price", table.column("price").cast(pa.string())))
+    with pytest.raises(DataSchemaError, match="'price'.*should be number, found string"):
+        load(cfg.data, project, *_days(cfg))
+
+
+def _days(cfg):  # noqa: ANN001, ANN202
+    from datetime import date
+
+    return date(2024, 4, 20), date(2024, 4, 29)
+
+
+def test_schema_drift_end_to_end_is_a_clear_error(project: Path) -> None:
+    items = project / "data" / "items.parquet"
+    table = pq.read_table(items)
+    _rewrite(items, table.rename_columns(["item_id", "cat", *table.column_names[2:]]))
+    dvc(project, "add", "-q", "data")  # a new, consistent data version with the drift
+    proc = run_train_py(project)
+    assert proc.returncode == 2
+    assert "'category'" in proc.stderr and "data.items.category" in proc.stderr
+    assert all_runs(project) == []
+
+
+def test_prepare_is_a_noop_when_data_is_verified(project: Path) -> None:
+    before = (project / "data.dvc").read_bytes()
+    done = prepare(project, GeneratorSpec(scale=SMALL_SCALE), push=False)
+    assert "already at" in done
+    assert (project / "data.dvc").read_bytes() == before
+
+
+def test_prepare_pulls_from_remote_into_an_empty_clone(project: Path, tmp_path: Path) -> None:
+    clone = tmp_path / "clone"
+    git(project.parent, "clone", "-q", str(project), str(clone))
+    done = prepare(clone, GeneratorSpec(scale=SMALL_SCALE), push=False)
+    assert "from the DVC remote" in done
+    verify_all(clone, "data.dvc", "data")
+
+
+def test_regeneration_reproduces_the_committed_hash(project: Path, tmp_path: Path) -> None:
+    """Same seed + same locked environment = same bytes = same DVC hash."""
+    clone = tmp_path / "clone"
+    git(project.parent, "clone", "-q", str(project), str(clone))
+    dvc(clone, "remote", "remove", "local")
+    done = prepare(clone, GeneratorSpec(scale=SMALL_SCALE), push=False)
+    assert done.startswith("regenerated and verified")
+    assert read_dvc_file(clone / "data.dvc") == read_dvc_file(project / "data.dvc")
+
+
+def test_regeneration_mismatch_is_an_error_and_keeps_data_dvc(
+    project: Path, tmp_path: Path
+) -> None:
+    clone = tmp_path / "clone"
+    git(project.parent, "clone", "-q", str(project), str(clone))
+    dvc(clone, "remote", "remove", "local")
+    committed = (clone / "data.dvc").read_bytes()
+    with pytest.raises(DataVersionError, match="data.dvc is unchanged"):
+        prepare(clone, GeneratorSpec(scale=SMALL_SCALE, seed=1), push=False)
+    assert (clone / "data.dvc").read_bytes() == committed
+
+
+def test_prepare_never_overwrites_foreign_data(project: Path, tmp_path: Path) -> None:
+    clone = tmp_path / "clone"
+    git(project.parent, "clone", "-q", str(project), str(clone))
+    dvc(clone, "remote", "remove", "local")
+    (clone / "data").mkdir()
+    mine = clone / "data" / "mine.csv"
+    mine.write_text("precious\n")
+    with pytest.raises(DataVersionError, match="left untouched"):
+        prepare(clone, GeneratorSpec(scale=SMALL_SCALE), push=False)
+    assert mine.read_text() == "precious\n"

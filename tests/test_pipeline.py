@@ -1,0 +1,211 @@
+"""End-to-end training runs against a real git repo, DVC cache and MLflow store."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import all_runs, git, mlflow_client, run_train_py, train
+from replayml.lineage.data import read_dvc_file
+from replayml.lineage.environment import file_sha256
+
+pytestmark = pytest.mark.slow
+
+
+def _only_run(root: Path):  # noqa: ANN202
+    runs = all_runs(root)
+    assert len(runs) == 1, [r.info.run_id for r in runs]
+    return runs[0]
+
+
+def test_a_run_records_its_full_lineage(project: Path) -> None:
+    result = train(project)
+    client = mlflow_client(project)
+    run = client.get_run(result.run_id)
+    tags = run.data.tags
+    assert run.info.status == "FINISHED"
+    assert tags["replayml.data.dvc_hash"] == read_dvc_file(project / "data.dvc")[0]
+    assert tags["replayml.code.commit"] == git(project, "rev-parse", "HEAD").strip()
+    assert tags["replayml.code.dirty"] == "false"
+    assert tags["replayml.env.lock_hash"] == file_sha256(project / "uv.lock")
+    for key in ("lightgbm", "pandas", "numpy", "python", "platform", "num_threads"):
+        assert tags[f"replayml.env.{key}"]
+    for split in ("train", "valid", "test"):
+        assert len(tags[f"replayml.slice_hash.{split}"]) == 64
+        assert int(tags[f"replayml.rows.{split}"]) > 0
+    assert tags["replayml.dates.test_end"] == "2024-04-29"
+    assert tags["replayml.dates.train_start"] == "2024-04-14"
+    assert tags["replayml.seed.model"] == "42"
+    assert tags["replayml.replayable"] == "true"
+    assert tags["replayml.tree_hash"] == result.tree_hash
+    assert tags["replayml.prediction_hash"] == result.prediction_hash
+    # params: the resolved config, with absolute dates
+    assert run.data.params["dates.mode"] == "absolute"
+    assert run.data.params["model.learning_rate"] == "0.05"
+    # metrics: model and baseline side by side, curves per iteration (batched)
+    m = run.data.metrics
+    for name in ("test_auc", "test_avg_precision", "test_logloss", "test_ndcg_at_10",
+                 "test_recall_at_10", "baseline_auc", "baseline_ndcg_at_10"):  # fmt: skip
+        assert name in m
+    curve = client.get_metric_history(result.run_id, "valid_logloss")
+    assert len(curve) >= int(tags["replayml.best_iteration"])
+    # artifacts: resolved config, overrides, lineage, plots, scored sample, model
+    arts = {a.path for a in client.list_artifacts(result.run_id, "replayml")}
+    assert {"replayml/config.yaml", "replayml/overrides.yaml", "replayml/lineage.json",
+            "replayml/scored_sample.csv"} <= arts  # fmt: skip
+    plots = {a.path for a in client.list_artifacts(result.run_id, "plots")}
+    assert {"plots/feature_importance.png", "plots/pr_curve.png",
+            "plots/learning_curves.png"} <= plots  # fmt: skip
+    cfg = yaml.safe_load(
+        Path(client.download_artifacts(result.run_id, "replayml/config.yaml")).read_text()
+    )
+    assert cfg["dates"]["train_start"] == "2024-04-14"
+    # the dataset input carries our digest
+    inputs = run.inputs.dataset_inputs
+    assert inputs and inputs[0].dataset.digest == tags["replayml.slice_hash.train"][:36]
+    # the model loads with MLflow's flavour and scores like the run did
+    import mlflow.lightgbm
+
+    mlflow.set_tracking_uri(f"sqlite:///{project / 'mlruns' / 'mlflow.db'}")
+    try:
+        booster = mlflow.lightgbm.load_model(tags["replayml.model_uri"])
+    finally:
+        mlflow.set_tracking_uri(None)  # type: ignore[arg-type]
+    assert booster.num_trees() >= 1
+
+
+def test_same_command_twice_gives_identical_results(project: Path) -> None:  # D1
+    a = run_train_py(project, "tracking.run_name=a")
+    b = run_train_py(project, "tracking.run_name=b")
+    assert a.returncode == 0 and b.returncode == 0, a.stderr[-2000:] + b.stderr[-2000:]
+    assert "run: http://127.0.0.1:5000/#/experiments/" in a.stdout
+    runs = {r.data.tags["mlflow.runName"]: r for r in all_runs(project)}
+    ta, tb = runs["a"].data.tags, runs["b"].data.tags
+    for key in ("tree_hash", "prediction_hash", "slice_hash.train", "slice_hash.test",
+                "config_hash"):  # fmt: skip
+        assert ta[f"replayml.{key}"] == tb[f"replayml.{key}"], key
+    assert runs["a"].data.metrics == runs["b"].data.metrics
+
+
+def test_thread_counts_do_not_change_trees_or_early_stopping(project: Path) -> None:  # D2, D3
+    results = [train(project, [f"model.num_threads={n}"]) for n in (1, 2, 4)]
+    assert len({r.tree_hash for r in results}) == 1
+    assert len({r.prediction_hash for r in results}) == 1
+    assert len({r.metrics["best_iteration"] for r in results}) == 1
+
+
+def test_ranker_and_popularity_models(project: Path) -> None:
+    ranker = train(project, ["model=lgbm_ranker"])
+    assert "test_ndcg_at_10" in ranker.metrics and "test_logloss" not in ranker.metrics
+    pop = train(project, ["model=popularity"])
+    assert pop.metrics["test_auc"] == pop.metrics["baseline_auc"]
+    assert pop.tree_hash == "none"
+
+
+def test_model_beats_the_popularity_baseline(project: Path) -> None:
+    result = train(project)
+    assert result.metrics["test_auc"] > result.metrics["baseline_auc"] + 0.03
+
+
+def test_dirty_tree_is_recorded_with_its_diff(project: Path) -> None:
+    conf = project / "conf" / "model" / "lgbm.yaml"
+    conf.write_text(conf.read_text().replace("num_leaves: 31", "num_leaves: 15"))
+    (project / "notes.txt").write_text("an untracked file\n")
+    result = train(project)
+    client = mlflow_client(project)
+    tags = client.get_run(result.run_id).data.tags
+    assert tags["replayml.code.dirty"] == "true"
+    diff = Path(client.download_artifacts(result.run_id, "replayml/code.diff")).read_text()
+    assert "+num_leaves: 15" in diff and "an untracked file" in diff
+
+
+def test_failure_inside_the_run_is_failed_with_traceback(project: Path) -> None:  # B1
+    out = project / "outputs" / "broken"
+    out.mkdir(parents=True)
+    (out / "plots").write_text("a file where the plots folder should go")
+    proc = run_train_py(project, f"output_dir={out}")
+    assert proc.returncode != 0
+    run = _only_run(project)
+    assert run.info.status == "FAILED"
+    client = mlflow_client(project)
+    trace = Path(client.download_artifacts(run.info.run_id, "traceback.txt")).read_text()
+    assert "FileExistsError" in trace or "NotADirectoryError" in trace
+    assert "replayml.error" in run.data.tags
+
+
+def test_exit_inside_a_run_is_never_finished(project: Path) -> None:  # B2
+    from replayml.config.schema import TrackingConfig
+    from replayml.tracking.run import tracked_run
+    from replayml.tracking.store import store_spec
+
+    spec = store_spec(TrackingConfig(), project)
+    with pytest.raises(SystemExit), tracked_run(spec, "exits", {}) as run:
+        sys.exit(1)
+    assert mlflow_client(project).get_run(run.run_id).info.status == "FAILED"
+
+
+def test_long_config_values_are_kept_not_truncated(project: Path) -> None:  # A11
+    long_name = "x" * 7000
+    result = train(project, [f"data.name={long_name}"])
+    client = mlflow_client(project)
+    run = client.get_run(result.run_id)
+    assert run.info.status == "FINISHED"
+    assert "data.name" not in run.data.params
+    assert "data.name" in run.data.tags["replayml.params_skipped"]
+    cfg = yaml.safe_load(
+        Path(client.download_artifacts(result.run_id, "replayml/config.yaml")).read_text()
+    )
+    assert cfg["data"]["name"] == long_name
+
+
+def test_unreachable_server_fails_fast_before_training(project: Path) -> None:  # B5
+    start = time.monotonic()
+    proc = run_train_py(project, env={"MLFLOW_TRACKING_URI": "http://127.0.0.1:9"})
+    elapsed = time.monotonic() - start
+    assert proc.returncode == 2
+    assert "http://127.0.0.1:9" in proc.stderr
+    assert elapsed < 30
+    assert "training ..." not in proc.stdout + proc.stderr
+
+
+def test_sigterm_marks_the_run_killed(project: Path) -> None:  # B3
+    proc = subprocess.Popen(
+        [sys.executable, "train.py", "model.num_boost_round=100000",
+         "model.early_stopping_rounds=100000", "model.learning_rate=0.001",
+         "model.min_data_in_leaf=5"],
+        cwd=project, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    deadline = time.monotonic() + 120
+    for line in proc.stdout:
+        if "training ..." in line or time.monotonic() > deadline:
+            break
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGTERM)
+    start = time.monotonic()
+    proc.wait(timeout=30)
+    assert time.monotonic() - start < 15
+    assert proc.returncode != 0
+    run = _only_run(project)
+    assert run.info.status == "KILLED"
+
+
+def test_lineage_json_matches_the_run(project: Path) -> None:
+    result = train(project)
+    lineage = json.loads((result.output_dir / "lineage.json").read_text())
+    assert lineage["tree_hash"] == result.tree_hash
+    assert lineage["files_read"] and all(f.endswith(".parquet") for f in lineage["files_read"])
+
+
+def test_an_in_process_run_leaks_no_tracking_uri(project: Path) -> None:
+    import os
+
+    train(project)
+    assert "MLFLOW_TRACKING_URI" not in os.environ

@@ -1,0 +1,391 @@
+"""Exact replay of a run by its id, against a real git repo, DVC cache and local remote, and a
+real MLflow SQLite store.
+
+The replay trains with the code committed in the project (a copy of replayml's `src/`, made
+once per session), in a subprocess; the original runs are made in-process with the same code.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+import shutil
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+from typer.testing import CliRunner
+
+import replayml
+from conftest import REPO, all_runs, dvc, git, mlflow_client, run_train_py, train
+from replayml.cli import app
+from replayml.errors import DataVersionError, RunNotFoundError, TrackingError
+from replayml.lineage.data import file_md5, load_manifest, read_dvc_file
+from replayml.replay import (
+    ReplayReport,
+    Verdict,
+    replay,
+    replay_config,
+    secret_env_var,
+)
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(autouse=True)
+def _project_store_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each project uses its own store: no tracking URI leaks in from an earlier run."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+
+
+@pytest.fixture(scope="session")
+def code_template(template_project: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The template project with replayml's code committed in `src/` and its MLflow store
+    initialised (once, so that each copy skips the store's schema migration)."""
+    # import every module first, then copy right away: in-process runs and the copy then use
+    # the same source even while the package is being edited elsewhere
+    for mod in pkgutil.walk_packages(replayml.__path__, "replayml."):
+        importlib.import_module(mod.name)
+    root = tmp_path_factory.mktemp("code-template") / "proj"
+    shutil.copytree(template_project, root, symlinks=True)
+    shutil.copytree(REPO / "src", root / "src", ignore=shutil.ignore_patterns("__pycache__"))
+    git(root, "add", "-A")
+    git(root, "commit", "-qm", "replayml's code in the project")
+    mlflow_client(root).search_experiments()
+    return root
+
+
+@pytest.fixture
+def code_project(code_template: Path, tmp_path: Path) -> Path:
+    """A private copy of the project with committed code."""
+    root = tmp_path / "proj"
+    shutil.copytree(code_template, root, symlinks=True)
+    return root
+
+
+@pytest.fixture(scope="module")
+def trained(code_template: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """A project with one finished default run, shared by the replays that leave it as found."""
+    root = tmp_path_factory.mktemp("trained") / "proj"
+    shutil.copytree(code_template, root, symlinks=True)
+    return root, train(root).run_id
+
+
+def _explain(report: ReplayReport) -> str:
+    rows = [
+        f"{d.group} {d.key}: {d.original} -> {d.replay} ({d.cause})" for d in report.differences
+    ]
+    return "\n".join([report.verdict, *rows, *report.warnings, *report.not_replayable])
+
+
+def _worktrees(root: Path) -> list[str]:
+    return [line for line in git(root, "worktree", "list").splitlines() if line.strip()]
+
+
+def _snapshot(root: Path) -> dict[str, object]:
+    """What a replay must never change in the user's checkout."""
+    data = root / "data"
+    return {
+        "head": git(root, "rev-parse", "HEAD"),
+        "branch": git(root, "rev-parse", "--abbrev-ref", "HEAD"),
+        "status": git(root, "status", "--porcelain"),
+        "data.dvc": (root / "data.dvc").read_bytes(),
+        "data": {
+            p.relative_to(data).as_posix(): file_md5(p) for p in data.rglob("*") if p.is_file()
+        },
+        "worktrees": _worktrees(root),
+    }
+
+
+def _cache_object(root: Path, md5: str) -> Path:
+    return root / ".dvc" / "cache" / "files" / "md5" / md5[:2] / md5[2:]
+
+
+def _corrupt(path: Path) -> None:
+    path.chmod(0o644)
+    content = bytearray(path.read_bytes())
+    content[len(content) // 2] ^= 0xFF
+    path.write_bytes(bytes(content))
+
+
+def _items_md5(root: Path, run_id: str) -> str:
+    dir_hash = mlflow_client(root).get_run(run_id).data.tags["replayml.data.dvc_hash"]
+    return load_manifest(root / ".dvc" / "cache" / "files" / "md5", dir_hash)["items.parquet"]
+
+
+def test_replay_right_after_the_run_is_identical_and_tags_both_runs(
+    trained: tuple[Path, str],
+) -> None:
+    root, run_id = trained
+    before = _snapshot(root)
+    result = CliRunner().invoke(app, ["replay", run_id, "--project", str(root)])
+    assert result.exit_code == 0, result.output
+    assert f"replay of run {run_id}: IDENTICAL" in result.output
+
+    client = mlflow_client(root)
+    original = client.get_run(run_id).data.tags
+    replay_id = original["replayml.replay.run_id"]
+    assert original["replayml.replay.verdict"] == "IDENTICAL"
+    assert original["replayml.replay.url"].endswith(f"/runs/{replay_id}")
+    assert replay_id in result.output
+    new = client.get_run(replay_id)
+    assert new.info.status == "FINISHED"
+    assert new.data.tags["replayml.replay_of"] == run_id
+    assert new.data.tags["replayml.replay.verdict"] == "IDENTICAL"
+    for key in ("code.commit", "code.dirty", "data.dvc_hash", "tree_hash", "prediction_hash"):
+        assert new.data.tags[f"replayml.{key}"] == original[f"replayml.{key}"], key
+    assert new.data.metrics == client.get_run(run_id).data.metrics
+    assert _snapshot(root) == before  # same HEAD, status, data; the worktree is gone
+
+
+def test_replay_after_new_code_and_data_commits_uses_the_runs_versions(
+    code_project: Path,
+) -> None:
+    root = code_project
+    result = train(root)
+    lgbm = root / "conf" / "model" / "lgbm.yaml"
+    lgbm.write_text(lgbm.read_text().replace("num_leaves: 31", "num_leaves: 7"))
+    last_day = sorted((root / "data" / "events").glob("date=*/*.parquet"))[-1]
+    table = pq.read_table(last_day)
+    pq.write_table(table.slice(0, table.num_rows // 2), last_day)
+    dvc(root, "add", "-q", "data")
+    git(root, "commit", "-qam", "smaller trees; the last day trimmed")
+    assert read_dvc_file(root / "data.dvc")[0] != result.data_hash
+    before = _snapshot(root)
+
+    report = replay(result.run_id, project=root)
+    assert report.verdict is Verdict.IDENTICAL, _explain(report)
+    assert report.exit_code == 0
+    assert not [w for w in report.warnings if w.startswith("config")], report.warnings
+    assert _snapshot(root) == before
+    assert len(_worktrees(root)) == 1
+
+
+def test_replay_of_a_dirty_run_applies_its_recorded_diff(code_project: Path) -> None:
+    root = code_project
+    lgbm = root / "conf" / "model" / "lgbm.yaml"
+    lgbm.write_text(lgbm.read_text().replace("learning_rate: 0.05", "learning_rate: 0.1"))
+    (root / "conf" / "experiment" / "small_leaves.yaml").write_text(
+        "# @package _global_\nmodel:\n  num_leaves: 15\n"
+    )
+    result = train(root, ["experiment=small_leaves"])
+    run = mlflow_client(root).get_run(result.run_id)
+    assert run.data.tags["replayml.code.dirty"] == "true"
+
+    report = replay(result.run_id, project=root, keep=True)
+    try:
+        assert report.verdict is Verdict.IDENTICAL, _explain(report)
+        # the recorded overrides recompose to the recorded config only with the diff applied
+        assert not [w for w in report.warnings if w.startswith("config")], report.warnings
+        assert report.worktree is not None
+        assert "learning_rate: 0.1" in (report.worktree / "conf/model/lgbm.yaml").read_text()
+        assert (report.worktree / "conf/experiment/small_leaves.yaml").is_file()
+        new = mlflow_client(root).get_run(report.replay_run_id).data.tags
+        assert new["replayml.code.dirty"] == "true"
+        assert not [d for d in report.differences if d.group == "code"]
+        assert "learning_rate: 0.1" in lgbm.read_text()  # the user's change is still there
+    finally:
+        if report.worktree:
+            git(root, "worktree", "remove", "--force", str(report.worktree))
+
+
+def test_replay_from_a_fresh_clone_with_an_empty_dvc_cache(
+    trained: tuple[Path, str], tmp_path: Path
+) -> None:
+    root, run_id = trained
+    clone = tmp_path / "clone"
+    git(tmp_path, "clone", "-q", str(root), str(clone))
+    assert not (clone / ".dvc" / "cache").exists()
+
+    report = replay(run_id, project=clone, tracking_uri=f"sqlite:///{root / 'mlruns/mlflow.db'}")
+    assert report.verdict is Verdict.IDENTICAL, _explain(report)
+    assert any((clone / ".dvc" / "cache" / "files" / "md5").iterdir())  # pulled from the remote
+    assert not (clone / "data").exists()  # the clone's workspace is left alone
+    assert len(_worktrees(clone)) == 1
+
+
+def test_replay_with_one_openmp_thread_is_identical(
+    trained: tuple[Path, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root, run_id = trained
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    report = replay(run_id, project=root)
+    assert report.verdict is Verdict.IDENTICAL, _explain(report)
+    thread = [d for d in report.differences if d.key == "env.thread_env"]
+    assert thread and not thread[0].outcome
+    assert any("OMP_NUM_THREADS" in w for w in report.warnings)
+    tags = mlflow_client(root).get_run(report.replay_run_id).data.tags
+    assert tags["replayml.env.thread_env"] == '{"OMP_NUM_THREADS": "1"}'
+
+
+def test_strict_env_refuses_a_different_environment_before_running(
+    trained: tuple[Path, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root, run_id = trained
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    runs = len(all_runs(root))
+    result = CliRunner().invoke(
+        app, ["replay", run_id, "--project", str(root), "--strict-env"], terminal_width=200
+    )
+    assert result.exit_code == 1, result.output
+    assert "DIFFERENT" in result.output and "env.thread_env" in result.output
+    assert len(all_runs(root)) == runs
+    assert len(_worktrees(root)) == 1
+
+
+def test_corrupted_cache_file_is_named_and_repaired_from_the_remote(
+    trained: tuple[Path, str],
+) -> None:
+    root, run_id = trained
+    md5 = _items_md5(root, run_id)
+    obj = _cache_object(root, md5)
+    _corrupt(obj)
+    workspace = file_md5(root / "data" / "items.parquet")
+
+    report = replay(run_id, project=root)
+    assert report.verdict is Verdict.IDENTICAL, _explain(report)
+    assert any("data/items.parquet" in w and md5 in w for w in report.warnings), report.warnings
+    assert file_md5(obj) == md5  # the cache holds an intact copy again
+    assert file_md5(root / "data" / "items.parquet") == workspace
+
+
+def test_data_missing_from_both_cache_and_remote_is_refused(
+    code_project: Path, tmp_path: Path
+) -> None:
+    from dvc.repo import Repo
+
+    root = code_project
+    with Repo(str(root)) as repo:
+        shared = Path(repo.config["remote"]["local"]["url"])
+    remote = tmp_path / "remote"
+    shutil.copytree(shared, remote)  # a private remote: this test deletes from it
+    dvc(root, "remote", "modify", "--local", "local", "url", str(remote))
+    result = train(root)
+    md5 = _items_md5(root, result.run_id)
+    _corrupt(_cache_object(root, md5))
+    (remote / "files" / "md5" / md5[:2] / md5[2:]).unlink()
+    runs = len(all_runs(root))
+
+    with pytest.raises(DataVersionError) as info:
+        replay(result.run_id, project=root)
+    message = str(info.value)
+    assert "data/items.parquet" in message and md5 in message
+    assert "dvc push" in message and str(remote) in message
+    assert len(all_runs(root)) == runs  # nothing trained, nothing logged
+    assert len(_worktrees(root)) == 1
+
+
+def test_replay_of_a_multirun_child(code_project: Path) -> None:
+    root = code_project
+    proc = run_train_py(
+        root, "-m", "model.learning_rate=0.05,0.1", env={"PYTHONPATH": str(root / "src")}
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    runs = all_runs(root)
+    assert len(runs) == 2
+    child = next(r for r in runs if r.data.params["model.learning_rate"] == "0.1")
+
+    report = replay(child.info.run_id, project=root)
+    assert report.verdict is Verdict.IDENTICAL, _explain(report)
+    assert not [w for w in report.warnings if w.startswith("config")], report.warnings
+
+
+def test_code_that_is_not_the_recorded_commit_is_different_and_says_why(
+    code_project: Path,
+) -> None:
+    # The committed code smooths rates differently, but the run imports replayml from the
+    # environment (the installed package), not from the project: code.commit names a commit
+    # whose code did not run. The replay runs the committed code, and the result differs.
+    root = code_project
+    builders = root / "src" / "replayml" / "features" / "builders.py"
+    text = builders.read_text()
+    patched = text.replace(
+        "return (num + prior * strength) / (den + strength)",
+        "return (num + prior * strength) / (den + strength + 1.0)",
+    )
+    assert patched != text, "features/builders.py changed: update this test's patch"
+    builders.write_text(patched)
+    git(root, "commit", "-qam", "smooth rates a little more")
+    result = train(root)
+
+    report = replay(result.run_id, project=root)
+    assert report.verdict is Verdict.DIFFERENT, _explain(report)
+    assert report.exit_code == 1
+    data = {d.key: d for d in report.differences if d.group == "data"}
+    assert "data.dvc_hash" not in data
+    assert "slice hash of train differs while the DVC hash is the same" in (
+        data["slice_hash.train"].cause
+    )
+    assert "not the code at the recorded commit" in data["slice_hash.train"].cause
+    model = {d.key for d in report.differences if d.group == "model"}
+    assert {"tree_hash", "prediction_hash"} <= model
+    metric = next(d for d in report.differences if d.key == "test_auc")
+    assert metric.delta and metric.cause == "follows from the data difference"
+    tags = mlflow_client(root).get_run(result.run_id).data.tags
+    assert tags["replayml.replay.verdict"] == "DIFFERENT"
+
+
+def test_unknown_deleted_and_foreign_runs_are_refused(trained: tuple[Path, str]) -> None:
+    root, run_id = trained
+    uri = f"sqlite:///{root / 'mlruns' / 'mlflow.db'}"
+    result = CliRunner().invoke(
+        app, ["replay", "0123456789abcdef", "--project", str(root)], terminal_width=300
+    )
+    assert result.exit_code == 2
+    assert "0123456789abcdef" in result.output and uri in result.output
+
+    client = mlflow_client(root)
+    experiment = client.get_run(run_id).info.experiment_id
+    foreign = client.create_run(experiment).info.run_id
+    client.set_terminated(foreign)
+    with pytest.raises(RunNotFoundError, match=f"{foreign} is not a replayml run"):
+        replay(foreign, project=root)
+    client.delete_run(run_id)
+    try:
+        with pytest.raises(RunNotFoundError, match=f"{run_id} is deleted"):
+            replay(run_id, project=root)
+    finally:
+        client.restore_run(run_id)
+    failed = client.create_run(experiment, tags={"replayml.schema_version": "1"}).info.run_id
+    client.set_terminated(failed, "FAILED")
+    with pytest.raises(RunNotFoundError, match=f"{failed} .* is FAILED"):
+        replay(failed, project=root)
+    with pytest.raises(TrackingError) as info:
+        replay(run_id, project=root, tracking_uri="http://alice:s3cr3t@127.0.0.1:9")
+    assert "s3cr3t" not in str(info.value) and "127.0.0.1:9" in str(info.value)
+
+
+def test_a_redacted_secret_must_come_from_the_environment(
+    trained: tuple[Path, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root, _ = trained
+    result = train(root, ["+tags.api_token=s3cr3t-canary"])
+    runs = len(all_runs(root))
+    report = replay(result.run_id, project=root)
+    var = "REPLAYML_SECRET_TAGS_API_TOKEN"
+    assert report.verdict is Verdict.NOT_REPLAYABLE and report.exit_code == 2
+    assert any("tags.api_token" in r and var in r for r in report.not_replayable)
+    assert len(all_runs(root)) == runs and len(_worktrees(root)) == 1
+
+    # with the variable set, the replay config reads it from the environment, never inline
+    from omegaconf import OmegaConf
+
+    monkeypatch.setenv(var, "s3cr3t-canary")
+    config, changed, missing = replay_config(result.config, result.run_id, "t", "replayml")
+    assert secret_env_var("tags.api_token") == var and not missing
+    assert config["tags"]["api_token"] == "${oc.env:" + var + "}"
+    assert OmegaConf.to_container(OmegaConf.create(config), resolve=True)["tags"] == {
+        "api_token": "s3cr3t-canary",
+        "replayml.replay_of": result.run_id,
+        "replayml.replay_token": "t",
+    }
+    assert "tags.replayml.replay_of" in changed
+
+
+def test_replay_config_keeps_recorded_values_literal() -> None:
+    recorded = {"data": {"name": "a${b}"}, "tracking": {"uri": "sqlite:///x", "experiment": "e"}}
+    config, changed, missing = replay_config(recorded, "r", "t", "e")
+    assert config["data"]["name"] == "a\\${b}"
+    assert config["tracking"]["uri"] is None and "tracking.uri" in changed
+    assert not missing
+    assert recorded["tracking"]["uri"] == "sqlite:///x"  # the input is not mutated
