@@ -68,6 +68,31 @@ def params(
         _fail(exc)
 
 
+@app.command("sweep")
+def sweep_table(
+    sweep: str = typer.Argument(..., help="Sweep id (printed by `train.py -m`) or parent run id."),
+    tracking_uri: str = typer.Option(
+        None, "--tracking-uri", help="Tracking store; default: $MLFLOW_TRACKING_URI or mlruns/."
+    ),
+    objective: str = typer.Option(None, help="Metric to sort by (default: the sweep's own)."),
+    direction: str = typer.Option("max", help="max or min."),
+    project: Path = typer.Option(Path("."), "--project", help="Project root."),
+) -> None:
+    """Print a sweep's children (overrides, metrics, links), best first, as Markdown."""
+    from replayml.config.schema import TrackingConfig
+    from replayml.sweep import SUMMARY_METRICS
+    from replayml.tracking.store import store_spec
+    from replayml.tracking.sweeps import collect, find_parent, summary_markdown
+
+    try:
+        spec = store_spec(TrackingConfig(uri=tracking_uri), project.resolve())
+        parent = find_parent(spec, sweep)
+        summary = collect(spec, parent, objective or TrackingConfig().objective, direction)
+    except ReplaymlError as exc:
+        _fail(exc)
+    typer.echo(summary_markdown(summary, SUMMARY_METRICS), nl=False)
+
+
 def main() -> None:
     """Console-script entry."""
     app()

@@ -21,7 +21,10 @@ def train_from_hydra(cfg: DictConfig) -> float | None:
     from replayml.pipeline import RunContext, run_experiment
     from replayml.redact import env_interpolated_keys
 
+    from replayml.sweep import sweep_context
+
     hc = HydraConfig.get()
+    parent_run_id, sweep_tags = sweep_context()
     choices = {
         str(k): str(v) for k, v in hc.runtime.choices.items() if not str(k).startswith("hydra")
     }
@@ -34,10 +37,14 @@ def train_from_hydra(cfg: DictConfig) -> float | None:
             overrides=tuple(hc.overrides.task),
             choices=choices,
             env_keys=frozenset(env_keys),
+            parent_run_id=parent_run_id,
+            extra_tags=sweep_tags,
         )
         result = run_experiment(run_cfg, ctx)
     except ReplaymlError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        if parent_run_id:  # in a sweep: fail this job, let the others run
+            raise
         raise SystemExit(exc.exit_code) from None
     print(f"run: {result.url}")
     return result.metrics.get("test_auc")

@@ -47,6 +47,7 @@ REPLAY_TOKEN = "replayml.replay_token"
 # A copy, never a link: the worktree's data can then never alias (and damage) the user's cache.
 WORKTREE_CACHE_TYPE = "reflink,copy"
 SPLITS = ("train", "valid", "test")
+_LEAKY_ENV = ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_", "REPLAYML_PARENT_", "REPLAYML_SWEEP_")
 GROUPS = ("data", "code", "config", "environment", "model", "metrics")
 
 
@@ -356,23 +357,8 @@ def _object(cache_objects: Path, md5: str) -> Path:
     return cache_objects / md5[:2] / md5[2:]
 
 
-def _bad_files(worktree: Path, dvc_file: str, cache_objects: Path) -> list[tuple[str, str, str]]:
-    """(path, expected md5, found md5) for every file of the version that is not intact."""
-    from replayml.lineage.data import file_md5, load_manifest, read_dvc_file
-
-    dir_hash, out_path, _ = read_dvc_file(worktree / dvc_file)
-    data_dir = (worktree / dvc_file).parent / out_path
-    bad = []
-    for rel, md5 in sorted(load_manifest(cache_objects, dir_hash).items()):
-        path = data_dir / rel
-        found = file_md5(path) if path.is_file() else "missing"
-        if found != md5:
-            bad.append((f"{out_path}/{rel}", md5, found))
-    return bad
-
-
 def _remove_if_corrupt(obj: Path, md5: str) -> str | None:
-    """Remove a cache object whose bytes do not hash to its name; returns the found md5."""
+    """Remove a cache object whose bytes do not hash to its name; returns the md5 found."""
     from replayml.lineage.data import file_md5
 
     if not obj.is_file():
@@ -385,69 +371,85 @@ def _remove_if_corrupt(obj: Path, md5: str) -> str | None:
     return found
 
 
-def _pull(worktree: Path, dvc_file: str, dir_hash: str, setup: _DvcSetup, run_id: str) -> None:
-    proc = _dvc(worktree, "pull", "-q", dvc_file)
-    if proc.returncode != 0:
-        raise DataVersionError(
-            f"data version {dir_hash} ({dvc_file}) of run {run_id} is not complete in the DVC "
-            f"cache ({setup.cache_objects}) nor in the remote {setup.remote}. Push it with "
-            f"`dvc push {dvc_file}` from a checkout that has this version, then replay again. "
-            f"dvc said: {_tail(proc.stderr or proc.stdout, 6)}"
-        )
+def _remove_corrupt_objects(cache_objects: Path, dir_hash: str, out_path: str) -> list[str]:
+    """Re-hash the cache objects of a data version and remove the corrupted ones.
+
+    DVC trusts a cache file whose size, inode and mtime it has seen before, so silent
+    corruption (bit rot) would otherwise be checked out as is. Returns what was removed.
+    """
+    from replayml.lineage.data import load_manifest
+
+    digest = dir_hash.removesuffix(".dir")
+    manifest_obj = _object(cache_objects, digest + ".dir")
+    found = _remove_if_corrupt(manifest_obj, digest)
+    if found:
+        return [f"the manifest {dir_hash} (found md5 {found} in {manifest_obj})"]
+    if not manifest_obj.is_file():
+        return []  # nothing of this version is cached yet: all of it comes from the remote
+    removed = []
+    for rel, md5 in sorted(load_manifest(cache_objects, dir_hash).items()):
+        obj = _object(cache_objects, md5)
+        found = _remove_if_corrupt(obj, md5)
+        if found:
+            removed.append(f"{out_path}/{rel} (expected md5 {md5}, found {found} in {obj})")
+    return removed
+
+
+def _bad_files(worktree: Path, dvc_file: str, cache_objects: Path) -> list[str]:
+    """The files of the materialised version whose bytes differ from the manifest."""
+    from replayml.lineage.data import file_md5, load_manifest, read_dvc_file
+
+    dir_hash, out_path, _ = read_dvc_file(worktree / dvc_file)
+    data_dir = (worktree / dvc_file).parent / out_path
+    bad = []
+    for rel, md5 in sorted(load_manifest(cache_objects, dir_hash).items()):
+        path = data_dir / rel
+        found = file_md5(path) if path.is_file() else "missing"
+        if found != md5:
+            bad.append(f"{out_path}/{rel} (expected md5 {md5}, found {found})")
+    return bad
 
 
 def materialise_data(project: Path, worktree: Path, run: RecordedRun, warnings: list[str]) -> None:
-    """Check out the run's data version in the worktree from the project's cache or remote,
-    re-hash every file, and repair corrupted cache objects from the remote (or refuse)."""
+    """Check out the run's data version in the worktree from the project's DVC cache, fetching
+    what is missing or corrupted from the remote; every file is re-hashed. Raises
+    `DataVersionError` when an intact copy of the version is in neither."""
     from replayml.lineage.data import read_dvc_file
 
     dvc_file, expected = run.tag("data.dvc_file"), run.tag("data.dvc_hash")
-    found, _, _ = read_dvc_file(worktree / dvc_file)
+    found, out_path, _ = read_dvc_file(worktree / dvc_file)
     if found != expected:
         raise DataVersionError(
             f"{dvc_file} at commit {run.tag('code.commit')[:12]} records {found}, but run "
             f"{run.run_id} recorded data.dvc_hash={expected}; the run's record is inconsistent"
         )
     setup = _point_dvc_at_project(project, worktree)
-    digest = expected.removesuffix(".dir")
-    manifest_found = _remove_if_corrupt(_object(setup.cache_objects, digest + ".dir"), digest)
-    if manifest_found:
+    removed = _remove_corrupt_objects(setup.cache_objects, expected, out_path)
+    if removed:
         warnings.append(
-            f"data: the DVC cache's manifest of {expected} was corrupted (md5 {manifest_found});"
-            f" removed it to fetch it again from the remote"
+            f"data: corrupted file(s) in the DVC cache ({setup.cache_objects}) were removed and "
+            f"restored from the remote {setup.remote}: " + "; ".join(removed)
         )
-    _pull(worktree, dvc_file, expected, setup, run.run_id)
+    proc = _dvc(worktree, "pull", "-q", dvc_file)
+    if proc.returncode != 0:
+        lost = (
+            f"corrupted in the DVC cache (removed): {'; '.join(removed)}, and the remote has no "
+            f"copy either"
+            if removed
+            else f"not complete in the DVC cache ({setup.cache_objects}) nor in the remote"
+        )
+        raise DataVersionError(
+            f"run {run.run_id} cannot be replayed: data version {expected} ({dvc_file}) is "
+            f"{lost}. Remote: {setup.remote}. Push an intact copy with `dvc push {dvc_file}` "
+            f"from a checkout that has this version, then replay again. "
+            f"dvc said: {_tail(proc.stderr or proc.stdout, 6)}"
+        )
     bad = _bad_files(worktree, dvc_file, setup.cache_objects)
-    if not bad:
-        return
-    base = (worktree / dvc_file).parent
-    repaired: list[str] = []
-    for rel, md5, got in bad:
-        obj = _object(setup.cache_objects, md5)
-        corrupt = _remove_if_corrupt(obj, md5)
-        where = f"the DVC cache object {obj}" if corrupt else "the worktree copy"
-        repaired.append(f"{rel} (expected md5 {md5}, found {corrupt or got} in {where})")
-        (base / rel).unlink(missing_ok=True)  # DVC would trust its state and keep it
-    warnings.append(
-        "data: corrupted file(s) detected and removed, restored from the DVC remote "
-        f"{setup.remote}: " + "; ".join(repaired)
-    )
-    try:
-        _pull(worktree, dvc_file, expected, setup, run.run_id)
-    except DataVersionError as exc:
+    if bad:
         raise DataVersionError(
-            f"run {run.run_id} cannot be replayed: {'; '.join(repaired)} — the corrupted "
-            f"cache copy was removed and the remote {setup.remote} does not have an intact one. "
-            f"Push an intact copy with `dvc push {dvc_file}` from a checkout that has data "
-            f"version {expected}, then replay again. ({exc})"
-        ) from None
-    still = _bad_files(worktree, dvc_file, setup.cache_objects)
-    if still:
-        rel, md5, got = still[0]
-        raise DataVersionError(
-            f"run {run.run_id} cannot be replayed: {rel} is still not intact after a repair "
-            f"from the remote {setup.remote} (expected md5 {md5}, found {got}); the remote's "
-            f"copy is corrupted too. Push an intact copy with `dvc push {dvc_file}`"
+            f"run {run.run_id} cannot be replayed: after `dvc pull` from {setup.remote}, "
+            f"{'; '.join(bad)}: the remote's copy is corrupted too. Push an intact copy with "
+            f"`dvc push {dvc_file}` from a checkout that has data version {expected}"
         )
 
 
@@ -590,8 +592,8 @@ def _overrides(reader: RunReader, run: RecordedRun) -> list[str] | None:
 
 
 def _subprocess_env(worktree: Path, uri: str) -> dict[str, str]:
-    env = dict(os.environ)
-    env.pop("MLFLOW_RUN_ID", None)
+    # nothing of the calling process's run or sweep may leak into the replay run
+    env = {k: v for k, v in os.environ.items() if not k.startswith(_LEAKY_ENV)}
     src = worktree / "src"
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(src), env.get("PYTHONPATH", "")) if p)
     env["PYTHONDONTWRITEBYTECODE"] = "1"  # nothing written into the worktree's code
@@ -843,8 +845,9 @@ def print_report(report: ReplayReport) -> None:
         console.print(f"  commit:   {report.commit}   store: {report.tracking_uri}")
     if report.differences:
         table = Table(title="What differs", title_justify="left")
-        for col in ("group", "key", "original", "replay", "delta", "cause"):
-            table.add_column(col, overflow="fold")
+        for col in ("group", "key", "original", "replay", "delta"):
+            table.add_column(col, no_wrap=True)
+        table.add_column("cause", overflow="fold", min_width=30)
         for d in report.differences:
             mark = "" if d.outcome else " (context)"
             table.add_row(

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
-from omegaconf import MISSING
+from omegaconf import II, MISSING
 
 
 class DatesMode(Enum):
@@ -128,7 +128,7 @@ class ModelConfig:
     num_boost_round: int = 400
     early_stopping_rounds: int = 30
     seed: int = 42
-    num_threads: int = 2
+    num_threads: int = II("replayml_threads:")  # cores / parallel sweep jobs, resolved per run
     deterministic: bool = True
     eval_at: int = 10
 
@@ -145,6 +145,8 @@ class TrackingConfig:
     log_model: bool = True
     request_timeout: int = 5
     max_retries: int = 0
+    objective: str = "test_auc"
+    objective_direction: str = "max"
 
 
 @dataclass
@@ -189,9 +191,22 @@ def _unique_suffix() -> str:
     return str(os.getpid())
 
 
+def _threads_per_job() -> int:
+    """LightGBM threads for one job: the cores split across a sweep's parallel jobs.
+
+    The resolved number is what a run records, so every job stays replayable.
+    """
+    import os
+
+    jobs = max(1, int(os.environ.get("REPLAYML_PARALLEL_JOBS", "1")))
+    return max(1, (os.cpu_count() or 1) // jobs)
+
+
 def register_resolvers() -> None:
     """Register the OmegaConf resolvers our configs use (idempotent)."""
     from omegaconf import OmegaConf
 
     if not OmegaConf.has_resolver("replayml_unique"):
         OmegaConf.register_new_resolver("replayml_unique", _unique_suffix)
+    if not OmegaConf.has_resolver("replayml_threads"):
+        OmegaConf.register_new_resolver("replayml_threads", _threads_per_job)

@@ -1,0 +1,126 @@
+"""Hydra multirun sweeps as one thing in MLflow: a parent run, children with full lineage.
+
+`SweepCallback` (configured in conf/config.yaml) creates the parent run before jobs fan out
+(which also initialises a fresh store once), tells each job its parent through the environment
+and, at the end, logs a summary table of every child, the best child by the objective and the
+overrides that never ran. A sweep with a failed or missing job ends FAILED.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+log = logging.getLogger(__name__)
+
+PARENT_ENV = "REPLAYML_PARENT_RUN_ID"
+SWEEP_ENV = "REPLAYML_SWEEP_ID"
+JOBS_ENV = "REPLAYML_PARALLEL_JOBS"
+SUMMARY_METRICS = ["test_auc", "test_avg_precision", "test_logloss", "test_ndcg_at_10",
+                   "test_recall_at_10", "baseline_auc"]  # fmt: skip
+
+
+def expand_sweep(task_overrides: list[str]) -> list[list[str]]:
+    """Every job's overrides, as Hydra's basic sweeper would run them."""
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parsed = OverridesParser.create().parse_overrides(task_overrides)
+    batches = BasicSweeper.split_arguments(parsed, None)
+    return [list(job) for batch in batches for job in batch]
+
+
+def parallel_jobs(config: DictConfig) -> int:
+    """How many jobs the configured launcher runs at once."""
+    launcher = config.hydra.launcher
+    n = launcher.get("n_jobs", 1) if "n_jobs" in launcher else 1
+    cores = os.cpu_count() or 1
+    return cores if n in (None, -1) else max(1, min(int(n), cores))
+
+
+class SweepCallback(Callback):
+    """Hydra callback grouping a multirun under one MLflow parent run."""
+
+    def __init__(self) -> None:
+        self._state: dict[str, Any] | None = None
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        from replayml.config.resolve import to_run_config
+        from replayml.redact import redact_override
+        from replayml.tracking.store import store_spec
+        from replayml.tracking.sweeps import start_parent
+
+        overrides = list(config.hydra.overrides.task)
+        os.environ[JOBS_ENV] = str(parallel_jobs(config))
+        cfg = to_run_config(config)
+        spec = store_spec(cfg.tracking, Path.cwd())
+        sweep_dir = Path(str(config.hydra.sweep.dir))
+        sweep_id = f"{sweep_dir.parent.name}_{sweep_dir.name}"
+        expected = expand_sweep(overrides)
+        handle = start_parent(
+            spec, sweep_id, [redact_override(o) for o in overrides], len(expected)
+        )
+        os.environ[PARENT_ENV] = handle.run_id
+        os.environ[SWEEP_ENV] = sweep_id
+        self._state = {"handle": handle, "spec": spec, "expected": expected,
+                       "objective": cfg.tracking.objective,
+                       "direction": cfg.tracking.objective_direction}  # fmt: skip
+        atexit.register(self._finish, True)
+        print(f"sweep {sweep_id}: {handle.url}", flush=True)
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        self._finish(False)
+
+    def _finish(self, aborted: bool) -> None:
+        from replayml.tracking.sweeps import collect, finish_parent
+
+        if self._state is None:
+            return
+        state, self._state = self._state, None
+        for var in (PARENT_ENV, SWEEP_ENV, JOBS_ENV):
+            os.environ.pop(var, None)
+        handle = state["handle"]
+        try:
+            summary = collect(
+                state["spec"],
+                handle.run_id,
+                state["objective"],
+                state["direction"],
+                state["expected"],
+            )
+            status = finish_parent(handle, summary, SUMMARY_METRICS, aborted)
+        except Exception:
+            log.exception("could not summarise sweep parent run %s", handle.run_id)
+            handle.client.set_terminated(handle.run_id, "FAILED")
+            return
+        best = summary.best
+        print(
+            f"sweep {summary.sweep_id} {status}: {len(summary.children)} runs, "
+            f"{len(summary.failed)} failed, {len(summary.missing)} never ran; "
+            f"best {best.url if best else '-'}",
+            flush=True,
+        )
+
+
+def sweep_context() -> tuple[str | None, dict[str, str]]:
+    """Parent run id and sweep tags for a job, only when running inside a Hydra multirun."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return None, {}
+    parent = os.environ.get(PARENT_ENV)
+    if not parent:
+        return None, {}
+    hc = HydraConfig.get()
+    return parent, {
+        "replayml.sweep_id": os.environ.get(SWEEP_ENV, ""),
+        "replayml.sweep.job_num": str(hc.job.num),
+        "replayml.sweep.role": "child",
+    }

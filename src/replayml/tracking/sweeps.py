@@ -1,0 +1,187 @@
+"""Sweep parent runs: create one before jobs fan out, summarise its children at the end."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from replayml.tracking.run import TAG_PREFIX, RunHandle
+from replayml.tracking.store import StoreSpec, explain, open_experiment, run_url
+
+log = logging.getLogger(__name__)
+
+SWEEP_TAG = TAG_PREFIX + "sweep_id"
+
+
+@dataclass(frozen=True)
+class ChildRow:
+    """One job of a sweep as the store holds it."""
+
+    run_id: str
+    status: str
+    overrides: list[str]
+    metrics: dict[str, float]
+    url: str
+
+
+@dataclass
+class SweepSummary:
+    """All children of a sweep, sorted by the objective (best first), and what never ran."""
+
+    sweep_id: str
+    parent_run_id: str
+    parent_url: str
+    objective: str
+    direction: str
+    children: list[ChildRow] = field(default_factory=list)
+    missing: list[list[str]] = field(default_factory=list)
+
+    @property
+    def failed(self) -> list[ChildRow]:
+        return [c for c in self.children if c.status != "FINISHED"]
+
+    @property
+    def best(self) -> ChildRow | None:
+        done = [c for c in self.children if c.status == "FINISHED" and self.objective in c.metrics]
+        return done[0] if done else None
+
+
+def start_parent(spec: StoreSpec, sweep_id: str, overrides: list[str], n_jobs: int) -> RunHandle:
+    """Create the sweep's parent run (also initialising a fresh store once, before fan-out)."""
+    client, experiment_id = open_experiment(spec)
+    tags = {
+        SWEEP_TAG: sweep_id,
+        TAG_PREFIX + "sweep.role": "parent",
+        TAG_PREFIX + "sweep.overrides": json.dumps(overrides),
+        TAG_PREFIX + "sweep.n_jobs": str(n_jobs),
+        TAG_PREFIX + "heartbeat": str(int(time.time())),
+    }
+    try:
+        run = client.create_run(experiment_id, run_name=f"sweep-{sweep_id}", tags=tags)
+    except Exception as exc:
+        raise explain(exc, spec) from exc
+    return RunHandle(client, spec, experiment_id, run.info.run_id)
+
+
+def collect(
+    spec: StoreSpec,
+    parent_run_id: str,
+    objective: str,
+    direction: str,
+    expected: list[list[str]] | None = None,
+) -> SweepSummary:
+    """Read a sweep's parent and children from the store, best child first."""
+    client, _ = open_experiment(spec)
+    parent = client.get_run(parent_run_id)
+    exp_id = parent.info.experiment_id
+    runs = client.search_runs(
+        [exp_id], filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}'", max_results=5000
+    )
+    children = [
+        ChildRow(
+            run_id=r.info.run_id,
+            status=r.info.status,
+            overrides=json.loads(r.data.tags.get(TAG_PREFIX + "overrides", "[]")),
+            metrics=dict(r.data.metrics),
+            url=run_url(spec, exp_id, r.info.run_id),
+        )
+        for r in runs
+    ]
+    sign = -1.0 if direction == "max" else 1.0
+
+    def key(c: ChildRow) -> tuple[int, float, str]:
+        value = c.metrics.get(objective, math.nan)
+        ok = c.status == "FINISHED" and not math.isnan(value)
+        return (0 if ok else 1, sign * value if ok else 0.0, " ".join(c.overrides))
+
+    children.sort(key=key)
+    seen = {tuple(sorted(c.overrides)) for c in children}
+    missing = [o for o in (expected or []) if tuple(sorted(o)) not in seen]
+    return SweepSummary(
+        sweep_id=parent.data.tags.get(SWEEP_TAG, ""),
+        parent_run_id=parent_run_id,
+        parent_url=run_url(spec, exp_id, parent_run_id),
+        objective=objective,
+        direction=direction,
+        children=children,
+        missing=missing,
+    )
+
+
+def summary_markdown(s: SweepSummary, metrics: list[str]) -> str:
+    """The sweep's table: one row per child, best first, then the jobs that never ran."""
+    head = ["#", "status", "overrides", *metrics, "run"]
+    lines = [
+        f"# Sweep {s.sweep_id}",
+        "",
+        f"Parent run: {s.parent_url}  ",
+        f"Objective: {s.objective} ({s.direction}); children: {len(s.children)}, "
+        f"failed: {len(s.failed)}, never ran: {len(s.missing)}",
+        "",
+        "| " + " | ".join(head) + " |",
+        "|" + "|".join("---" for _ in head) + "|",
+    ]
+    for i, c in enumerate(s.children, 1):
+        vals = [f"{c.metrics[m]:.5f}" if m in c.metrics else "" for m in metrics]
+        over = " ".join(c.overrides) or "(defaults)"
+        lines.append(f"| {i} | {c.status} | `{over}` | " + " | ".join(vals) + f" | {c.url} |")
+    for o in s.missing:
+        blanks = " | ".join("" for _ in metrics)
+        lines.append(f"| - | NEVER RAN | `{' '.join(o)}` | {blanks} | |")
+    return "\n".join(lines) + "\n"
+
+
+def finish_parent(handle: RunHandle, s: SweepSummary, metrics: list[str], aborted: bool) -> str:
+    """Log the summary table, the best child and the sweep's status on the parent run."""
+    table = summary_markdown(s, metrics)
+    handle.log_text(table, "sweep_summary.md")
+    handle.log_text(
+        json.dumps(
+            [c.__dict__ for c in s.children] + [{"overrides": o, "status": "NEVER_RAN"}
+                                                for o in s.missing],
+            indent=2,
+        ),
+        "sweep_summary.json",
+    )  # fmt: skip
+    tags = {
+        TAG_PREFIX + "sweep.children": str(len(s.children)),
+        TAG_PREFIX + "sweep.failed": str(len(s.failed)),
+        TAG_PREFIX + "sweep.never_ran": json.dumps(s.missing),
+    }
+    best = s.best
+    if best is not None:
+        tags[TAG_PREFIX + "sweep.best_run_id"] = best.run_id
+        tags[TAG_PREFIX + "sweep.best_overrides"] = " ".join(best.overrides)
+        handle.log_metrics({f"best_{s.objective}": best.metrics[s.objective]})
+    handle.set_tags(tags)
+    status = "FAILED" if (s.failed or s.missing or aborted) else "FINISHED"
+    handle.client.set_terminated(handle.run_id, status)
+    return status
+
+
+def find_parent(spec: StoreSpec, sweep: str) -> str:
+    """The parent run id of a sweep given its sweep id or its parent run id."""
+    from replayml.errors import RunNotFoundError
+
+    client, exp_id = open_experiment(spec)
+    try:
+        run: Any = client.get_run(sweep)
+        if run.data.tags.get(TAG_PREFIX + "sweep.role") == "parent":
+            return sweep
+    except Exception:  # not a run id: try it as a sweep id below
+        log.debug("%s is not a run id", sweep)
+    exps = [e.experiment_id for e in client.search_experiments()]
+    found = client.search_runs(
+        exps,
+        filter_string=f"tags.`{SWEEP_TAG}` = '{sweep}' and tags.`replayml.sweep.role` = 'parent'",
+    )
+    if not found:
+        raise RunNotFoundError(
+            f"no sweep {sweep!r} (sweep id or parent run id) in {spec.display_uri}; "
+            f"list parents with `replayml sweep --help` or check --tracking-uri"
+        )
+    return str(found[0].info.run_id)

@@ -1,0 +1,125 @@
+"""Sweeps and concurrency: parent runs, children with lineage, nothing lost (C1-C6)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import all_runs, mlflow_client, run_train_py
+
+pytestmark = pytest.mark.slow
+
+FAST = ["model=popularity", "dates=last_7d"]  # the full pipeline and lineage, no boosting
+
+
+def _by_role(root: Path) -> tuple[list, list]:
+    runs = all_runs(root)
+    parents = [r for r in runs if r.data.tags.get("replayml.sweep.role") == "parent"]
+    children = [r for r in runs if r.data.tags.get("replayml.sweep.role") == "child"]
+    return parents, children
+
+
+def test_sweep_has_a_parent_with_summary_and_children_with_lineage(project: Path) -> None:
+    proc = run_train_py(
+        project, "-m", "model.learning_rate=0.05,0.2", "model.num_boost_round=30",
+        env={"MLFLOW_RUN_ID": "0123456789abcdef0123456789abcdef"},  # a leaked id (C6)
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    parents, children = _by_role(project)
+    assert len(parents) == 1 and len(children) == 2
+    parent = parents[0]
+    assert parent.info.status == "FINISHED"
+    for child in children:
+        assert child.data.tags["mlflow.parentRunId"] == parent.info.run_id
+        assert child.data.tags["replayml.sweep_id"] == parent.data.tags["replayml.sweep_id"]
+        assert child.data.tags["replayml.tree_hash"] and child.info.status == "FINISHED"
+    best = max(children, key=lambda r: r.data.metrics["test_auc"])
+    assert parent.data.tags["replayml.sweep.best_run_id"] == best.info.run_id
+    client = mlflow_client(project)
+    table = Path(client.download_artifacts(parent.info.run_id, "sweep_summary.md")).read_text()
+    assert "model.learning_rate=0.05" in table and "model.learning_rate=0.2" in table
+    # the CLI prints the same table, best first
+    cli = subprocess.run(
+        [sys.executable, "-m", "replayml", "sweep", parent.data.tags["replayml.sweep_id"]],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert cli.returncode == 0, cli.stderr
+    rows = [line for line in cli.stdout.splitlines() if line.startswith("| 1 |")]
+    assert rows and best.info.run_id in rows[0]
+
+
+def test_parallel_sweep_splits_threads_and_loses_nothing(project: Path) -> None:  # C4
+    proc = run_train_py(
+        project, "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", *FAST,
+        "dates.train_days=3,7,200",
+    )  # fmt: skip
+    assert proc.returncode != 0  # one job's window is outside the data
+    parents, children = _by_role(project)
+    assert len(parents) == 1 and len(children) == 2
+    assert all(c.info.status == "FINISHED" for c in children)
+    cores = os.cpu_count() or 1
+    assert {c.data.params["model.num_threads"] for c in children} == {str(max(1, cores // 2))}
+    parent = parents[0]
+    assert parent.info.status == "FAILED"
+    assert json.loads(parent.data.tags["replayml.sweep.never_ran"]) == [
+        ["model=popularity", "dates=last_7d", "dates.train_days=200"]
+    ]
+
+
+def test_two_sweeps_in_the_same_second_do_not_collide(project: Path) -> None:  # C3
+    cmd = [sys.executable, "train.py", "-m", *FAST, "dates.train_days=3,4"]
+    procs = [subprocess.Popen(cmd, cwd=project, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) for _ in range(2)]  # fmt: skip
+    for p in procs:
+        _, err = p.communicate(timeout=600)
+        assert p.returncode == 0, err[-2000:]
+    parents, children = _by_role(project)
+    assert len(parents) == 2 and len(children) == 4
+    assert len({p.data.tags["replayml.sweep_id"] for p in parents}) == 2
+    sweep_dirs = list((project / "multirun").glob("*/*"))
+    assert len(sweep_dirs) == 2
+
+
+def _parallel_train(root: Path, n: int, extra: list[str]) -> list[subprocess.CompletedProcess]:
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "train.py", *FAST, *extra, f"tracking.run_name=job{i}"],
+            cwd=root,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(n)
+    ]
+    done = []
+    for p in procs:
+        out, err = p.communicate(timeout=900)
+        done.append(subprocess.CompletedProcess(p.args, p.returncode, out, err))
+    return done
+
+
+def test_eight_parallel_jobs_on_a_fresh_store_all_succeed(project: Path) -> None:  # C1
+    assert not (project / "mlruns").exists()
+    results = _parallel_train(project, 8, [])
+    assert [r.returncode for r in results] == [0] * 8, [r.stderr[-800:] for r in results]
+    runs = all_runs(project)
+    assert len(runs) == 8 and all(r.info.status == "FINISHED" for r in runs)
+
+
+def test_twelve_parallel_jobs_keep_every_metric(project: Path) -> None:  # C2
+    results = _parallel_train(project, 12, [])
+    assert [r.returncode for r in results] == [0] * 12, [r.stderr[-800:] for r in results]
+    runs = all_runs(project)
+    assert len(runs) == 12
+    names = set(runs[0].data.metrics)
+    assert {"test_auc", "baseline_auc", "rows_train"} <= names
+    for r in runs:
+        assert r.info.status == "FINISHED"
+        assert set(r.data.metrics) == names
