@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from conftest import all_runs, mlflow_client, run_train_py
 
 pytestmark = pytest.mark.slow

@@ -20,7 +20,6 @@ def train_from_hydra(cfg: DictConfig) -> float | None:
     from replayml.config.resolve import to_run_config
     from replayml.pipeline import RunContext, run_experiment
     from replayml.redact import env_interpolated_keys
-
     from replayml.sweep import sweep_context
 
     hc = HydraConfig.get()
