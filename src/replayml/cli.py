@@ -68,6 +68,34 @@ def params(
         _fail(exc)
 
 
+@app.command("features")
+def features(
+    params_file: Path = typer.Option(Path("params.yaml"), "--params", help="Composed config."),
+    out: Path = typer.Option(Path("artifacts/features"), "--out", help="Cache folder."),
+    project: Path = typer.Option(Path("."), "--project", help="Project root."),
+    verbose: bool = typer.Option(True, help="Log progress to stderr."),
+) -> None:
+    """Build and cache the feature matrices (the DVC `features` stage)."""
+    from omegaconf import OmegaConf
+
+    from replayml import matrices
+    from replayml.config.resolve import to_run_config
+    from replayml.config.schema import register_resolvers
+    from replayml.pipeline import prepare
+    from replayml.progress import Steps
+
+    _setup_logging(verbose)
+    register_resolvers()
+    try:
+        cfg = to_run_config(OmegaConf.load(params_file))
+        root = project.resolve()
+        resolved, windows, version, m = prepare(cfg, root, Steps())
+        matrices.save(root / out, resolved, windows, version, m)
+    except ReplaymlError as exc:
+        _fail(exc)
+    typer.echo(f"features: {m.rows} rows in {out}")
+
+
 @app.command("sweep")
 def sweep_table(
     sweep: str = typer.Argument(..., help="Sweep id (printed by `train.py -m`) or parent run id."),

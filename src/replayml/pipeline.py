@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
@@ -224,6 +225,49 @@ def model_config_hash(container: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()
 
 
+def _write_plot_data(
+    out: Path, curves: dict[str, list[float]], labels: np.ndarray, scores: np.ndarray
+) -> None:
+    """CSV data behind the plots, for `dvc plots show/diff`."""
+    from sklearn.metrics import precision_recall_curve
+
+    out.mkdir(parents=True, exist_ok=True)
+    if curves:
+        frame = pd.DataFrame(curves)
+        valid = [c for c in frame.columns if c.startswith("valid_")]
+        frame.insert(0, "iteration", np.arange(1, len(frame) + 1))
+        frame["objective"] = frame[valid[0]] if valid else np.nan
+        frame.to_csv(out / "learning_curve.csv", index=False)
+    y = (labels > 0).astype("int8")
+    if 0 < y.sum() < len(y):
+        precision, recall, _ = precision_recall_curve(y, scores)
+        step = max(1, len(recall) // 500)
+        pd.DataFrame({"recall": recall[::step], "precision": precision[::step]}).to_csv(
+            out / "pr_curve.csv", index=False
+        )
+
+
+def resolve_windows(cfg: RunConfig, root: Path) -> tuple[RunConfig, DateWindows]:
+    """The config with absolute dates, resolved against the data's date range."""
+    from replayml.data.load import date_range
+
+    first, last = date_range(cfg.data, root)
+    windows = resolve_dates(cfg.dates, first, last)
+    return with_absolute_dates(cfg, windows), windows
+
+
+def prepare_cached(
+    cfg: RunConfig, root: Path, features_dir: Path, steps: Steps
+) -> tuple[RunConfig, DateWindows, DataVersion, Matrices]:
+    """Like `prepare`, from matrices cached by `replayml features` (checked, not trusted)."""
+    from replayml import matrices
+
+    resolved, _ = resolve_windows(cfg, root)
+    with steps.step("reading cached features"):
+        windows, version, m = matrices.load(root / features_dir, resolved, root)
+    return resolved, windows, version, m
+
+
 def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, str]:
     """Dotted keys to string values (lists as JSON), for MLflow params."""
     out: dict[str, str] = {}
@@ -284,6 +328,8 @@ def _lineage_tags(
         "config_hash": config_hash,
         "command": redact_text(" ".join(redact_override(a) for a in command_line().split(" "))),
         "overrides": json.dumps([redact_override(o) for o in ctx.overrides]),
+        "dvc.exp_name": os.environ.get("DVC_EXP_NAME", ""),
+        "features_cache": resolved.features_dir or "",
         "replayable": str(not reasons).lower(),
         "not_replayable_reasons": "; ".join(reasons),
     }
@@ -322,7 +368,10 @@ def run_experiment(cfg: RunConfig, ctx: RunContext) -> RunResult:
     spec = store_spec(cfg.tracking, root)
     with steps.step("connecting to the tracking store"):
         open_experiment(spec)  # fail fast (bounded retries) before any work
-    resolved, windows, data, m = prepare(cfg, root, steps)
+    if cfg.features_dir:
+        resolved, windows, data, m = prepare_cached(cfg, root, Path(cfg.features_dir), steps)
+    else:
+        resolved, windows, data, m = prepare(cfg, root, steps)
     code = code_version(root)
     env = current_environment(root)
     reasons = replayability(resolved, code, data)
@@ -387,6 +436,7 @@ def run_experiment(cfg: RunConfig, ctx: RunContext) -> RunResult:
             labels=m.test.y,
             scores={resolved.model.kind.value: scores, "popularity": m.test_popularity},
         )
+        _write_plot_data(out / "plots", result.curves, m.test.y, scores)
         for fig in figures:
             run.log_artifact(fig, "plots")
         sample = (

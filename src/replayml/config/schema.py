@@ -160,6 +160,7 @@ class RunConfig:
     model: ModelConfig = MISSING
     tracking: TrackingConfig = MISSING
     output_dir: str | None = None
+    features_dir: str | None = None  # read cached matrices (the DVC `features` stage's output)
     tags: dict[str, str] = field(default_factory=dict)
 
 

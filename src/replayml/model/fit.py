@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -92,6 +93,9 @@ def fit(train: Split, valid: Split, cfg: ModelConfig) -> FitResult:
     """Train with early stopping on the validation window; curves per iteration."""
     if cfg.kind is ModelKind.popularity:
         return FitResult(booster=None, best_iteration=0)
+    # OpenMP threads that spin between iterations starve the Python validation metric on
+    # small machines; passive waiting changes timing only, never the trees
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     import lightgbm as lgb
 
     ranker = cfg.kind is ModelKind.lgbm_ranker

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from replayml.errors import ReplaymlError, RunNotFoundError, TrackingError
+from replayml.redact import redact_text
 from replayml.tracking.store import StoreSpec, bound_http, explain, run_url
 
 log = logging.getLogger(__name__)
@@ -71,6 +72,10 @@ class RunReader:
             f"MLFLOW_TRACKING_URI at the store that holds it"
         )
 
+    def _explain(self, exc: BaseException) -> TrackingError:
+        # a request error's text can carry the URI with its credentials
+        return TrackingError(redact_text(str(explain(exc, self.spec))))
+
     def _experiment(self, experiment_id: str) -> Any:
         if experiment_id not in self._experiments:
             self._experiments[experiment_id] = self.client.get_experiment(experiment_id)
@@ -100,9 +105,9 @@ class RunReader:
         except MlflowException as exc:
             if "RESOURCE_DOES_NOT_EXIST" in str(exc.error_code) or "not found" in str(exc):
                 raise self._not_found(run_id, "does not exist") from None
-            raise explain(exc, self.spec) from exc
+            raise self._explain(exc) from exc
         except Exception as exc:  # requests/sqlalchemy raise many types for an unusable store
-            raise explain(exc, self.spec) from exc
+            raise self._explain(exc) from exc
         if run.info.lifecycle_stage == "deleted":
             raise self._not_found(run_id, "is deleted (restore it in the MLflow UI first)")
         if self._experiment(run.info.experiment_id).lifecycle_stage == "deleted":
@@ -126,7 +131,7 @@ class RunReader:
         try:
             listed = self.client.list_artifacts(run_id, "" if parent == "." else parent)
         except (MlflowException, OSError) as exc:
-            raise explain(exc, self.spec) from exc
+            raise self._explain(exc) from exc
         if artifact_path not in {f.path for f in listed}:
             return None
         with tempfile.TemporaryDirectory(prefix="replayml-artifact-") as tmp:
@@ -150,4 +155,4 @@ class RunReader:
                 run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()], synchronous=True
             )
         except Exception as exc:
-            raise explain(exc, self.spec) from exc
+            raise self._explain(exc) from exc

@@ -147,6 +147,9 @@ class RunHandle:
         # log_model reads the global tracking URI, and setting it also exports
         # MLFLOW_TRACKING_URI to child processes: scope it to this call
         previous = os.environ.get("MLFLOW_TRACKING_URI")
+        previous_exp = os.environ.get("MLFLOW_EXPERIMENT_ID")
+        # the logged model belongs to the run's experiment (not MLflow's Default experiment)
+        os.environ["MLFLOW_EXPERIMENT_ID"] = self.experiment_id
         mlflow.set_tracking_uri(self.spec.uri)
         try:
             info = mlflow.lightgbm.log_model(
@@ -159,6 +162,10 @@ class RunHandle:
             )
         finally:
             mlflow.set_tracking_uri(previous)  # type: ignore[arg-type]  # None unsets it
+            if previous_exp is None:
+                os.environ.pop("MLFLOW_EXPERIMENT_ID", None)
+            else:
+                os.environ["MLFLOW_EXPERIMENT_ID"] = previous_exp
         return str(info.model_uri)
 
 
