@@ -1,0 +1,100 @@
+"""`dvc repro` and `dvc exp run -S` give the same results as `python train.py`."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from conftest import REPO, all_runs, git, run_train_py
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def dvc_project(project: Path) -> Path:
+    """The project with the pipeline files and replayml's code committed (the stages' deps)."""
+    shutil.copytree(REPO / "src", project / "src", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("dvc.yaml", "params.yaml"):
+        shutil.copy2(REPO / name, project / name)
+    subprocess.run(
+        [sys.executable, "-m", "dvc", "config", "hydra.enabled", "true"], cwd=project, check=True
+    )
+    git(project, "add", "-A")
+    git(project, "commit", "-qm", "pipeline")
+    return project
+
+
+def _dvc(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    return subprocess.run(
+        [sys.executable, "-m", "dvc", *args], cwd=root, capture_output=True, text=True,
+        env=env, check=False, timeout=600,
+    )  # fmt: skip
+
+
+def _result(run) -> tuple[str, str, dict[str, float]]:  # noqa: ANN001
+    t = run.data.tags
+    metrics = {k: v for k, v in run.data.metrics.items() if k.startswith(("test_", "baseline_"))}
+    return t["replayml.tree_hash"], t["replayml.prediction_hash"], metrics
+
+
+def test_repro_equals_train_py_and_noop_repro_does_nothing(dvc_project: Path) -> None:
+    repro = _dvc(dvc_project, "repro")
+    assert repro.returncode == 0, repro.stderr[-3000:] + repro.stdout[-3000:]
+    direct = run_train_py(dvc_project)
+    assert direct.returncode == 0, direct.stderr[-2000:]
+    runs = all_runs(dvc_project)
+    assert len(runs) == 2
+    by_cache = {bool(r.data.tags.get("replayml.features_cache")): r for r in runs}
+    assert _result(by_cache[True]) == _result(by_cache[False])
+    assert (
+        by_cache[True].data.tags["replayml.slice_hash.train"]
+        == by_cache[False].data.tags["replayml.slice_hash.train"]
+    )
+    metrics = json.loads((dvc_project / "artifacts" / "train" / "metrics.json").read_text())
+    assert metrics["test_auc"] == by_cache[True].data.metrics["test_auc"]
+    again = _dvc(dvc_project, "repro")
+    assert again.returncode == 0
+    assert "didn't change, skipping" in again.stdout
+    assert len(all_runs(dvc_project)) == 2  # no new run
+
+
+def test_exp_run_set_param_reaches_the_run(dvc_project: Path) -> None:
+    proc = _dvc(dvc_project, "exp", "run", "-S", "model.learning_rate=0.1", "-S",
+                "model.num_boost_round=40")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:] + proc.stdout[-3000:]
+    (run,) = all_runs(dvc_project)
+    assert run.data.params["model.learning_rate"] == "0.1"
+    assert run.data.params["model.num_boost_round"] == "40"
+    assert run.data.tags["replayml.dvc.exp_name"]
+    shown = _dvc(dvc_project, "exp", "show", "--md")
+    assert "test_auc" in shown.stdout
+
+
+def test_exp_run_validates_against_our_schema(dvc_project: Path) -> None:
+    proc = _dvc(dvc_project, "exp", "run", "-S", "model.lerning_rate=0.1")
+    assert proc.returncode != 0
+    assert "lerning_rate" in proc.stderr + proc.stdout
+    assert all_runs(dvc_project) == []
+
+
+def test_altered_feature_cache_is_refused(dvc_project: Path) -> None:
+    assert _dvc(dvc_project, "repro", "features").returncode == 0
+    cache = dvc_project / "artifacts" / "features" / "train.parquet"
+    frame = pd.read_parquet(cache)
+    cache.unlink()
+    frame.iloc[::-1].to_parquet(cache, index=False)  # same rows, another order
+    proc = run_train_py(
+        dvc_project, "--config-dir", ".", "--config-name", "params", "hydra.output_subdir=null",
+        "features_dir=artifacts/features",
+    )  # fmt: skip
+    assert proc.returncode == 2
+    assert "does not match the content hash" in proc.stderr
+    assert all_runs(dvc_project) == []
