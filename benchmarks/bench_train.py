@@ -1,0 +1,282 @@
+"""Benchmark 1: `python train.py` (default config) vs a peer script and a bare script.
+
+All three are whole commands in subprocesses, interleaved, each against its own copy of an
+initialised temporary SQLite store. Targets: train.py <= 0.8x the peer's wall time and
+<= 1.10x the bare script's. The step timings train.py logs show where its time goes.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from collections import defaultdict
+from dataclasses import dataclass
+
+import peer_train
+from _common import (
+    BENCH_DIR,
+    DATA,
+    PROJECT,
+    PYTHON,
+    Check,
+    Options,
+    Report,
+    StoreFactory,
+    child_env,
+    median,
+    parse_options,
+    progress,
+    ratio,
+    require_data,
+    rotated,
+    samples_cell,
+    secs,
+    sqlite_uri,
+    table,
+    temp_dir,
+    timed,
+)
+
+NAME = "train"
+PEER_TARGET = 0.8
+BARE_TARGET = 1.10
+STEP_LINE = re.compile(
+    r"\[replayml\.progress\]\[INFO\] - (?P<step>[^\n]+?): (?P<secs>\d+(?:\.\d+)?) s$", re.M
+)
+TRAINED_LINE = re.compile(r"trained (?P<iters>\d+) iterations, best (?P<best>\d+)")
+OTHER = "other (interpreter, imports, preprocessing, scoring, plots, artifacts)"
+
+
+@dataclass(frozen=True)
+class Windows:
+    """The default config's resolved date windows (the days every contender reads)."""
+
+    train_start: str
+    train_end: str
+    valid_day: str
+    test_day: str
+
+    def args(self) -> list[str]:
+        return [
+            "--data",
+            str(DATA),
+            "--train-start",
+            self.train_start,
+            "--train-end",
+            self.train_end,
+            "--valid-day",
+            self.valid_day,
+            "--test-day",
+            self.test_day,
+        ]
+
+
+def default_windows_and_params_check() -> tuple[Windows, list[str]]:
+    """Resolve the default config's windows; compare the baselines' parameters with ours."""
+    import peer_train
+
+    from replayml.config.compose import compose
+    from replayml.config.resolve import resolve_dates, to_run_config
+    from replayml.data.load import date_range
+    from replayml.model.fit import lgb_params
+
+    cfg = to_run_config(compose(PROJECT / "conf", []))
+    first, last = date_range(cfg.data, PROJECT)
+    w = resolve_dates(cfg.dates, first, last)
+    if w.valid.start != w.valid.end or w.test.start != w.test.end:
+        raise RuntimeError("bench_train expects one validation day and one test day")
+    problems = []
+    if lgb_params(cfg.model) != peer_train.LGB_PARAMS:
+        problems.append(
+            f"peer/bare LightGBM params differ from lgb_params(default): "
+            f"{peer_train.LGB_PARAMS} != {lgb_params(cfg.model)}"
+        )
+    if (
+        cfg.model.num_boost_round,
+        cfg.model.early_stopping_rounds,
+    ) != (peer_train.NUM_BOOST_ROUND, peer_train.EARLY_STOPPING_ROUNDS):
+        problems.append("peer rounds / early stopping differ from the default config")
+    windows = Windows(
+        w.train.start.isoformat(),
+        w.train.end.isoformat(),
+        w.valid.start.isoformat(),
+        w.test.start.isoformat(),
+    )
+    return windows, problems
+
+
+def _phases(stdout: str) -> dict[str, float]:
+    for line in stdout.splitlines():
+        if line.startswith("PHASES "):
+            return json.loads(line.removeprefix("PHASES "))
+    raise RuntimeError(f"no PHASES line in the output:\n{stdout[-2000:]}")
+
+
+def run(opts: Options) -> Report:
+    """Run the three contenders `opts.repeats` times each, interleaved."""
+    windows, problems = default_windows_and_params_check()
+    if problems:
+        raise RuntimeError("; ".join(problems))
+    wall: dict[str, list[float]] = defaultdict(list)
+    steps: dict[str, list[float]] = defaultdict(list)
+    peer_phases: dict[str, list[float]] = defaultdict(list)
+    bare_phases: dict[str, list[float]] = defaultdict(list)
+    iters: list[tuple[int, int]] = []
+    best_iteration: int | None = None
+    names = ["train.py", "peer_train.py", "bare_train.py"]
+    with temp_dir("train") as tmp:
+        stores = StoreFactory(tmp)
+        for r in range(opts.repeats):
+            # train.py first: bare trains for train.py's best iteration
+            order = ["train.py", *rotated(names[1:], r)]
+            for name in order:
+                progress(f"train: repeat {r + 1}/{opts.repeats}: {name}")
+                folder = stores.new(name.removesuffix(".py"))
+                uri = sqlite_uri(folder / "mlflow.db")
+                env = child_env(uri)
+                if name == "train.py":
+                    cmd = [
+                        PYTHON,
+                        "train.py",
+                        f"tracking.uri={uri}",
+                        f"output_dir={folder / 'out'}",
+                        f"hydra.run.dir={folder / 'hydra'}",
+                    ]
+                    seconds, proc = timed(cmd, cwd=PROJECT, env=env, what="train.py")
+                    log = proc.stderr + proc.stdout
+                    found = {m["step"]: float(m["secs"]) for m in STEP_LINE.finditer(log)}
+                    for step, value in found.items():
+                        steps[step].append(value)
+                    steps[OTHER].append(seconds - sum(found.values()))
+                    metrics = json.loads((folder / "out" / "metrics.json").read_text())
+                    best_iteration = int(metrics["best_iteration"])
+                    m = TRAINED_LINE.search(log)
+                    if m:
+                        iters.append((int(m["iters"]), int(m["best"])))
+                elif name == "peer_train.py":
+                    cmd = [PYTHON, str(BENCH_DIR / name), *windows.args()]
+                    seconds, proc = timed(cmd, cwd=folder, env=env, what=name)
+                    for key, value in _phases(proc.stdout).items():
+                        peer_phases[key].append(float(value))
+                else:
+                    assert best_iteration is not None
+                    cmd = [
+                        PYTHON,
+                        str(BENCH_DIR / name),
+                        *windows.args(),
+                        "--rounds",
+                        str(best_iteration),
+                    ]
+                    seconds, proc = timed(cmd, cwd=folder, env=env, what=name)
+                    for key, value in _phases(proc.stdout).items():
+                        bare_phases[key].append(float(value))
+                wall[name].append(seconds)
+    return _report(opts, windows, wall, steps, peer_phases, bare_phases, iters)
+
+
+def _report(
+    opts: Options,
+    windows: Windows,
+    wall: dict[str, list[float]],
+    steps: dict[str, list[float]],
+    peer_phases: dict[str, list[float]],
+    bare_phases: dict[str, list[float]],
+    iters: list[tuple[int, int]],
+) -> Report:
+    ours = median(wall["train.py"])
+    peer = median(wall["peer_train.py"])
+    bare = median(wall["bare_train.py"])
+    rows = [
+        [
+            "`python train.py` (default config)",
+            secs(ours),
+            ratio(ours / peer),
+            ratio(ours / bare),
+            samples_cell(wall["train.py"]),
+        ],
+        [
+            "peer script (pandas + groupby features + autolog)",
+            secs(peer),
+            ratio(1.0),
+            ratio(peer / bare),
+            samples_cell(wall["peer_train.py"]),
+        ],
+        [
+            "bare script (raw columns, no tracking)",
+            secs(bare),
+            ratio(bare / peer),
+            ratio(1.0),
+            samples_cell(wall["bare_train.py"]),
+        ],
+    ]
+    main = table(
+        ["contender", "median wall", "vs peer", "vs bare", "samples (s)"],
+        rows,
+    )
+    step_rows = [
+        [step, secs(median(values)), f"{median(values) / ours:.0%}"]
+        for step, values in steps.items()
+    ]
+    step_table = table(["train.py step (from its log)", "median", "share of wall"], step_rows)
+    phase_rows = [
+        [f"peer: {k}", secs(median(v))]
+        for k, v in peer_phases.items()
+        if k not in ("iterations", "best_iteration", "rows_train")
+    ] + [
+        [f"bare: {k}", secs(median(v))]
+        for k, v in bare_phases.items()
+        if k not in ("iterations", "rows_train")
+    ]
+    phase_table = table(["baseline phase (self-timed)", "median"], phase_rows)
+    our_best = ", ".join(str(b) for _, b in iters) or "n/a"
+    notes = (
+        f"Windows (default config): train {windows.train_start}..{windows.train_end}, "
+        f"valid {windows.valid_day}, test {windows.test_day}; train.py also reads the "
+        f"28-day feature history before the training window. Repeats: {opts.repeats}, "
+        f"interleaved (train.py first, then peer/bare in rotating order); every command gets "
+        f"its own copy of an already-initialised temporary SQLite store.\n\n"
+        f"Best iteration: train.py {our_best}, peer "
+        f"{_int_median(peer_phases, 'best_iteration')}; both train "
+        f"{peer_train.EARLY_STOPPING_ROUNDS} more rounds before "
+        f"early stopping ends them (LightGBM keeps the model up to the best iteration, so "
+        f"train.py's 'trained N iterations' log line shows N = best). Bare trains exactly "
+        f"{_int_median(bare_phases, 'iterations')} rounds. Training rows: peer and bare "
+        f"{_int_median(peer_phases, 'rows_train')} (train.py drops duplicates and bots first)."
+    )
+    checks = [
+        Check(
+            NAME,
+            "train.py wall time vs peer script",
+            f"≤ {PEER_TARGET:.2f}×",
+            f"{ratio(ours / peer)} ({secs(ours)} vs {secs(peer)})",
+            ours / peer <= PEER_TARGET,
+        ),
+        Check(
+            NAME,
+            "train.py wall time vs bare script",
+            f"≤ {BARE_TARGET:.2f}×",
+            f"{ratio(ours / bare)} ({secs(ours)} vs {secs(bare)})",
+            ours / bare <= BARE_TARGET,
+        ),
+    ]
+    return Report(
+        "1. Training: `python train.py` vs peer and bare scripts",
+        [main, step_table, phase_table, notes],
+        checks,
+    )
+
+
+def _int_median(phases: dict[str, list[float]], key: str) -> str:
+    return str(int(median(phases[key]))) if phases.get(key) else "n/a"
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Standalone: `python benchmarks/bench_train.py [--repeats N | --quick]`."""
+    args = parse_options(argv, __doc__.splitlines()[0])
+    require_data()
+    print(run(Options(repeats=args.repeats)).markdown())
+
+
+if __name__ == "__main__":
+    sys.exit(main())
