@@ -23,6 +23,18 @@ from replayml.errors import DataSchemaError, DataVersionError
 log = logging.getLogger(__name__)
 
 PARTITION_PREFIX = "date="
+FORMATS = {".parquet": "parquet", ".csv": "csv"}
+
+
+def _file_dataset(files: list[Path]) -> ds.Dataset:
+    """A pyarrow dataset over Parquet or CSV files (one format per table)."""
+    fmt = FORMATS.get(files[0].suffix)
+    if fmt is None:
+        raise DataSchemaError(
+            f"{files[0]} is neither .parquet nor .csv; convert it or point data.events.path "
+            f"at a supported file"
+        )
+    return ds.dataset([str(f) for f in files], format=fmt)
 
 
 @dataclass(frozen=True)
@@ -75,7 +87,7 @@ def date_range(cfg: DataConfig, project_root: Path) -> tuple[date, date]:
                 f"point data.events.path at a partitioned folder or a single Parquet file"
             )
         return min(days), max(days)
-    column = pq.read_table(path, columns=[cfg.events.timestamp]).column(0)
+    column = _file_dataset([path]).to_table(columns=[cfg.events.timestamp]).column(0)
     check_type("events", cfg.events.timestamp, column.type, "timestamp", "data.events.timestamp")
     ts = pd.Series(column.to_pandas())
     return ts.min().date(), ts.max().date()
@@ -150,7 +162,7 @@ def _events_columns(cfg: DataConfig) -> dict[str, tuple[str | None, str]]:
 
 def load(cfg: DataConfig, project_root: Path, start: date, end: date) -> Tables:
     """Load events with days in [start, end] plus the attribute tables, schema-checked."""
-    files = [f for f in event_files(cfg, project_root, start, end) if f.suffix == ".parquet"]
+    files = [f for f in event_files(cfg, project_root, start, end) if f.suffix in FORMATS]
     path = events_path(cfg, project_root)
     event_list = [f for f in files if f.is_relative_to(path) or f == path]
     if not event_list:
@@ -159,7 +171,7 @@ def load(cfg: DataConfig, project_root: Path, start: date, end: date) -> Tables:
         if not f.is_file():
             raise _missing(f, "the event file")
     wanted = _events_columns(cfg)
-    dataset = ds.dataset([str(f) for f in event_list], format="parquet")
+    dataset = _file_dataset(event_list)
     _check_schema("events", dataset.schema, wanted, path)
     rename = {col: key.rsplit(".", 1)[1] for key, (col, _) in wanted.items() if col}
     canonical = {"user": "user_id", "item": "item_id", "timestamp": "ts"}
