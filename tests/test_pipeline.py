@@ -209,3 +209,44 @@ def test_an_in_process_run_leaks_no_tracking_uri(project: Path) -> None:
 
     train(project)
     assert "MLFLOW_TRACKING_URI" not in os.environ
+
+
+def test_sigkill_leaves_running_and_doctor_marks_it_killed(project: Path) -> None:  # B4
+    proc = subprocess.Popen(
+        [sys.executable, "train.py", "model.num_boost_round=100000",
+         "model.early_stopping_rounds=100000", "model.learning_rate=0.001"],
+        cwd=project, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if "training ..." in line:
+            break
+    proc.kill()
+    proc.wait(timeout=30)
+    assert _only_run(project).info.status == "RUNNING"  # what MLflow alone leaves behind
+
+    def doctor(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "replayml", "doctor", *args], cwd=project,
+            capture_output=True, text=True, check=False,
+        )  # fmt: skip
+
+    listed = doctor()
+    assert listed.returncode == 0 and f"process {proc.pid}" in listed.stdout
+    assert _only_run(project).info.status == "RUNNING"  # listing changes nothing
+    fixed = doctor("--fix")
+    assert fixed.returncode == 0
+    run = _only_run(project)
+    assert run.info.status == "KILLED"
+    assert "process" in run.data.tags["replayml.doctor"]
+
+
+def test_doctor_leaves_live_runs_alone(project: Path) -> None:
+    from replayml.config.schema import TrackingConfig
+    from replayml.tracking.doctor import find_ghosts
+    from replayml.tracking.run import tracked_run
+    from replayml.tracking.store import store_spec
+
+    spec = store_spec(TrackingConfig(), project)
+    with tracked_run(spec, "alive", {}) as run:
+        assert run.run_id not in {g.run_id for g in find_ghosts(spec, stale_after=600)}

@@ -121,6 +121,33 @@ def sweep_table(
     typer.echo(summary_markdown(summary, SUMMARY_METRICS), nl=False)
 
 
+@app.command("doctor")
+def doctor(
+    tracking_uri: str = typer.Option(
+        None, "--tracking-uri", help="Tracking store; default: $MLFLOW_TRACKING_URI or mlruns/."
+    ),
+    stale_after: float = typer.Option(600.0, help="Seconds without a heartbeat = dead."),
+    fix: bool = typer.Option(False, "--fix", help="Mark the ghosts KILLED (default: list)."),
+    project: Path = typer.Option(Path("."), "--project", help="Project root."),
+) -> None:
+    """Find runs left RUNNING by a dead process; with --fix, mark them KILLED with a tag."""
+    from replayml.config.schema import TrackingConfig
+    from replayml.tracking.doctor import find_ghosts, mark_killed
+    from replayml.tracking.store import store_spec
+
+    try:
+        spec = store_spec(TrackingConfig(uri=tracking_uri), project.resolve())
+        ghosts = find_ghosts(spec, stale_after)
+        if fix:
+            mark_killed(spec, ghosts)
+    except ReplaymlError as exc:
+        _fail(exc)
+    for g in ghosts:
+        typer.echo(f"{'KILLED' if fix else 'ghost'} {g.run_id}: {g.reason} {g.url}")
+    typer.echo(f"{len(ghosts)} run(s) left RUNNING by a dead process" + ("" if fix else
+               "; run with --fix to mark them KILLED"))  # fmt: skip
+
+
 def main() -> None:
     """Console-script entry."""
     app()

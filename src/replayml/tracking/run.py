@@ -11,6 +11,7 @@ import os
 import signal
 import socket
 import tempfile
+import threading
 import time
 import traceback
 import warnings
@@ -206,6 +207,11 @@ def tracked_run(
     except Exception as exc:
         raise explain(exc, spec) from exc
     handle = RunHandle(client, spec, experiment_id, run.info.run_id)
+    stop = threading.Event()
+    beat = threading.Thread(
+        target=_heartbeat, args=(client, handle.run_id, stop), daemon=True, name="heartbeat"
+    )
+    beat.start()
     try:
         with _sigterm_raises():
             yield handle
@@ -218,6 +224,20 @@ def tracked_run(
         raise
     else:
         handle.client.set_terminated(handle.run_id, "FINISHED")
+    finally:
+        stop.set()
+
+
+HEARTBEAT_SECONDS = 30.0
+
+
+def _heartbeat(client: Any, run_id: str, stop: threading.Event) -> None:
+    """Refresh the heartbeat tag while the run is open (`replayml doctor` reads it)."""
+    while not stop.wait(HEARTBEAT_SECONDS):
+        try:
+            client.set_tag(run_id, f"{TAG_PREFIX}heartbeat", str(int(time.time())))
+        except Exception:  # a missed beat is harmless; the run's own calls report errors
+            log.debug("heartbeat for %s failed", run_id)
 
 
 def _finish(handle: RunHandle, status: str, trace: str) -> None:

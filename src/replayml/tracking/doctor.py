@@ -1,0 +1,70 @@
+"""Find runs left RUNNING by a process that died (SIGKILL, power loss) and mark them KILLED.
+
+MLflow has no heartbeat: a killed process leaves its run RUNNING forever. Every replayml run
+records its host and pid and refreshes a heartbeat tag while it runs; a RUNNING run whose
+process is gone (same host) or whose heartbeat is stale (other hosts) is a ghost.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from dataclasses import dataclass
+
+from replayml.tracking.run import TAG_PREFIX
+from replayml.tracking.store import StoreSpec, explain, open_experiment, run_url
+
+
+@dataclass(frozen=True)
+class Ghost:
+    """A RUNNING run whose process is not alive, and why we think so."""
+
+    run_id: str
+    url: str
+    reason: str
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def find_ghosts(spec: StoreSpec, stale_after: float) -> list[Ghost]:
+    """RUNNING runs whose process is gone (this host) or whose heartbeat is older than
+    `stale_after` seconds."""
+    client, _ = open_experiment(spec)
+    host = socket.gethostname()
+    now = time.time()
+    ghosts = []
+    try:
+        exps = [e.experiment_id for e in client.search_experiments()]
+        runs = client.search_runs(exps, filter_string="attributes.status = 'RUNNING'")
+    except Exception as exc:
+        raise explain(exc, spec) from exc
+    for run in runs:
+        tags = run.data.tags
+        beat = float(tags.get(TAG_PREFIX + "heartbeat", run.info.start_time / 1000))
+        pid = tags.get(TAG_PREFIX + "pid")
+        reason = ""
+        if tags.get(TAG_PREFIX + "host") == host and pid and not _alive(int(pid)):
+            reason = f"process {pid} on {host} is gone"
+        elif now - beat > stale_after:
+            reason = f"no heartbeat for {int(now - beat)} s (limit {int(stale_after)} s)"
+        if reason:
+            url = run_url(spec, run.info.experiment_id, run.info.run_id)
+            ghosts.append(Ghost(run.info.run_id, url, reason))
+    return ghosts
+
+
+def mark_killed(spec: StoreSpec, ghosts: list[Ghost]) -> None:
+    """Mark each ghost KILLED, with the reason as a tag."""
+    client, _ = open_experiment(spec)
+    for g in ghosts:
+        client.set_tag(g.run_id, TAG_PREFIX + "doctor", f"marked KILLED: {g.reason}")
+        client.set_terminated(g.run_id, "KILLED")
