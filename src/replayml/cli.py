@@ -148,6 +148,175 @@ def doctor(
                "; run with --fix to mark them KILLED"))  # fmt: skip
 
 
+def _store(tracking_uri: str | None, project: Path):  # noqa: ANN202
+    from replayml.config.schema import TrackingConfig
+    from replayml.tracking.store import store_spec
+
+    return store_spec(TrackingConfig(uri=tracking_uri), project.resolve())
+
+
+_TRACKING_HELP = "Tracking store; default: $MLFLOW_TRACKING_URI, else the project's mlruns/."
+
+
+@app.command("review")
+def review_run(
+    run_id: str = typer.Argument(..., help="The run to review."),
+    baseline: str = typer.Option(
+        None, "--baseline", help="A run id, or models:/NAME@ALIAS or models:/NAME/VERSION."
+    ),
+    name: str = typer.Option(
+        None, "--name", help="Without --baseline: compare with this registered model's @prod."
+    ),
+    alias: str = typer.Option("prod", "--alias", help="The alias --name resolves."),
+    fail_on: list[str] = typer.Option(
+        None, "--fail-on", help="Exit 1 when this metric regressed (repeatable; for CI)."
+    ),
+    tolerance: float = typer.Option(
+        0.0, "--tolerance", help="Absolute change allowed before a metric counts as regressed."
+    ),
+    output: Path = typer.Option(None, "--output", "-o", help="Also write the Markdown here."),
+    tracking_uri: str = typer.Option(None, "--tracking-uri", help=_TRACKING_HELP),
+    project: Path = typer.Option(Path("."), "--project", help="Project root."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log progress to stderr."),
+) -> None:
+    """Markdown review of a run against a baseline: metrics, config, data and code.
+
+    Exit code: 0, 1 when a --fail-on metric regressed, 2 on errors (also when a --fail-on
+    metric cannot be judged, e.g. against a baseline that is not comparable).
+    """
+    from replayml.review import review
+
+    _setup_logging(verbose)
+    try:
+        spec = _store(tracking_uri, project)
+        result = review(run_id, baseline, spec=spec, name=name, alias=alias, tolerance=tolerance)
+    except ReplaymlError as exc:
+        _fail(exc)
+    typer.echo(result.markdown, nl=False)
+    if output is not None:
+        tmp = output.with_name(output.name + ".tmp")
+        tmp.write_text(result.markdown)
+        tmp.replace(output)
+    try:
+        regressed = [m for m in (fail_on or []) if result.regressed(m)]
+    except ReplaymlError as exc:
+        _fail(exc)
+    if regressed:
+        typer.echo(f"regressed: {', '.join(regressed)}", err=True)
+        raise typer.Exit(1)
+
+
+@app.command("register")
+def register_run(
+    run_id: str = typer.Argument(..., help="The run whose logged model becomes a version."),
+    name: str = typer.Option(..., "--name", help="Registered model name."),
+    alias: str = typer.Option(None, "--alias", help="Move this alias (prod, ab, ...) to it."),
+    ab_label: str = typer.Option(None, "--ab-label", help="A/B label, e.g. treatment."),
+    ab_group: str = typer.Option(None, "--ab-group", help="A/B group (experiment) name."),
+    force: bool = typer.Option(
+        False, "--force", help="Register a failed, non-replayable or undiffed dirty run anyway."
+    ),
+    tracking_uri: str = typer.Option(None, "--tracking-uri", help=_TRACKING_HELP),
+    project: Path = typer.Option(Path("."), "--project", help="Project root."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log progress to stderr."),
+) -> None:
+    """Register a run's model as a new version, tagged with the run's lineage."""
+    from replayml.registry import register
+
+    _setup_logging(verbose)
+    try:
+        done = register(
+            run_id,
+            name,
+            spec=_store(tracking_uri, project),
+            alias=alias,
+            ab_label=ab_label,
+            ab_group=ab_group,
+            force=force,
+        )
+    except ReplaymlError as exc:
+        _fail(exc)
+    typer.echo(f"registered {done.name} version {done.version} from run {done.run_url}")
+    if done.forced_reasons:
+        typer.echo(f"forced despite: {'; '.join(done.forced_reasons)}", err=True)
+    if done.alias_move is not None:
+        typer.echo(done.alias_move.describe())
+        for warning in done.alias_move.warnings:
+            typer.echo(f"warning: {warning}", err=True)
+
+
+@app.command("models")
+def list_models(
+    name: str = typer.Argument(..., help="Registered model name."),
+    tracking_uri: str = typer.Option(None, "--tracking-uri", help=_TRACKING_HELP),
+    project: Path = typer.Option(Path("."), "--project", help="Project root."),
+) -> None:
+    """The versions of a registered model: aliases, A/B labels, source runs, metrics."""
+    from replayml.registry import model_rows, models_markdown, models_rich
+
+    try:
+        rows = model_rows(name, spec=_store(tracking_uri, project))
+    except ReplaymlError as exc:
+        _fail(exc)
+    if sys.stdout.isatty():
+        from rich.console import Console
+
+        Console().print(models_rich(name, rows))
+    else:
+        typer.echo(models_markdown(name, rows), nl=False)
+
+
+def _moved(move) -> None:  # noqa: ANN001
+    typer.echo(move.describe())
+    for warning in move.warnings:
+        typer.echo(f"warning: {warning}", err=True)
+
+
+@app.command("promote")
+def promote_version(
+    name: str = typer.Argument(..., help="Registered model name."),
+    version: str = typer.Argument(..., help="The version to move the alias to."),
+    alias: str = typer.Option("prod", "--alias", help="The alias to move."),
+    expect_version: str = typer.Option(
+        None,
+        "--expect-version",
+        help="Move only if the alias is now held by this version ('none': unset).",
+    ),
+    tracking_uri: str = typer.Option(None, "--tracking-uri", help=_TRACKING_HELP),
+    project: Path = typer.Option(Path("."), "--project", help="Project root."),
+) -> None:
+    """Move an alias to a version (compare-and-set, audited on both versions)."""
+    from replayml.registry import promote
+
+    try:
+        move = promote(
+            name, version, alias, spec=_store(tracking_uri, project), expect=expect_version
+        )
+    except ReplaymlError as exc:
+        _fail(exc)
+    _moved(move)
+
+
+@app.command("rollback")
+def rollback_alias(
+    name: str = typer.Argument(..., help="Registered model name."),
+    alias: str = typer.Option("prod", "--alias", help="The alias to move back."),
+    expect_version: str = typer.Option(
+        None, "--expect-version", help="Roll back only if the alias is now this version."
+    ),
+    tracking_uri: str = typer.Option(None, "--tracking-uri", help=_TRACKING_HELP),
+    project: Path = typer.Option(Path("."), "--project", help="Project root."),
+) -> None:
+    """Move an alias back to the version that held it before (compare-and-set, audited)."""
+    from replayml.registry import rollback
+
+    try:
+        move = rollback(name, alias, spec=_store(tracking_uri, project), expect=expect_version)
+    except ReplaymlError as exc:
+        _fail(exc)
+    _moved(move)
+
+
 def main() -> None:
     """Console-script entry."""
     app()

@@ -16,24 +16,31 @@ log = logging.getLogger(__name__)
 def train_from_hydra(cfg: DictConfig) -> float | None:
     """Run one training job from a Hydra-composed config; returns the test AUC for sweepers."""
     from hydra.core.hydra_config import HydraConfig
+    from omegaconf import OmegaConf
 
     from replayml.config.resolve import to_run_config
     from replayml.pipeline import RunContext, run_experiment
-    from replayml.redact import env_interpolated_keys
-    from replayml.sweep import sweep_context
+    from replayml.redact import env_interpolated_keys, install_log_redaction, secret_values
+    from replayml.sweep import sweep_context, unescape_override
 
     hc = HydraConfig.get()
     parent_run_id, sweep_tags = sweep_context()
     choices = {
         str(k): str(v) for k, v in hc.runtime.choices.items() if not str(k).startswith("hydra")
     }
+    env_keys = env_interpolated_keys(cfg)
+    env_values = [str(OmegaConf.select(cfg, k, default="")) for k in env_keys]
+    # raw strings: reading a ListConfig item would resolve `${oc.env:...}` inside overrides
+    task_overrides = [str(o) for o in OmegaConf.to_container(hc.overrides.task, resolve=False)]
+    if parent_run_id:  # a sweep job: the sweeper escaped special characters
+        task_overrides = [unescape_override(o) for o in task_overrides]
+    install_log_redaction(secret_values(task_overrides, env_values))
     try:
-        env_keys = env_interpolated_keys(cfg)
         run_cfg = to_run_config(cfg)
         ctx = RunContext(
             project_root=Path.cwd(),
             output_dir=Path(run_cfg.output_dir or hc.runtime.output_dir),
-            overrides=tuple(hc.overrides.task),
+            overrides=tuple(task_overrides),
             choices=choices,
             env_keys=frozenset(env_keys),
             parent_run_id=parent_run_id,

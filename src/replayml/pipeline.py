@@ -379,7 +379,8 @@ def run_experiment(cfg: RunConfig, ctx: RunContext) -> RunResult:
     config_yaml = yaml.safe_dump(container, sort_keys=False)
     config_hash = model_config_hash(container)
     tags = _lineage_tags(resolved, windows, data, code, env, m, ctx, reasons, config_hash)
-    tags.update({k: redact_text(v) for k, v in {**resolved.tags, **ctx.extra_tags}.items()})
+    user_tags = redact_tree(dict(resolved.tags), set(ctx.env_keys), "tags.")
+    tags.update({k: str(v) for k, v in {**user_tags, **ctx.extra_tags}.items()})
     params = flatten(container)
     out = ctx.output_dir
     out.mkdir(parents=True, exist_ok=True)

@@ -7,6 +7,7 @@ from `${oc.env:...}` and user-info in URLs are redacted too.
 
 from __future__ import annotations
 
+import logging
 import re
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -82,3 +83,59 @@ def env_interpolated_keys(node: Any, prefix: str = "") -> set[str]:
             if isinstance(child, DictConfig | ListConfig):
                 keys |= env_interpolated_keys(child, key + ".")
     return keys
+
+
+def secret_values(overrides: list[str], env_values: list[str]) -> set[str]:
+    """Literal secret strings to scrub from any output: secret-like override values, values
+    that came from the environment through `${oc.env:...}`, and URL passwords."""
+    found = {v for v in env_values if v and len(v) >= 4}
+    for o in overrides:
+        key, sep, value = o.partition("=")
+        if sep and is_secret_key(key) and value:
+            found.add(value)
+        for m in _URL_USERINFO.finditer(o):
+            _, _, password = m.group("info").partition(":")
+            if password:
+                found.add(password)
+    return found
+
+
+_KNOWN_SECRETS: set[str] = set()
+_TOKEN = re.compile(r"(?P<key>[+~]?[\w.\-/]+)=(?P<value>[^\s,\]]+)")
+
+
+def remember_secrets(values: set[str]) -> None:
+    """Add literal secret values that every `RedactingFilter` scrubs from now on."""
+    _KNOWN_SECRETS.update(v for v in values if v)
+
+
+def scrub(text: str) -> str:
+    """`text` without known secret values, secret-like `key=value` values or URL user-info."""
+    for secret in sorted(_KNOWN_SECRETS, key=len, reverse=True):
+        text = text.replace(secret, PLACEHOLDER)
+    text = _TOKEN.sub(
+        lambda m: (
+            f"{m.group('key')}={PLACEHOLDER}" if is_secret_key(m.group("key")) else m.group(0)
+        ),
+        text,
+    )
+    return redact_text(text)
+
+
+class RedactingFilter(logging.Filter):
+    """A logging filter that scrubs secrets from records (configured on Hydra's handlers)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        clean = scrub(message)
+        if clean != message:
+            record.msg, record.args = clean, None
+        return True
+
+
+def install_log_redaction(secrets: set[str]) -> None:
+    """Remember `secrets` and make sure the root logger's handlers scrub them."""
+    remember_secrets(secrets)
+    for handler in logging.getLogger().handlers:
+        if not any(isinstance(f, RedactingFilter) for f in handler.filters):
+            handler.addFilter(RedactingFilter())

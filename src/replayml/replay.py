@@ -47,8 +47,15 @@ REPLAY_TOKEN = "replayml.replay_token"
 # A copy, never a link: the worktree's data can then never alias (and damage) the user's cache.
 WORKTREE_CACHE_TYPE = "reflink,copy"
 SPLITS = ("train", "valid", "test")
-_LEAKY_ENV = ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_", "REPLAYML_PARENT_", "REPLAYML_SWEEP_")
+_LEAKY_ENV = (
+    "MLFLOW_RUN_ID",
+    "MLFLOW_EXPERIMENT_",
+    "REPLAYML_PARENT_",
+    "REPLAYML_SWEEP_",
+    "REPLAYML_PARALLEL_",
+)  # a sweep's or a run's context, never the replay's
 GROUPS = ("data", "code", "config", "environment", "model", "metrics")
+_DATA_CONFIG = ("data", "dates", "preprocessing", "features")  # what shapes the matrices
 
 
 class Verdict(StrEnum):
@@ -144,7 +151,8 @@ def replay_config(
     - each redacted value replaced by `${oc.env:REPLAYML_SECRET_<KEY>}` (so the secret is read
       from the environment and redacted again in the replay's own records),
     - tracking pointed at the replay's store (`tracking.uri: null` + $MLFLOW_TRACKING_URI) and
-      the original run's experiment,
+      the original run's experiment, and `output_dir: null` (the replay's own temporary folder,
+      never the original run's outputs),
     - the `replayml.replay_of` / `replayml.replay_token` tags added.
 
     Returns (config, dotted keys changed for the replay, reasons it cannot be replayed).
@@ -181,6 +189,9 @@ def replay_config(
         "uri": None,
         "experiment": experiment,
     }
+    if config.get("output_dir") is not None:
+        config["output_dir"] = None
+        changed.add("output_dir")
     config["tags"] = {**(config.get("tags") or {}), REPLAY_OF: run_id, REPLAY_TOKEN: token}
     changed |= {f"tags.{REPLAY_OF}", f"tags.{REPLAY_TOKEN}"}
     return config, changed, missing
@@ -485,6 +496,9 @@ def compare(
     lib = [p for p in ("pandas", "numpy", "pyarrow") if p in packages]
     if lib:
         code_note += f", or {', '.join(lib)} differ"
+    data_config = [k for k, _, _ in config_diffs if k.split(".")[0] in _DATA_CONFIG]
+    if data_config:
+        code_note = f"the replay's config differs at {', '.join(data_config)}; or {code_note}"
     if not same_dvc:
         out.append(
             Difference(
@@ -508,7 +522,8 @@ def compare(
                 )
                 out.append(Difference("data", key, t0(key), t1(key), cause=cause))
     for key, old, new in code_diffs:
-        out.append(Difference("code", key, old, new, cause="", outcome=False))
+        cause = "the worktree did not reproduce the run's code state"
+        out.append(Difference("code", key, old, new, cause=cause, outcome=False))
     for key, old, new in config_diffs:
         out.append(
             Difference("config", key, old, new, cause="the replay's config differs", outcome=False)
@@ -572,23 +587,41 @@ def compare(
 # ---------------------------------------------------------------------------------- replay
 
 
-def _recorded_reasons(run: RecordedRun) -> list[str]:
-    reasons = []
+@dataclass(frozen=True)
+class _Record:
+    """What a replay needs from the run's record."""
+
+    recorded: dict[str, Any]  # the config artifact
+    config: dict[str, Any]  # what the replay trains from (see `replay_config`)
+    changed: set[str]  # keys of `config` changed for the replay
+    diff: str | None  # the uncommitted changes of a dirty run
+
+
+def _read_record(
+    reader: RunReader, run: RecordedRun, token: str, reasons: list[str]
+) -> _Record | None:
+    """The run's config and diff, or None with `reasons` when it cannot be replayed exactly."""
     if run.tag("replayable") == "false":
-        recorded = run.tag("not_replayable_reasons") or "(no reason recorded)"
-        reasons.extend(f"recorded as not replayable: {r}" for r in recorded.split("; "))
+        why = run.tag("not_replayable_reasons") or "(no reason recorded)"
+        reasons.extend(f"recorded as not replayable: {r}" for r in why.split("; "))
     for key in ("code.commit", "data.dvc_file", "data.dvc_hash"):
         if not run.tag(key):
             reasons.append(f"the run has no replayml.{key} tag")
-    return reasons
-
-
-def _overrides(reader: RunReader, run: RecordedRun) -> list[str] | None:
-    text = reader.text(run.run_id, OVERRIDES_ARTIFACT)
-    if text is not None:
-        return [str(o) for o in (yaml.safe_load(text) or {}).get("overrides") or []]
-    tag = run.tag("overrides")
-    return [str(o) for o in json.loads(tag)] if tag.startswith("[") else None
+    text = reader.text(run.run_id, CONFIG_ARTIFACT)
+    if text is None:
+        reasons.append(f"the run has no {CONFIG_ARTIFACT} artifact")
+    diff = None
+    if run.tag("code.dirty") == "true":
+        diff = reader.text(run.run_id, DIFF_ARTIFACT)
+        if not diff:
+            reasons.append(
+                f"the run was made from a dirty git tree (code.dirty=true) but has no "
+                f"{DIFF_ARTIFACT} artifact: its uncommitted changes are unknown"
+            )
+    recorded = yaml.safe_load(text or "") or {}
+    config, changed, missing = replay_config(recorded, run.run_id, token, run.experiment_name)
+    reasons.extend(missing)
+    return None if reasons else _Record(recorded, config, changed, diff)
 
 
 def _subprocess_env(worktree: Path, uri: str) -> dict[str, str]:
@@ -647,6 +680,30 @@ def _train(
     return reader.run(found[0].run_id)
 
 
+def _start_recompose(
+    reader: RunReader, run: RecordedRun, worktree: Path, env: dict[str, str]
+) -> subprocess.Popen[str] | None:
+    """Recompose the recorded overrides with conf/ and the code of the worktree, in the
+    background (it runs alongside the training); None when there is nothing to recompose."""
+    if run.tag("replay_of"):  # a replay's config came from an artifact, not from conf/
+        return None
+    text = reader.text(run.run_id, OVERRIDES_ARTIFACT)
+    if text is not None:
+        overrides = [str(o) for o in (yaml.safe_load(text) or {}).get("overrides") or []]
+    elif run.tag("overrides").startswith("["):
+        overrides = [str(o) for o in json.loads(run.tag("overrides"))]
+    else:
+        return None
+    return subprocess.Popen(
+        [sys.executable, "-c", _RECOMPOSE, json.dumps(overrides)],
+        cwd=worktree,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
 def _recomposed(
     proc: subprocess.Popen[str] | None, commit: str, warnings: list[str]
 ) -> dict[str, Any] | None:
@@ -693,27 +750,9 @@ def replay(
         tracking_uri=spec.display_uri,
         commit=original.tag("code.commit"),
     )
-    report.not_replayable = _recorded_reasons(original)
-    config_text = reader.text(original.run_id, CONFIG_ARTIFACT)
-    if config_text is None:
-        report.not_replayable.append(f"the run has no {CONFIG_ARTIFACT} artifact")
-    diff = None
-    if original.tag("code.dirty") == "true":
-        diff = reader.text(original.run_id, DIFF_ARTIFACT)
-        if not diff:
-            report.not_replayable.append(
-                f"the run was made from a dirty git tree (code.dirty=true) but has no "
-                f"{DIFF_ARTIFACT} artifact: its uncommitted changes are unknown"
-            )
     token = uuid.uuid4().hex
-    config: dict[str, Any] = {}
-    changed: set[str] = set()
-    if config_text is not None:
-        config, changed, missing = replay_config(
-            yaml.safe_load(config_text) or {}, original.run_id, token, original.experiment_name
-        )
-        report.not_replayable.extend(missing)
-    if report.not_replayable:
+    record = _read_record(reader, original, token, report.not_replayable)
+    if record is None:
         return report
 
     env_diffs = environment_differences(original, project, strict_env)
@@ -741,8 +780,8 @@ def replay(
         worktree = worktree_root / rel
         if keep:
             report.worktree = worktree
-        if diff:
-            _apply_diff(worktree_root, diff, tmp)
+        if record.diff:
+            _apply_diff(worktree_root, record.diff, tmp)
         with steps.step("restoring the run's data version"):
             materialise_data(project, worktree, original, report.warnings)
         if not (worktree / "src" / "replayml").is_dir():
@@ -751,32 +790,24 @@ def replay(
                 f"replayml, which may not be the code the run used"
             )
         env = _subprocess_env(worktree, spec.uri)
-        overrides = _overrides(reader, original)
-        recompose = None
-        if overrides is not None and not original.tag("replay_of"):
-            # checks the recorded config against conf/ at the commit, alongside the training
-            recompose = subprocess.Popen(
-                [sys.executable, "-c", _RECOMPOSE, json.dumps(overrides)],
-                cwd=worktree,
-                env=env,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-            )
+        recompose = _start_recompose(reader, original, worktree, env)
         try:
-            replayed = _train(reader, original, config, token, worktree, tmp, env, keep, steps)
+            replayed = _train(
+                reader, original, record.config, token, worktree, tmp, env, keep, steps
+            )
             recomposed = _recomposed(recompose, commit, report.warnings)
         finally:
             if recompose is not None and recompose.poll() is None:
                 recompose.kill()
                 recompose.communicate()
-        code_diffs = _code_differences(reader, original, replayed, diff)
+        code_diffs = _code_differences(reader, original, replayed, record.diff)
 
-    recorded = yaml.safe_load(config_text or "") or {}
     replay_text = reader.text(replayed.run_id, CONFIG_ARTIFACT) or ""
-    config_diffs = _config_differences(recorded, yaml.safe_load(replay_text) or {}, changed)
+    config_diffs = _config_differences(
+        record.recorded, yaml.safe_load(replay_text) or {}, record.changed
+    )
     if recomposed is not None:
-        for key, old, new in _config_differences(recorded, recomposed, set()):
+        for key, old, new in _config_differences(record.recorded, recomposed, set()):
             report.warnings.append(
                 f"config: recomposing the recorded overrides at commit {commit[:12]} gives "
                 f"{key}={new}, the recorded config has {old} (the recorded config was used)"
@@ -848,10 +879,13 @@ def print_report(report: ReplayReport) -> None:
         for col in ("group", "key", "original", "replay", "delta"):
             table.add_column(col, no_wrap=True)
         table.add_column("cause", overflow="fold", min_width=30)
+        previous = ""
         for d in report.differences:
             mark = "" if d.outcome else " (context)"
+            cause = "(same as above)" if d.cause and d.cause == previous else d.cause
+            previous = d.cause
             table.add_row(
-                d.group + mark, d.key, _short(d.original), _short(d.replay), d.delta, d.cause
+                d.group + mark, d.key, _short(d.original), _short(d.replay), d.delta, cause
             )
         console.print(table)
     for reason in report.not_replayable:

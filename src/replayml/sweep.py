@@ -11,6 +11,7 @@ from __future__ import annotations
 import atexit
 import logging
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +34,13 @@ def expand_sweep(task_overrides: list[str]) -> list[list[str]]:
 
     parsed = OverridesParser.create().parse_overrides(task_overrides)
     batches = BasicSweeper.split_arguments(parsed, None)
-    return [list(job) for batch in batches for job in batch]
+    # the sweeper backslash-escapes special characters; jobs see the values as typed
+    return [[unescape_override(o) for o in job] for batch in batches for job in batch]
+
+
+def unescape_override(override: str) -> str:
+    """An override as the user typed it (the sweeper backslash-escapes special characters)."""
+    return re.sub(r"\\(.)", r"\1", override)
 
 
 def parallel_jobs(config: DictConfig) -> int:
@@ -51,24 +58,29 @@ class SweepCallback(Callback):
         self._state: dict[str, Any] | None = None
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        from omegaconf import OmegaConf
+
         from replayml.config.resolve import to_run_config
-        from replayml.redact import redact_override
+        from replayml.redact import install_log_redaction, redact_override, secret_values
         from replayml.tracking.store import store_spec
         from replayml.tracking.sweeps import start_parent
 
-        overrides = list(config.hydra.overrides.task)
+        raw = OmegaConf.to_container(config.hydra.overrides.task, resolve=False)
+        overrides = [str(o) for o in raw]  # type: ignore[union-attr]
+        install_log_redaction(secret_values(overrides, []))
         os.environ[JOBS_ENV] = str(parallel_jobs(config))
         cfg = to_run_config(config)
         spec = store_spec(cfg.tracking, Path.cwd())
         sweep_dir = Path(str(config.hydra.sweep.dir))
         sweep_id = f"{sweep_dir.parent.name}_{sweep_dir.name}"
-        expected = expand_sweep(overrides)
+        expected = [[redact_override(o) for o in job] for job in expand_sweep(overrides)]
         handle = start_parent(
             spec, sweep_id, [redact_override(o) for o in overrides], len(expected)
         )
         os.environ[PARENT_ENV] = handle.run_id
         os.environ[SWEEP_ENV] = sweep_id
         self._state = {"handle": handle, "spec": spec, "expected": expected,
+                       "sweep_dir": sweep_dir,
                        "objective": cfg.tracking.objective,
                        "direction": cfg.tracking.objective_direction}  # fmt: skip
         atexit.register(self._finish, True)
@@ -86,6 +98,7 @@ class SweepCallback(Callback):
         for var in (PARENT_ENV, SWEEP_ENV, JOBS_ENV):
             os.environ.pop(var, None)
         handle = state["handle"]
+        _redact_multirun_yaml(state["sweep_dir"] / "multirun.yaml")
         try:
             summary = collect(
                 state["spec"],
@@ -106,6 +119,27 @@ class SweepCallback(Callback):
             f"best {best.url if best else '-'}",
             flush=True,
         )
+
+
+def _redact_multirun_yaml(path: Path) -> None:
+    """Hydra saves the sweep's config and overrides verbatim in multirun.yaml: redact it."""
+    import yaml
+
+    from replayml.redact import redact_override, redact_tree
+
+    if not path.is_file():
+        return
+    doc = yaml.safe_load(path.read_text())
+    overrides = doc.get("hydra", {}).get("overrides", {})
+    for key in ("task", "hydra"):
+        if isinstance(overrides.get(key), list):
+            overrides[key] = [redact_override(str(o)) for o in overrides[key]]
+    job = doc.get("hydra", {}).get("job", {})
+    if isinstance(job.get("override_dirname"), str):
+        job["override_dirname"] = ",".join(
+            redact_override(o) for o in job["override_dirname"].split(",")
+        )
+    path.write_text(yaml.safe_dump(redact_tree(doc, set()), sort_keys=False))
 
 
 def sweep_context() -> tuple[str | None, dict[str, str]]:

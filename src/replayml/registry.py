@@ -1,0 +1,546 @@
+"""The model registry with lineage and A/B labels: register, list, promote, roll back.
+
+A version is created from a run's logged model (`replayml.model_uri`) and carries the run's
+lineage as `replayml.*` tags (run id and link, data and config hashes, commit, dirty flag,
+replay verdict, key metrics, A/B label and group, who and when). Runs that cannot be trusted
+are refused unless forced: a run that did not finish, a run tagged not replayable, a dirty run
+without its recorded diff.
+
+Aliases (`prod`, `ab`, ...) move by compare-and-set. MLflow has no atomic alias update, so a
+move is an honest best effort in five steps: read the holder (and check `--expect-version`),
+claim the move with a unique token in a registered-model tag, wait a few round trips, give up
+if another claim or another holder appeared meanwhile, then set the alias, write the audit
+tags and read everything back. Two movers racing from the same holder: the later claim wins
+and the earlier one stops before touching the alias; a mover that claims after the winner has
+set the alias sees the holder changed and stops. Every move leaves `replayml.alias.<alias>.
+previous` and an audit tag (who, when, from -> to) on the new holder, and an audit tag on the
+old one; `rollback` moves the alias back to the holder's recorded previous version.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import logging
+import os
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+from replayml.errors import ReplaymlError
+from replayml.tracking.registry_store import ModelNotFoundError, RegistryStore, VersionRecord
+from replayml.tracking.store import StoreSpec
+
+if TYPE_CHECKING:
+    from replayml.tracking.read import RecordedRun
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "AliasConflictError",
+    "AliasMove",
+    "ModelNotFoundError",
+    "ModelRow",
+    "Registration",
+    "RegistrationRefused",
+    "models_markdown",
+    "models_rich",
+    "model_rows",
+    "move_alias",
+    "promote",
+    "register",
+    "resolve_model_uri",
+    "rollback",
+]
+
+P = "replayml."
+DIFF_ARTIFACT = "replayml/code.diff"
+KEY_METRICS = ("test_auc", "test_avg_precision", "test_logloss")
+KEY_METRIC_PREFIXES = ("test_ndcg_at_", "test_recall_at_")
+SHORT_NAMES = {"test_auc": "auc", "test_avg_precision": "ap", "test_logloss": "logloss"}
+NO_VERSION = "none"
+
+
+class RegistrationRefused(ReplaymlError):
+    """A run that should not become a model version (use --force to override)."""
+
+
+class AliasConflictError(ReplaymlError):
+    """An alias move lost a race or found another holder than expected; nothing was changed
+    unless the message says so."""
+
+
+def _user() -> str:
+    return os.environ.get("USER") or getpass.getuser()
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def key_metrics(metrics: dict[str, float]) -> dict[str, float]:
+    """The metrics a version carries as tags: AUC, AP, logloss, NDCG@k and recall@k."""
+    return {
+        k: v for k, v in metrics.items() if k in KEY_METRICS or k.startswith(KEY_METRIC_PREFIXES)
+    }
+
+
+def short_metric(name: str) -> str:
+    """`test_ndcg_at_10` -> `ndcg@10`."""
+    if name in SHORT_NAMES:
+        return SHORT_NAMES[name]
+    return name.removeprefix("test_").replace("_at_", "@")
+
+
+# ------------------------------------------------------------------------------ register
+
+
+@dataclass(frozen=True)
+class Registration:
+    """A version created from a run."""
+
+    name: str
+    version: str
+    run_id: str
+    run_url: str
+    model_uri: str
+    tags: dict[str, str]
+    forced_reasons: tuple[str, ...] = ()
+    alias_move: AliasMove | None = None
+
+
+def refusal_reasons(run: RecordedRun, diff: str | None) -> list[str]:
+    """Why a run should not be registered (empty when it may be)."""
+    reasons = []
+    if run.status != "FINISHED":
+        reasons.append(f"run {run.run_id} is {run.status}, not FINISHED")
+    if run.tag("replayable") != "true":
+        why = run.tag("not_replayable_reasons") or "no replayable tag"
+        reasons.append(f"run {run.run_id} is not replayable (replayml.replayable=false: {why})")
+    if run.tag("code.dirty") == "true" and not (diff or "").strip():
+        reasons.append(
+            f"run {run.run_id} was trained from a dirty git tree and its diff "
+            f"({DIFF_ARTIFACT}) is not recorded: its code cannot be recovered"
+        )
+    return reasons
+
+
+def lineage_tags(
+    run: RecordedRun, ab_label: str | None, ab_group: str | None, user: str, when: str
+) -> dict[str, str]:
+    """The `replayml.*` tags a version carries about the run it came from."""
+    tags = {
+        P + "run_id": run.run_id,
+        P + "run_url": run.url,
+        P + "experiment": run.experiment_name,
+        P + "dataset": run.tag("dataset"),
+        P + "data.dvc_hash": run.tag("data.dvc_hash"),
+        P + "config_hash": run.tag("config_hash"),
+        P + "model.kind": run.tag("model.kind"),
+        P + "model_uri": run.tag("model_uri"),
+        P + "code.commit": run.tag("code.commit"),
+        P + "code.branch": run.tag("code.branch"),
+        P + "code.dirty": run.tag("code.dirty"),
+        P + "replayable": run.tag("replayable"),
+        P + "replay.verdict": run.tag("replay.verdict") or "not replayed",
+        P + "registered_by": user,
+        P + "registered_at": when,
+    }
+    if run.tag("replay.run_id"):
+        tags[P + "replay.run_id"] = run.tag("replay.run_id")
+    for key in ("train_start", "train_end", "test_start", "test_end"):
+        if run.tag(f"dates.{key}"):
+            tags[P + f"dates.{key}"] = run.tag(f"dates.{key}")
+    for name, value in key_metrics(run.metrics).items():
+        tags[P + f"metric.{name}"] = repr(float(value))
+    if ab_label:
+        tags[P + "ab_label"] = ab_label
+    if ab_group:
+        tags[P + "ab_group"] = ab_group
+    return {k: v for k, v in tags.items() if v != ""}
+
+
+def register(
+    run_id: str,
+    name: str,
+    *,
+    spec: StoreSpec,
+    alias: str | None = None,
+    ab_label: str | None = None,
+    ab_group: str | None = None,
+    force: bool = False,
+) -> Registration:
+    """Create a version of registered model `name` from the run's logged model.
+
+    Refuses (`RegistrationRefused`) a run that did not finish, is not replayable, or was dirty
+    without its recorded diff, unless `force` (then `replayml.forced=true` and the reasons are
+    tagged). With `alias`, the alias then moves to the new version (compare-and-set, audited).
+    """
+    from replayml.tracking.read import RunReader
+
+    reader = RunReader(spec)
+    run = reader.run(run_id, finished=False)
+    model_uri = run.tag("model_uri")
+    diff = reader.text(run.run_id, DIFF_ARTIFACT) if run.tag("code.dirty") == "true" else None
+    reasons = refusal_reasons(run, diff)
+    if reasons and not force:
+        raise RegistrationRefused(
+            "refusing to register: "
+            + "; ".join(reasons)
+            + f". Fix the run, or pass --force to register it anyway (the version is then "
+            f"tagged {P}forced=true with these reasons)"
+        )
+    if not model_uri:
+        raise RegistrationRefused(
+            f"run {run.run_id} has no logged model (no {P}model_uri tag: it failed before "
+            f"logging one, is a popularity baseline, or ran with tracking.log_model=false): "
+            f"nothing to register"
+        )
+    user, when = _user(), _now()
+    tags = lineage_tags(run, ab_label, ab_group, user, when)
+    if reasons:
+        tags[P + "forced"] = "true"
+        tags[P + "forced_reason"] = "; ".join(reasons)
+        log.warning("registering run %s despite: %s", run.run_id, "; ".join(reasons))
+    store = RegistryStore(spec)
+    store.ensure_model(name, description="Registered by replayml; lineage in replayml.* tags.")
+    created = store.create_version(name, model_uri, run.run_id, run.url, tags)
+    move = None
+    if alias:
+        move = move_alias(store, name, alias, created.version, action="register")
+    return Registration(
+        name=name,
+        version=created.version,
+        run_id=run.run_id,
+        run_url=run.url,
+        model_uri=model_uri,
+        tags=tags,
+        forced_reasons=tuple(reasons),
+        alias_move=move,
+    )
+
+
+# ---------------------------------------------------------------------------- aliases
+
+
+@dataclass(frozen=True)
+class AliasMove:
+    """One completed alias move."""
+
+    name: str
+    alias: str
+    from_version: str | None
+    to_version: str
+    action: str
+    by: str
+    at: str
+    token: str
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def changed(self) -> bool:
+        return self.from_version != self.to_version
+
+    def describe(self) -> str:
+        """One line for the terminal."""
+        old = self.from_version or NO_VERSION
+        if not self.changed:
+            return f"{self.name}@{self.alias} already is version {self.to_version}: nothing moved"
+        return (
+            f"{self.name}@{self.alias}: version {old} -> {self.to_version} "
+            f"({self.action} by {self.by} at {self.at})"
+        )
+
+
+def _claim_key(alias: str) -> str:
+    return f"{P}alias.{alias}.claim"
+
+
+def _last_move_key(alias: str) -> str:
+    return f"{P}alias.{alias}.last_move"
+
+
+def _previous_key(alias: str) -> str:
+    return f"{P}alias.{alias}.previous"
+
+
+def _audit_key(alias: str, token: str) -> str:
+    return f"{P}alias.{alias}.audit.{int(time.time() * 1000)}.{token[:8]}"
+
+
+def _norm(version: str | None) -> str:
+    return NO_VERSION if version in (None, "", NO_VERSION) else str(version)
+
+
+def _audit_warnings(store: RegistryStore, name: str, alias: str, holder: str | None) -> list[str]:
+    """Check the registered model's audit trail against the alias's actual holder."""
+    raw = store.model_tags(name).get(_last_move_key(alias))
+    if raw is None:
+        if holder is not None:
+            return [
+                f"{name}@{alias} (version {holder}) has no replayml audit record: it was set "
+                f"outside replayml (MLflow UI or API)"
+            ]
+        return []
+    try:
+        last = json.loads(raw)
+    except json.JSONDecodeError:
+        return [f"the audit record {_last_move_key(alias)} of {name} is not valid JSON"]
+    if _norm(last.get("to")) != _norm(holder):
+        return [
+            f"{name}@{alias} is version {_norm(holder)}, but the last audited move "
+            f"({last.get('action')} by {last.get('by')} at {last.get('at')}) set it to "
+            f"{last.get('to')}: it was moved outside replayml, or a move was interrupted"
+        ]
+    return []
+
+
+def move_alias(
+    store: RegistryStore,
+    name: str,
+    alias: str,
+    version: str,
+    *,
+    expect: str | None = None,
+    action: str = "promote",
+    settle: float | None = None,
+) -> AliasMove:
+    """Move `alias` of `name` to `version` by compare-and-set (see the module docstring).
+
+    `expect` is the version the caller believes holds the alias (`"none"`: unset); None
+    expects whatever holder is read first. Raises `AliasConflictError` when another holder
+    or a concurrent move is found; before the alias is set nothing has been changed but the
+    claim tag.
+    """
+    version = str(version)
+    store.version(name, version)  # the target must exist (clear error otherwise)
+    holder = store.holder(name, alias)
+    if expect is not None and _norm(expect) != _norm(holder):
+        raise AliasConflictError(
+            f"{name}@{alias} is held by version {_norm(holder)}, not the expected version "
+            f"{_norm(expect)}: someone moved it meanwhile. Nothing was changed; check "
+            f"`replayml models {name}` and retry with --expect-version {_norm(holder)}"
+        )
+    warnings = _audit_warnings(store, name, alias, holder)
+    user, when = _user(), _now()
+    token = uuid.uuid4().hex
+    if holder == version:
+        return AliasMove(name, alias, holder, version, action, user, when, token, tuple(warnings))
+    claim = {
+        "token": token,
+        "action": action,
+        "from": _norm(holder),
+        "to": version,
+        "by": user,
+        "at": when,
+    }
+    start = time.perf_counter()
+    store.set_model_tag(name, _claim_key(alias), json.dumps(claim))
+    rtt = time.perf_counter() - start
+    # long enough that a competitor's claim written in the same window is visible to us
+    time.sleep(settle if settle is not None else min(2.0, max(0.25, 4 * rtt)))
+    tags = store.model_tags(name)
+    try:
+        current = json.loads(tags.get(_claim_key(alias), "{}"))
+    except json.JSONDecodeError:
+        current = {}
+    if current.get("token") != token:
+        raise AliasConflictError(
+            f"concurrent move of {name}@{alias}: {current.get('by', '?')} is moving it to "
+            f"version {current.get('to', '?')} ({current.get('action', '?')} started at "
+            f"{current.get('at', '?')}). This move to version {version} was abandoned before "
+            f"touching the alias; check `replayml models {name}` and retry if still needed"
+        )
+    now_holder = store.holder(name, alias)
+    if _norm(now_holder) != _norm(holder):
+        raise AliasConflictError(
+            f"{name}@{alias} moved from version {_norm(holder)} to {_norm(now_holder)} while "
+            f"this move to version {version} was starting; nothing was changed. Check "
+            f"`replayml models {name}` and retry with --expect-version {_norm(now_holder)}"
+        )
+    store.set_alias(name, alias, version)
+    line = f"{action} {name}@{alias}: {_norm(holder)} -> {version} by {user} at {when}"
+    store.set_version_tags(
+        name, version, {_previous_key(alias): _norm(holder), _audit_key(alias, token): line}
+    )
+    if holder is not None:
+        store.set_version_tags(name, holder, {_audit_key(alias, token): line})
+    store.set_model_tag(name, _last_move_key(alias), json.dumps(claim))
+    final = store.holder(name, alias)
+    if _norm(final) != version:
+        raise AliasConflictError(
+            f"{name}@{alias} was set to version {version} and then overwritten with version "
+            f"{_norm(final)} by a concurrent move (see the audit tags "
+            f"{P}alias.{alias}.audit.* on both versions); check `replayml models {name}`"
+        )
+    after = store.model_tags(name)
+    try:
+        claimed_after = json.loads(after.get(_claim_key(alias), "{}")).get("token")
+    except json.JSONDecodeError:
+        claimed_after = None
+    if claimed_after != token:
+        warnings.append(
+            f"another move of {name}@{alias} was claimed right after this one; it should have "
+            f"stopped on seeing version {version} (check `replayml models {name}`)"
+        )
+    return AliasMove(name, alias, holder, version, action, user, when, token, tuple(warnings))
+
+
+def promote(
+    name: str, version: str, alias: str, *, spec: StoreSpec, expect: str | None = None
+) -> AliasMove:
+    """Move `alias` to `version` (compare-and-set against `expect` when given)."""
+    return move_alias(RegistryStore(spec), name, alias, version, expect=expect, action="promote")
+
+
+def rollback(name: str, alias: str, *, spec: StoreSpec, expect: str | None = None) -> AliasMove:
+    """Move `alias` back to the version that held it before its current holder."""
+    store = RegistryStore(spec)
+    holder = store.holder(name, alias)
+    if holder is None:
+        raise ModelNotFoundError(
+            f"{name}@{alias} is not set: there is nothing to roll back. Set it with "
+            f"`replayml promote {name} VERSION --alias {alias}`"
+        )
+    if expect is not None and _norm(expect) != holder:
+        raise AliasConflictError(
+            f"{name}@{alias} is held by version {holder}, not the expected version "
+            f"{_norm(expect)}: nothing was changed; check `replayml models {name}`"
+        )
+    previous = store.version(name, holder).tags.get(_previous_key(alias), NO_VERSION)
+    if previous == NO_VERSION:
+        raise AliasConflictError(
+            f"{name}@{alias} (version {holder}) has no recorded previous holder "
+            f"({_previous_key(alias)}): it was the first, or was set outside replayml. Move it "
+            f"explicitly with `replayml promote {name} VERSION --alias {alias}`"
+        )
+    return move_alias(store, name, alias, previous, expect=holder, action="rollback")
+
+
+# ------------------------------------------------------------------------------ listing
+
+
+@dataclass(frozen=True)
+class ModelRow:
+    """One line of `replayml models NAME`."""
+
+    version: str
+    registered_at: str
+    aliases: tuple[str, ...]
+    ab_label: str
+    ab_group: str
+    run_id: str
+    run_url: str
+    metrics: dict[str, float] = field(default_factory=dict)
+    replay_verdict: str = ""
+    forced: bool = False
+
+    def metrics_text(self) -> str:
+        return " ".join(f"{short_metric(k)}={v:.4f}" for k, v in self.metrics.items())
+
+
+def _row(v: VersionRecord) -> ModelRow:
+    metrics = {}
+    for key, value in sorted(v.tags.items()):
+        if key.startswith(P + "metric."):
+            try:
+                metrics[key.removeprefix(P + "metric.")] = float(value)
+            except ValueError:
+                continue
+    at = v.tag("registered_at")
+    if not at and v.created_ms:
+        at = datetime.fromtimestamp(v.created_ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return ModelRow(
+        version=v.version,
+        registered_at=at,
+        aliases=v.aliases,
+        ab_label=v.tag("ab_label"),
+        ab_group=v.tag("ab_group"),
+        run_id=v.run_id or v.tag("run_id"),
+        run_url=v.tag("run_url"),
+        metrics=metrics,
+        replay_verdict=v.tag("replay.verdict"),
+        forced=v.tag("forced") == "true",
+    )
+
+
+def model_rows(name: str, *, spec: StoreSpec) -> list[ModelRow]:
+    """The versions of `name`, newest first."""
+    return [_row(v) for v in RegistryStore(spec).versions(name)]
+
+
+HEADERS = (
+    "version",
+    "registered at",
+    "aliases",
+    "A/B label",
+    "A/B group",
+    "source run",
+    "key metrics",
+    "replay",
+)
+
+
+def _cells(r: ModelRow) -> list[str]:
+    version = r.version + (" (forced)" if r.forced else "")
+    return [
+        version,
+        r.registered_at,
+        ", ".join(r.aliases),
+        r.ab_label,
+        r.ab_group,
+        r.run_url or r.run_id,
+        r.metrics_text(),
+        r.replay_verdict,
+    ]
+
+
+def models_markdown(name: str, rows: list[ModelRow]) -> str:
+    """The versions as a Markdown table."""
+    lines = [
+        f"## {name}",
+        "",
+        "| " + " | ".join(HEADERS) + " |",
+        "|" + "|".join("---" for _ in HEADERS) + "|",
+    ]
+    for r in rows:
+        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in _cells(r)) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def models_rich(name: str, rows: list[ModelRow]) -> object:
+    """The versions as a Rich table (for a terminal)."""
+    from rich.table import Table
+
+    table = Table(title=name, show_lines=False)
+    for h in HEADERS:
+        table.add_column(h, overflow="fold")
+    for r in rows:
+        table.add_row(*_cells(r))
+    return table
+
+
+# ------------------------------------------------------------------------------ lookups
+
+
+def resolve_model_uri(uri: str, *, spec: StoreSpec) -> VersionRecord:
+    """The version a `models:/NAME@alias` or `models:/NAME/VERSION` URI points at."""
+    body = uri.removeprefix("models:/")
+    store = RegistryStore(spec)
+    if "@" in body:
+        name, alias = body.rsplit("@", 1)
+        holder = store.holder(name, alias)
+        if holder is None:
+            raise ModelNotFoundError(
+                f"{uri}: no version of {name!r} holds alias {alias!r} in {spec.display_uri}; "
+                f"set it with `replayml promote {name} VERSION --alias {alias}`"
+            )
+        return store.version(name, holder)
+    name, _, version = body.rpartition("/")
+    if not name or not version.isdigit():
+        raise ReplaymlError(
+            f"{uri!r} is not a registry URI: use models:/NAME@ALIAS or models:/NAME/VERSION"
+        )
+    return store.version(name, version)

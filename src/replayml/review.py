@@ -1,0 +1,437 @@
+"""Review a run against a baseline, as Markdown for a pull request (like `dvc exp diff --md`).
+
+`review(run_id, baseline=..., spec=...) -> Review`: links to both runs, a metrics table with
+deltas and regressions, the config keys that differ, the data (DVC hashes, date windows, row
+counts, "same data"), the code (commits, dirty flags, replay verdicts). A baseline that is not
+comparable (another dataset or another model kind) is said so at the top, and no regression is
+judged against it.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import yaml
+
+from replayml.errors import ReplaymlError
+
+if TYPE_CHECKING:
+    from replayml.tracking.read import RecordedRun, RunReader
+    from replayml.tracking.store import StoreSpec
+
+log = logging.getLogger(__name__)
+
+CONFIG_ARTIFACT = "replayml/config.yaml"
+HIGHER_IS_BETTER = ("auc", "avg_precision", "ndcg", "recall", "precision", "map")
+LOWER_IS_BETTER = ("logloss", "loss", "rmse", "mae")
+KEY_ORDER = ("test_auc", "test_avg_precision", "test_logloss", "test_ndcg_at_", "test_recall_at_")
+# config sections that decide the model (the ones hashed into replayml.config_hash)
+MODEL_SECTIONS = ("data.", "dates.", "preprocessing.", "features.", "model.")
+WINDOWS = ("train", "valid", "test")
+MAX_CELL = 300
+
+
+def direction(metric: str) -> str | None:
+    """`"max"`, `"min"` or None (no known better direction) for a metric name."""
+    name = metric.lower()
+    if any(k in name for k in LOWER_IS_BETTER):
+        return "min"
+    if any(k in name for k in HIGHER_IS_BETTER):
+        return "max"
+    return None
+
+
+@dataclass(frozen=True)
+class MetricRow:
+    """One metric of the run next to the baseline's."""
+
+    name: str
+    run: float | None
+    baseline: float | None
+    better: str | None  # "max" / "min" / None
+
+    @property
+    def delta(self) -> float | None:
+        if self.run is None or self.baseline is None:
+            return None
+        return self.run - self.baseline
+
+    @property
+    def relative(self) -> float | None:
+        d = self.delta
+        if d is None or self.baseline in (None, 0.0):
+            return None
+        return d / abs(self.baseline)  # type: ignore[arg-type]
+
+    def status(self, tolerance: float = 0.0) -> str:
+        """regressed / improved / same / n/a."""
+        d = self.delta
+        if d is None or self.better is None or math.isnan(d):
+            return "n/a"
+        worse = -d if self.better == "max" else d
+        if worse > tolerance:
+            return "regressed"
+        if worse < -tolerance:
+            return "improved"
+        return "same"
+
+
+@dataclass(frozen=True)
+class ConfigChange:
+    """A config key whose value differs (dotted path)."""
+
+    key: str
+    baseline: str
+    run: str
+
+
+@dataclass
+class Review:
+    """A run reviewed against an optional baseline."""
+
+    run: RecordedRun
+    baseline: RecordedRun | None
+    baseline_label: str = ""
+    not_comparable: list[str] = field(default_factory=list)
+    metrics: list[MetricRow] = field(default_factory=list)
+    config: list[ConfigChange] = field(default_factory=list)
+    other_config: list[ConfigChange] = field(default_factory=list)
+    tolerance: float = 0.0
+    notes: list[str] = field(default_factory=list)
+    markdown: str = ""
+
+    @property
+    def comparable(self) -> bool:
+        return self.baseline is not None and not self.not_comparable
+
+    def metric(self, name: str) -> MetricRow:
+        """The row of one metric; `ReplaymlError` naming the known ones otherwise."""
+        for row in self.metrics:
+            if row.name == name:
+                return row
+        known = ", ".join(r.name for r in self.metrics) or "(none)"
+        raise ReplaymlError(f"metric {name!r} is not recorded for run {self.run.run_id}: {known}")
+
+    def regressed(self, metric: str) -> bool:
+        """Whether `metric` is worse than the baseline's (False without a baseline).
+
+        Raises `ReplaymlError` when the baseline is not comparable, the metric is missing from
+        either run, or the metric has no known better direction.
+        """
+        row = self.metric(metric)
+        if self.baseline is None:
+            return False
+        if self.not_comparable:
+            raise ReplaymlError(
+                f"cannot judge whether {metric} regressed: the baseline "
+                f"{self.baseline.run_id} is not comparable ({'; '.join(self.not_comparable)})"
+            )
+        if row.run is None or row.baseline is None:
+            raise ReplaymlError(
+                f"cannot judge whether {metric} regressed: it is recorded for only one of "
+                f"run {self.run.run_id} and baseline {self.baseline.run_id}"
+            )
+        if row.better is None:
+            raise ReplaymlError(
+                f"cannot judge whether {metric} regressed: replayml does not know whether "
+                f"higher or lower is better for it"
+            )
+        return row.status(self.tolerance) == "regressed"
+
+    @property
+    def regressions(self) -> list[str]:
+        """Metrics that regressed (empty when not comparable or without a baseline)."""
+        if not self.comparable:
+            return []
+        return [r.name for r in self.metrics if r.status(self.tolerance) == "regressed"]
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def _config(reader: RunReader, run: RecordedRun) -> dict[str, str]:
+    """The run's flattened config: its params, plus from the config artifact any value too
+    long for a param (listed in `replayml.params_skipped`)."""
+    from replayml.pipeline import flatten
+
+    params = dict(run.params)
+    skipped = [k for k in run.tag("params_skipped").split(",") if k]
+    if skipped:
+        text = reader.text(run.run_id, CONFIG_ARTIFACT)
+        if text is None:
+            log.warning("run %s has no %s: long values not compared", run.run_id, CONFIG_ARTIFACT)
+        else:
+            full = flatten(yaml.safe_load(text) or {})
+            params.update({k: full[k] for k in skipped if k in full})
+    return params
+
+
+def _ordered_metrics(names: set[str]) -> list[str]:
+    def key(name: str) -> tuple[int, str]:
+        for i, prefix in enumerate(KEY_ORDER):
+            if name == prefix or (prefix.endswith("_") and name.startswith(prefix)):
+                return (i, name)
+        return (len(KEY_ORDER), name)
+
+    return sorted(names, key=key)
+
+
+def _not_comparable(run: RecordedRun, base: RecordedRun) -> list[str]:
+    reasons = []
+    if run.tag("dataset") != base.tag("dataset"):
+        reasons.append(
+            f"different datasets (replayml.dataset: {base.tag('dataset') or '?'} in the "
+            f"baseline, {run.tag('dataset') or '?'} in the run)"
+        )
+    if run.tag("model.kind") != base.tag("model.kind"):
+        reasons.append(
+            f"different model kinds, so different objectives (model.kind: "
+            f"{base.tag('model.kind') or '?'} in the baseline, {run.tag('model.kind') or '?'} "
+            f"in the run)"
+        )
+    return reasons
+
+
+def _resolve_baseline(
+    reader: RunReader, baseline: str | None, name: str | None, alias: str, spec: StoreSpec
+) -> tuple[RecordedRun | None, str, list[str]]:
+    from replayml.registry import resolve_model_uri
+    from replayml.tracking.registry_store import RegistryStore
+
+    if baseline is None and name:
+        if RegistryStore(spec).holder(name, alias) is None:  # a missing model raises here
+            return None, "", [f"No baseline: no version of {name} holds alias @{alias} yet"]
+        baseline = f"models:/{name}@{alias}"
+    if baseline is None:
+        return None, "", []
+    if baseline.startswith("models:/"):
+        version = resolve_model_uri(baseline, spec=spec)
+        if not version.run_id:
+            raise ReplaymlError(f"{baseline} (version {version.version}) has no source run")
+        run = reader.run(version.run_id)
+        return run, f"`{baseline}` = {version.name} version {version.version}", []
+    run = reader.run(baseline)
+    return run, "", []
+
+
+def review(
+    run_id: str,
+    baseline: str | None = None,
+    *,
+    spec: StoreSpec,
+    name: str | None = None,
+    alias: str = "prod",
+    tolerance: float = 0.0,
+) -> Review:
+    """Review run `run_id` against `baseline` (a run id or `models:/NAME@alias|/VERSION`).
+
+    Without `baseline`, the holder of `models:/<name>@<alias>` when `name` is given, else no
+    baseline (a summary of the run).
+    """
+    from replayml.tracking.read import RunReader
+
+    reader = RunReader(spec)
+    run = reader.run(run_id)
+    base, label, notes = _resolve_baseline(reader, baseline, name, alias, spec)
+    result = Review(run=run, baseline=base, baseline_label=label, tolerance=tolerance, notes=notes)
+    names = {m for m in run.metrics if m.startswith("test_")}
+    if base is not None:
+        names |= {m for m in base.metrics if m.startswith("test_")}
+        result.not_comparable = _not_comparable(run, base)
+        ours, theirs = _config(reader, run), _config(reader, base)
+        for key in sorted(set(ours) | set(theirs)):
+            old, new = theirs.get(key, "(absent)"), ours.get(key, "(absent)")
+            if old != new:
+                change = ConfigChange(key, old, new)
+                target = result.config if key.startswith(MODEL_SECTIONS) else result.other_config
+                target.append(change)
+    result.metrics = [
+        MetricRow(
+            m,
+            run.metrics.get(m),
+            base.metrics.get(m) if base is not None else None,
+            direction(m),
+        )
+        for m in _ordered_metrics(names)
+    ]
+    result.markdown = render(result)
+    return result
+
+
+# --------------------------------------------------------------------------- Markdown
+
+
+def _cell(text: object) -> str:
+    s = str(text).replace("\n", " ").replace("|", "\\|")
+    if len(s) > MAX_CELL:
+        s = s[: MAX_CELL - 20] + f"… ({len(s)} chars)"
+    return s
+
+
+def _num(value: float | None) -> str:
+    if value is None:
+        return "—"
+    return f"{value:.5f}" if abs(value) >= 1e-4 or value == 0 else f"{value:.3e}"
+
+
+def _delta(value: float | None) -> str:
+    if value is None:
+        return "—"
+    if value == 0:
+        return "0"
+    return f"{value:+.5f}" if abs(value) >= 1e-4 else f"{value:+.3e}"
+
+
+def _rel(value: float | None) -> str:
+    return "—" if value is None else f"{value:+.2%}"
+
+
+def _short(run_id: str) -> str:
+    return run_id[:8]
+
+
+def _table(head: list[str], rows: list[list[str]]) -> list[str]:
+    return [
+        "| " + " | ".join(head) + " |",
+        "|" + "|".join("---" for _ in head) + "|",
+        *("| " + " | ".join(_cell(c) for c in row) + " |" for row in rows),
+    ]
+
+
+def _window(run: RecordedRun, name: str) -> str:
+    start, end = run.tag(f"dates.{name}_start"), run.tag(f"dates.{name}_end")
+    return f"{start} → {end}" if start or end else "—"
+
+
+def _rows(run: RecordedRun) -> str:
+    return " / ".join(run.tag(f"rows.{w}") or "?" for w in WINDOWS)
+
+
+def _dirty(run: RecordedRun) -> str:
+    return {"true": "yes", "false": "no"}.get(run.tag("code.dirty"), "?")
+
+
+def _verdict(run: RecordedRun) -> str:
+    verdict = run.tag("replay.verdict")
+    if not verdict:
+        return "not replayed"
+    url = run.tag("replay.url")
+    return f"{verdict} ([replay]({url}))" if url else verdict
+
+
+def _replayable(run: RecordedRun) -> str:
+    if run.tag("replayable") == "true":
+        return "yes"
+    return f"no: {run.tag('not_replayable_reasons') or '?'}"
+
+
+def same_data(run: RecordedRun, base: RecordedRun) -> tuple[bool, str]:
+    """Whether both runs read the same data (DVC version and date windows), and why not."""
+    why = []
+    if run.tag("data.dvc_hash") != base.tag("data.dvc_hash"):
+        why.append("the DVC data versions differ")
+    if run.tag("dataset") != base.tag("dataset"):
+        why.append("the datasets differ")
+    windows = [w for w in WINDOWS if _window(run, w) != _window(base, w)]
+    if windows:
+        why.append(f"the {', '.join(windows)} date windows differ")
+    if why:
+        return False, "; ".join(why)
+    slices = [w for w in WINDOWS if run.tag(f"slice_hash.{w}") != base.tag(f"slice_hash.{w}")]
+    if slices:
+        return True, (
+            f"same DVC version and date windows; the {', '.join(slices)} feature matrices "
+            f"differ (preprocessing or features changed)"
+        )
+    return True, "same DVC version, date windows and feature matrices"
+
+
+def render(r: Review) -> str:
+    """The review as Markdown."""
+    run, base = r.run, r.baseline
+    out = [f"# Review of run {_short(run.run_id)}", ""]
+    if base is not None and r.not_comparable:
+        out += [
+            f"> **Not comparable:** the baseline {_short(base.run_id)} is not a like-for-like "
+            f"comparison: {'; '.join(r.not_comparable)}. The deltas below are shown for "
+            f"information only and no regression is judged.",
+            "",
+        ]
+    out.append(f"- Run: [{run.run_id}]({run.url}) ({run.experiment_name})")
+    if base is not None:
+        label = f" — {r.baseline_label}" if r.baseline_label else ""
+        out.append(f"- Baseline: [{base.run_id}]({base.url}) ({base.experiment_name}){label}")
+    for note in r.notes:
+        out.append(f"- {note}")
+    if base is None and not r.notes:
+        out.append("- No baseline: a summary of the run (pass --baseline RUN_ID or --name NAME)")
+    out.append("")
+
+    out += ["## Metrics", ""]
+    if base is None:
+        out += _table(["metric", "run"], [[m.name, _num(m.run)] for m in r.metrics])
+    else:
+        rows = []
+        for m in r.metrics:
+            status = m.status(r.tolerance) if r.comparable else "n/a (not comparable)"
+            if status == "regressed":
+                status = "**regressed**"
+            better = {"max": "higher", "min": "lower"}.get(m.better or "", "?")
+            rows.append(
+                [m.name, _num(m.run), _num(m.baseline), _delta(m.delta), _rel(m.relative),
+                 better, status]
+            )  # fmt: skip
+        out += _table(
+            ["metric", "run", "baseline", "delta", "rel. delta", "better", "verdict"], rows
+        )
+        if r.comparable:
+            regressed = r.regressions
+            out += ["", f"Regressions: {', '.join(regressed) if regressed else 'none'}"]
+    out.append("")
+
+    if base is not None:
+        out += ["## Config", ""]
+        if r.config:
+            out += _table(
+                ["key", "baseline", "run"], [[c.key, c.baseline, c.run] for c in r.config]
+            )
+        else:
+            out.append("No difference in the data, dates, preprocessing, features or model.")
+        if r.other_config:
+            keys = ", ".join(f"`{c.key}`" for c in r.other_config)
+            out += ["", f"Also differ (no effect on the model): {keys}"]
+        out.append("")
+
+    out += ["## Data", ""]
+    fields = [
+        ("dataset", lambda x: x.tag("dataset")),
+        ("DVC hash", lambda x: x.tag("data.dvc_hash")),
+        *((f"{w} window", lambda x, w=w: _window(x, w)) for w in WINDOWS),
+        ("rows train / valid / test", _rows),
+    ]
+    if base is None:
+        out += _table(["", "run"], [[n, f(run)] for n, f in fields])
+    else:
+        out += _table(["", "baseline", "run"], [[n, f(base), f(run)] for n, f in fields])
+        same, why = same_data(run, base)
+        out += ["", f"Same data: **{'yes' if same else 'no'}** ({why})"]
+    out.append("")
+
+    out += ["## Code", ""]
+    code = [
+        ("commit", lambda x: f"{x.tag('code.commit')[:12]} ({x.tag('code.branch')})"),
+        ("dirty", _dirty),
+        ("replayable", _replayable),
+        ("replay verdict", _verdict),
+    ]
+    if base is None:
+        out += _table(["", "run"], [[n, f(run)] for n, f in code])
+    else:
+        out += _table(["", "baseline", "run"], [[n, f(base), f(run)] for n, f in code])
+        if run.tag("code.commit") == base.tag("code.commit"):
+            out += ["", "Same commit."]
+    out.append("")
+    return "\n".join(out)
