@@ -13,6 +13,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,6 +48,28 @@ def dvc(root: Path, *args: str, check: bool = True) -> subprocess.CompletedProce
     return proc
 
 
+LOCK_MESSAGE = "Unable to acquire lock"
+
+
+def _pull_waiting_for_lock(
+    root: Path, dvc_file: str, lock_wait: float
+) -> subprocess.CompletedProcess[str]:
+    """`dvc pull`, waiting up to `lock_wait` seconds while another DVC process holds the lock."""
+    deadline = time.monotonic() + lock_wait
+    while True:
+        pulled = dvc(root, "pull", dvc_file, check=False)
+        if LOCK_MESSAGE not in pulled.stderr:
+            return pulled
+        if time.monotonic() > deadline:
+            raise DataVersionError(
+                f"another DVC process holds the repository lock {root / '.dvc' / 'tmp' / 'lock'} "
+                f"(waited {lock_wait:.0f} s); let it finish, or remove the lock file if that "
+                f"process is gone, then run `make data` again. Nothing was changed"
+            )
+        log.info("DVC lock held by another process; waiting")
+        time.sleep(1.0)
+
+
 def _verified(root: Path, dvc_file: str, data_root: str) -> bool:
     try:
         verify_all(root, dvc_file, data_root)
@@ -64,6 +87,7 @@ def prepare(
     dvc_file: str = "data.dvc",
     push: bool = True,
     progress: bool = False,
+    lock_wait: float = 20.0,
 ) -> str:
     """Ensure `data_root` holds the version in `dvc_file`; returns what was done."""
     from replayml.data.generate import generate
@@ -74,7 +98,7 @@ def prepare(
         expected, _, _ = read_dvc_file(root / dvc_file)
         if _verified(root, dvc_file, data_root):
             return f"{data_root}/ is already at {expected}"
-        pulled = dvc(root, "pull", "-q", dvc_file, check=False)
+        pulled = _pull_waiting_for_lock(root, dvc_file, lock_wait)
         if pulled.returncode == 0 and _verified(root, dvc_file, data_root):
             return f"restored {data_root}/ at {expected} from the DVC remote"
         log.info("dvc pull did not restore the data: %s", pulled.stderr.strip()[-300:])

@@ -1,0 +1,101 @@
+"""Reliability catalogue items not covered elsewhere: B8, B10, B11, C7, D6, E5."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import SMALL_SCALE, all_runs, dvc, mlflow_client, run_train_py, train
+from replayml.data.prepare import GeneratorSpec, prepare
+from replayml.lineage.data import verify_all
+
+pytestmark = pytest.mark.slow
+
+
+def test_non_deterministic_run_is_tagged_not_replayable(project: Path) -> None:  # D6
+    result = train(project, ["model.deterministic=false"])
+    tags = mlflow_client(project).get_run(result.run_id).data.tags
+    assert tags["replayml.replayable"] == "false"
+    assert "model.deterministic=false" in tags["replayml.not_replayable_reasons"]
+
+
+def test_failed_artifact_upload_never_leaves_a_finished_run(project: Path) -> None:  # B8
+    client = mlflow_client(project)
+    # an experiment whose artifact store cannot be written (a path under a regular file)
+    client.create_experiment("replayml", artifact_location="file:///dev/null/artifacts")
+    proc = run_train_py(project)
+    assert proc.returncode != 0
+    runs = all_runs(project)
+    assert len(runs) == 1
+    assert runs[0].info.status == "FAILED"
+    assert "replayml.model_uri" not in runs[0].data.tags
+
+
+def test_model_is_stored_in_lightgbm_text_format(project: Path) -> None:  # E5
+    result = train(project)
+    client = mlflow_client(project)
+    uri = client.get_run(result.run_id).data.tags["replayml.model_uri"]
+    import mlflow
+
+    mlflow.set_tracking_uri(f"sqlite:///{project / 'mlruns' / 'mlflow.db'}")
+    try:
+        local = Path(mlflow.artifacts.download_artifacts(uri))
+    finally:
+        mlflow.set_tracking_uri(None)  # type: ignore[arg-type]
+    mlmodel = (local / "MLmodel").read_text()
+    assert "lightgbm" in mlmodel and "pickle" not in mlmodel.lower()
+    text = (local / "model.lgb").read_text()
+    assert text.startswith("tree") and "Tree=0" in text
+
+
+def test_interrupted_pull_then_rerun_completes(project: Path, tmp_path: Path) -> None:  # B10
+    from conftest import git
+
+    clone = tmp_path / "clone"
+    git(project.parent, "clone", "-q", str(project), str(clone))
+    pull = subprocess.Popen([sys.executable, "-m", "dvc", "pull", "-q"], cwd=clone)
+    time.sleep(1.0)
+    pull.kill()
+    pull.wait()
+    done = prepare(clone, GeneratorSpec(scale=SMALL_SCALE), push=False)
+    assert "already at" in done or "from the DVC remote" in done
+    verify_all(clone, "data.dvc", "data")
+
+
+def test_stale_dvc_lock_does_not_block(project: Path) -> None:  # B11 (stale)
+    lock = project / ".dvc" / "tmp" / "lock"
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    lock.write_text("12345\n")  # left behind by a killed process: nobody holds it
+    assert dvc(project, "status", check=False).returncode == 0
+
+
+def test_live_dvc_lock_fails_cleanly_naming_it(project: Path) -> None:  # B11 (live), C7
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         "import sys, time, zc.lockfile; l = zc.lockfile.LockFile(sys.argv[1]); "
+         "print('held', flush=True); time.sleep(60)", str(project / ".dvc" / "tmp" / "lock")],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        shutil.rmtree(project / "data")
+        start = time.monotonic()
+        proc = subprocess.run(
+            [sys.executable, "-m", "replayml", "data", "prepare", "--scale", str(SMALL_SCALE)],
+            cwd=project, capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
+        assert time.monotonic() - start < 60
+        assert proc.returncode != 0
+        assert "lock" in proc.stderr.lower()
+        assert not (project / "data").exists() or not any((project / "data").iterdir())
+    finally:
+        holder.kill()
+        holder.wait()
+    # once the holder is gone the same command completes
+    assert prepare(project, GeneratorSpec(scale=SMALL_SCALE), push=False)
+    verify_all(project, "data.dvc", "data")
