@@ -12,6 +12,7 @@ import os
 import pkgutil
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pyarrow.parquet as pq
 import pytest
@@ -195,32 +196,34 @@ def test_replay_of_a_dirty_run_applies_its_recorded_diff(code_project: Path) -> 
     finally:
         if report.worktree:
             git(root, "worktree", "remove", "--force", str(report.worktree))
+            shutil.rmtree(report.worktree.parent)
+
+    # the same run without its recorded diff (the artifact lost) cannot be replayed exactly
+    artifacts = Path(run.info.artifact_uri.removeprefix("file://"))
+    (artifacts / "replayml" / "code.diff").unlink()
+    lost = replay(result.run_id, project=root)
+    assert lost.verdict is Verdict.NOT_REPLAYABLE and lost.exit_code == 2
+    assert any("code.dirty=true" in r and "code.diff" in r for r in lost.not_replayable)
 
 
-def test_replay_from_a_fresh_clone_with_an_empty_dvc_cache(
-    trained: tuple[Path, str], tmp_path: Path
+def test_replay_from_a_fresh_clone_with_an_empty_cache_and_one_openmp_thread(
+    trained: tuple[Path, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # two environment changes in one replay (each replay costs a full training process):
+    # nothing in the clone's DVC cache, and OMP_NUM_THREADS=1 in the replay's environment
     root, run_id = trained
     clone = tmp_path / "clone"
     git(tmp_path, "clone", "-q", str(root), str(clone))
     assert not (clone / ".dvc" / "cache").exists()
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
 
     report = replay(run_id, project=clone, tracking_uri=f"sqlite:///{root / 'mlruns/mlflow.db'}")
     assert report.verdict is Verdict.IDENTICAL, _explain(report)
     assert any((clone / ".dvc" / "cache" / "files" / "md5").iterdir())  # pulled from the remote
     assert not (clone / "data").exists()  # the clone's workspace is left alone
     assert len(_worktrees(clone)) == 1
-
-
-def test_replay_with_one_openmp_thread_is_identical(
-    trained: tuple[Path, str], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    root, run_id = trained
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    report = replay(run_id, project=root)
-    assert report.verdict is Verdict.IDENTICAL, _explain(report)
     thread = [d for d in report.differences if d.key == "env.thread_env"]
-    assert thread and not thread[0].outcome
+    assert thread and not thread[0].outcome  # reported as context, not as a difference
     assert any("OMP_NUM_THREADS" in w for w in report.warnings)
     tags = mlflow_client(root).get_run(report.replay_run_id).data.tags
     assert tags["replayml.env.thread_env"] == '{"OMP_NUM_THREADS": "1"}'
@@ -363,16 +366,17 @@ def test_unknown_deleted_and_foreign_runs_are_refused(trained: tuple[Path, str])
     assert "s3cr3t" not in str(info.value) and "127.0.0.1:9" in str(info.value)
 
 
-def test_a_redacted_secret_must_come_from_the_environment(
+def test_a_redacted_secret_or_nondeterminism_is_not_replayable(
     trained: tuple[Path, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     root, _ = trained
-    result = train(root, ["+tags.api_token=s3cr3t-canary"])
+    result = train(root, ["+tags.api_token=s3cr3t-canary", "model.deterministic=false"])
     runs = len(all_runs(root))
     report = replay(result.run_id, project=root)
     var = "REPLAYML_SECRET_TAGS_API_TOKEN"
     assert report.verdict is Verdict.NOT_REPLAYABLE and report.exit_code == 2
     assert any("tags.api_token" in r and var in r for r in report.not_replayable)
+    assert any("model.deterministic=false" in r for r in report.not_replayable)
     assert len(all_runs(root)) == runs and len(_worktrees(root)) == 1
 
     # with the variable set, the replay config reads it from the environment, never inline
@@ -382,18 +386,25 @@ def test_a_redacted_secret_must_come_from_the_environment(
     config, changed, missing = replay_config(result.config, result.run_id, "t", "replayml")
     assert secret_env_var("tags.api_token") == var and not missing
     assert config["tags"]["api_token"] == "${oc.env:" + var + "}"
-    assert OmegaConf.to_container(OmegaConf.create(config), resolve=True)["tags"] == {
+    resolved = OmegaConf.to_container(OmegaConf.create(config), resolve=True)
+    assert isinstance(resolved, dict)
+    assert resolved["tags"] == {
         "api_token": "s3cr3t-canary",
         "replayml.replay_of": result.run_id,
-        "replayml.replay_token": "t",
+        "replayml.replay_attempt": "t",
     }
     assert "tags.replayml.replay_of" in changed
 
 
 def test_replay_config_keeps_recorded_values_literal() -> None:
-    recorded = {"data": {"name": "a${b}"}, "tracking": {"uri": "sqlite:///x", "experiment": "e"}}
+    recorded: dict[str, Any] = {
+        "data": {"name": "a${b}"},
+        "tracking": {"uri": "sqlite:///x", "experiment": "e"},
+        "output_dir": "/runs/a",
+    }
     config, changed, missing = replay_config(recorded, "r", "t", "e")
     assert config["data"]["name"] == "a\\${b}"
     assert config["tracking"]["uri"] is None and "tracking.uri" in changed
+    assert config["output_dir"] is None and "output_dir" in changed  # never the run's outputs
     assert not missing
     assert recorded["tracking"]["uri"] == "sqlite:///x"  # the input is not mutated

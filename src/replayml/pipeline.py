@@ -37,6 +37,7 @@ from replayml.redact import redact_override, redact_text, redact_tree
 log = logging.getLogger(__name__)
 
 TAG = "replayml."
+_PACKAGE_DIR = Path(__file__).resolve().parent
 SCHEMA_VERSION = "1"
 
 
@@ -329,6 +330,11 @@ def _lineage_tags(
         "command": redact_text(" ".join(redact_override(a) for a in command_line().split(" "))),
         "overrides": json.dumps([redact_override(o) for o in ctx.overrides]),
         "dvc.exp_name": os.environ.get("DVC_EXP_NAME", ""),
+        # which replayml code actually ran: the project's own `src/` or an installed copy
+        "code.package_path": str(_PACKAGE_DIR),
+        "code.package_in_project": str(
+            _PACKAGE_DIR.is_relative_to(ctx.project_root.resolve())
+        ).lower(),
         "features_cache": resolved.features_dir or "",
         "replayable": str(not reasons).lower(),
         "not_replayable_reasons": "; ".join(reasons),

@@ -43,7 +43,7 @@ OVERRIDES_ARTIFACT = "replayml/overrides.yaml"
 DIFF_ARTIFACT = "replayml/code.diff"
 SECRET_ENV_PREFIX = "REPLAYML_SECRET_"
 REPLAY_OF = "replayml.replay_of"
-REPLAY_TOKEN = "replayml.replay_token"
+REPLAY_ATTEMPT = "replayml.replay_attempt"  # finds the new run (not secret-like)
 # A copy, never a link: the worktree's data can then never alias (and damage) the user's cache.
 WORKTREE_CACHE_TYPE = "reflink,copy"
 SPLITS = ("train", "valid", "test")
@@ -153,7 +153,7 @@ def replay_config(
     - tracking pointed at the replay's store (`tracking.uri: null` + $MLFLOW_TRACKING_URI) and
       the original run's experiment, and `output_dir: null` (the replay's own temporary folder,
       never the original run's outputs),
-    - the `replayml.replay_of` / `replayml.replay_token` tags added.
+    - the `replayml.replay_of` / `replayml.replay_attempt` tags added.
 
     Returns (config, dotted keys changed for the replay, reasons it cannot be replayed).
     """
@@ -192,8 +192,8 @@ def replay_config(
     if config.get("output_dir") is not None:
         config["output_dir"] = None
         changed.add("output_dir")
-    config["tags"] = {**(config.get("tags") or {}), REPLAY_OF: run_id, REPLAY_TOKEN: token}
-    changed |= {f"tags.{REPLAY_OF}", f"tags.{REPLAY_TOKEN}"}
+    config["tags"] = {**(config.get("tags") or {}), REPLAY_OF: run_id, REPLAY_ATTEMPT: token}
+    changed |= {f"tags.{REPLAY_OF}", f"tags.{REPLAY_ATTEMPT}"}
     return config, changed, missing
 
 
@@ -668,14 +668,20 @@ def _train(
     ]
     with steps.step("training with the run's code"):
         proc = _run(args, worktree, env)
-    found = reader.find(original.experiment_id, REPLAY_TOKEN, token)
-    if proc.returncode != 0 or not found or found[0].status != "FINISHED":
-        where = f" (run {found[0].url})" if found else ""
-        hint = "" if keep else "; add --keep to inspect the worktree"
+    found = reader.find(original.experiment_id, REPLAY_ATTEMPT, token)
+    hint = "" if keep else " (add --keep to inspect the worktree)"
+    where = f"in the worktree of {original.tag('code.commit')[:12]}{hint}"
+    if proc.returncode != 0 or (found and found[0].status != "FINISHED"):
+        run = f" (run {found[0].url})" if found else ""
         raise ReplaymlError(
-            f"the replay of run {original.run_id} failed{where}: `python train.py` exited "
-            f"{proc.returncode} in the worktree of {original.tag('code.commit')[:12]}{hint}:\n"
-            f"{_tail(proc.stderr or proc.stdout)}"
+            f"the replay of run {original.run_id} failed{run}: `python train.py` exited "
+            f"{proc.returncode} {where}:\n{_tail(proc.stderr or proc.stdout)}"
+        )
+    if not found:
+        raise ReplaymlError(
+            f"the replay of run {original.run_id} finished, but no run tagged "
+            f"{REPLAY_ATTEMPT}={token} is in {reader.spec.display_uri}: `python train.py` "
+            f"{where} did not record its run there:\n{_tail(proc.stdout)}"
         )
     return reader.run(found[0].run_id)
 
@@ -807,7 +813,9 @@ def replay(
         record.recorded, yaml.safe_load(replay_text) or {}, record.changed
     )
     if recomposed is not None:
-        for key, old, new in _config_differences(record.recorded, recomposed, set()):
+        # model.num_threads resolves from this machine's cores (and a sweep's parallel jobs)
+        machine = {"model.num_threads"}
+        for key, old, new in _config_differences(record.recorded, recomposed, machine):
             report.warnings.append(
                 f"config: recomposing the recorded overrides at commit {commit[:12]} gives "
                 f"{key}={new}, the recorded config has {old} (the recorded config was used)"

@@ -42,6 +42,8 @@ def code_version(root: Path) -> CodeVersion:
     if probe.returncode != 0:
         return CodeVersion(commit="", branch="", dirty=False, diff="")
     commit = probe.stdout.strip()
+    # paths in the diff are relative to the repository's top, wherever the project sits in it
+    root = Path(_git(root, "rev-parse", "--show-toplevel").strip())
     branch = _git(root, "rev-parse", "--abbrev-ref", "HEAD").strip()
     diff = _git(root, "diff", "HEAD", "--binary")
     untracked = _git(root, "ls-files", "--others", "--exclude-standard", "-z").split("\0")

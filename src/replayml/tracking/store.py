@@ -89,7 +89,9 @@ def bound_http(spec: StoreSpec) -> None:
 
 def explain(exc: BaseException, spec: StoreSpec) -> TrackingError:
     """A clear message for a failed tracking request (unreachable, unauthorised, forbidden)."""
-    text = str(exc)
+    from replayml.redact import redact_text
+
+    text = redact_text(str(exc))  # request errors quote the URL, credentials included
     where = spec.display_uri
     if "401" in text or "Unauthorized" in text or "credentials" in text.lower():
         return TrackingError(
