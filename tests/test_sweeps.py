@@ -124,3 +124,47 @@ def test_twelve_parallel_jobs_keep_every_metric(project: Path) -> None:  # C2
     for r in runs:
         assert r.info.status == "FINISHED"
         assert set(r.data.metrics) == names
+
+
+def test_killed_worker_is_marked_and_unrun_jobs_are_named(project: Path) -> None:  # C5
+    import signal
+    import time
+
+    slow = ["model.num_boost_round=100000", "model.early_stopping_rounds=100000",
+            "model.learning_rate=0.001"]  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "train.py", "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
+         *slow, "model.num_leaves=7,15,31,63"],
+        cwd=project, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    victim = None
+    deadline = time.monotonic() + 240
+    while victim is None and time.monotonic() < deadline:
+        time.sleep(2)
+        running = [
+            r for r in all_runs(project)
+            if r.data.tags.get("replayml.sweep.role") == "child" and r.info.status == "RUNNING"
+        ]  # fmt: skip
+        if running:
+            victim = running[0]
+    assert victim is not None, "no child started"
+    os.kill(int(victim.data.tags["replayml.pid"]), signal.SIGKILL)
+    time.sleep(1)
+    # the remaining in-flight job would run for ever: stop the sweep as a user would
+    proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(timeout=120)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    assert proc.returncode != 0
+    parents, children = _by_role(project)
+    assert len(parents) == 1
+    assert parents[0].info.status == "FAILED"
+    killed = next(c for c in children if c.info.run_id == victim.info.run_id)
+    assert killed.info.status == "KILLED"
+    assert "process" in killed.data.tags["replayml.doctor"]
+    never = json.loads(parents[0].data.tags["replayml.sweep.never_ran"])
+    assert never, "the jobs that never ran are named"
+    assert all(any(o.startswith("model.num_leaves=") for o in job) for job in never)
+    assert not any(c.info.status == "RUNNING" for c in _by_role(project)[1])

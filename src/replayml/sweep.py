@@ -100,6 +100,7 @@ class SweepCallback(Callback):
         handle = state["handle"]
         _redact_multirun_yaml(state["sweep_dir"] / "multirun.yaml")
         try:
+            _mark_dead_children(state["spec"], handle.run_id)
             summary = collect(
                 state["spec"],
                 handle.run_id,
@@ -119,6 +120,15 @@ class SweepCallback(Callback):
             f"best {best.url if best else '-'}",
             flush=True,
         )
+
+
+def _mark_dead_children(spec: Any, parent_run_id: str) -> None:
+    """Children left RUNNING by a worker that died mid-job are marked KILLED (with a tag)."""
+    from replayml.tracking.doctor import find_ghosts, mark_killed
+
+    ghosts = find_ghosts(spec, stale_after=float("inf"), parent_run_id=parent_run_id)
+    if ghosts:
+        mark_killed(spec, ghosts)
 
 
 def _redact_multirun_yaml(path: Path) -> None:

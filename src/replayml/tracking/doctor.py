@@ -35,7 +35,9 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def find_ghosts(spec: StoreSpec, stale_after: float) -> list[Ghost]:
+def find_ghosts(
+    spec: StoreSpec, stale_after: float, parent_run_id: str | None = None
+) -> list[Ghost]:
     """RUNNING runs whose process is gone (this host) or whose heartbeat is older than
     `stale_after` seconds."""
     client, _ = open_experiment(spec)
@@ -44,7 +46,10 @@ def find_ghosts(spec: StoreSpec, stale_after: float) -> list[Ghost]:
     ghosts = []
     try:
         exps = [e.experiment_id for e in client.search_experiments()]
-        runs = client.search_runs(exps, filter_string="attributes.status = 'RUNNING'")
+        query = "attributes.status = 'RUNNING'"
+        if parent_run_id:
+            query += f" and tags.mlflow.parentRunId = '{parent_run_id}'"
+        runs = client.search_runs(exps, filter_string=query)
     except Exception as exc:
         raise explain(exc, spec) from exc
     for run in runs:
