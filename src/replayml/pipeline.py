@@ -11,6 +11,8 @@ import hashlib
 import json
 import logging
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
@@ -362,6 +364,21 @@ def _requirements(env: Environment) -> list[str]:
     return [f"{p}=={env.packages[p]}" for p in ("mlflow", "lightgbm", "pandas", "numpy")]
 
 
+@contextmanager
+def _say_where_local_copies_are(out: Path) -> Iterator[None]:
+    """When the tracking store fails mid-run, point at the model and metrics kept locally."""
+    from replayml.errors import TrackingError
+
+    try:
+        yield
+    except TrackingError as exc:
+        if (out / "metrics.json").exists():
+            raise TrackingError(
+                f"{exc}. This run's model, metrics, config and lineage are kept in {out}"
+            ) from exc
+        raise
+
+
 def run_experiment(cfg: RunConfig, ctx: RunContext) -> RunResult:
     """Train, evaluate and record one run with its full lineage; return what it produced."""
     from replayml.model.evaluate import evaluate, prediction_hash, save_figures
@@ -391,7 +408,10 @@ def run_experiment(cfg: RunConfig, ctx: RunContext) -> RunResult:
     out = ctx.output_dir
     out.mkdir(parents=True, exist_ok=True)
 
-    with tracked_run(spec, resolved.tracking.run_name, tags, ctx.parent_run_id) as run:
+    with (
+        _say_where_local_copies_are(out),
+        tracked_run(spec, resolved.tracking.run_name, tags, ctx.parent_run_id) as run,
+    ):
         skipped = run.log_params(params)
         if skipped:
             run.set_tags({TAG + "params_skipped": ",".join(skipped)})
@@ -425,17 +445,9 @@ def run_experiment(cfg: RunConfig, ctx: RunContext) -> RunResult:
         all_metrics["best_iteration"] = float(result.best_iteration)
         all_metrics.update({f"rows_{n}": float(v) for n, v in m.rows.items()})
         all_metrics.update({n: float(v) for n, v in m.preprocess.items()})
-        run.log_metrics(all_metrics)
-        run.log_curves(result.curves)
         t_hash = tree_hash(result.booster)
         p_hash = prediction_hash(scores)
-        run.set_tags(
-            {
-                TAG + "tree_hash": t_hash,
-                TAG + "prediction_hash": p_hash,
-                TAG + "best_iteration": str(result.best_iteration),
-            }
-        )
+        # local copies first: if the tracking store goes away now, nothing is lost
         figures = save_figures(
             out / "plots",
             importance=importance(result.booster),
@@ -444,8 +456,6 @@ def run_experiment(cfg: RunConfig, ctx: RunContext) -> RunResult:
             scores={resolved.model.kind.value: scores, "popularity": m.test_popularity},
         )
         _write_plot_data(out / "plots", result.curves, m.test.y, scores)
-        for fig in figures:
-            run.log_artifact(fig, "plots")
         sample = (
             m.test_frame[["user_id", "item_id", "ts", "label"]]
             .head(200)
@@ -453,7 +463,6 @@ def run_experiment(cfg: RunConfig, ctx: RunContext) -> RunResult:
         )
         sample_path = out / "scored_sample.csv"
         sample.to_csv(sample_path, index=False)
-        run.log_artifact(sample_path, "replayml")
         lineage = {
             "run_id": run.run_id,
             "tags": tags,
@@ -468,16 +477,27 @@ def run_experiment(cfg: RunConfig, ctx: RunContext) -> RunResult:
         (out / "lineage.json").write_text(json.dumps(lineage, indent=2, sort_keys=True))
         (out / "config.yaml").write_text(config_yaml)
         (out / "metrics.json").write_text(json.dumps(all_metrics, indent=2, sort_keys=True))
-        run.log_artifact(out / "lineage.json", "replayml")
         if result.booster is not None:
-            model_path = out / "model.txt"
-            result.booster.save_model(str(model_path), num_iteration=result.best_iteration)
-            if resolved.tracking.log_model:
-                with steps.step("logging the model"):
-                    model_uri = run.log_lightgbm(
-                        result.booster, m.test.X.head(5), _requirements(env), result.best_iteration
-                    )
-                run.set_tags({TAG + "model_uri": model_uri})
+            result.booster.save_model(str(out / "model.txt"), num_iteration=result.best_iteration)
+        run.log_metrics(all_metrics)
+        run.log_curves(result.curves)
+        run.set_tags(
+            {
+                TAG + "tree_hash": t_hash,
+                TAG + "prediction_hash": p_hash,
+                TAG + "best_iteration": str(result.best_iteration),
+            }
+        )
+        for fig in figures:
+            run.log_artifact(fig, "plots")
+        run.log_artifact(sample_path, "replayml")
+        run.log_artifact(out / "lineage.json", "replayml")
+        if result.booster is not None and resolved.tracking.log_model:
+            with steps.step("logging the model"):
+                model_uri = run.log_lightgbm(
+                    result.booster, m.test.X.head(5), _requirements(env), result.best_iteration
+                )
+            run.set_tags({TAG + "model_uri": model_uri})
         url = run.url
         run_id = run.run_id
     return RunResult(
