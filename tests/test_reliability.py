@@ -99,3 +99,19 @@ def test_live_dvc_lock_fails_cleanly_naming_it(project: Path) -> None:  # B11 (l
     # once the holder is gone the same command completes
     assert prepare(project, GeneratorSpec(scale=SMALL_SCALE), push=False)
     verify_all(project, "data.dvc", "data")
+
+
+@pytest.mark.parametrize("victim", ["metrics.json", "model.txt"])
+def test_disk_full_while_saving_fails_and_registers_nothing(project: Path, victim: str) -> None:
+    """B9: writes hit ENOSPC (a file that is a link to /dev/full)."""
+    out = project / "outputs" / "full"
+    out.mkdir(parents=True)
+    (out / victim).symlink_to("/dev/full")
+    proc = run_train_py(project, f"output_dir={out}")
+    assert proc.returncode != 0
+    said = proc.stderr + proc.stdout
+    assert f"full/{victim}" in said  # the path that could not be written
+    assert "No space left on device" in said or "wrote 0 of" in said
+    (run,) = all_runs(project)
+    assert run.info.status == "FAILED"
+    assert "replayml.model_uri" not in run.data.tags
