@@ -103,15 +103,15 @@ def test_live_dvc_lock_fails_cleanly_naming_it(project: Path) -> None:  # B11 (l
 
 @pytest.mark.parametrize("victim", ["metrics.json", "model.txt"])
 def test_disk_full_while_saving_fails_and_registers_nothing(project: Path, victim: str) -> None:
-    """B9: writes hit ENOSPC (a file that is a link to /dev/full)."""
+    """B9: writes hit ENOSPC (the file being written is a link to /dev/full)."""
     out = project / "outputs" / "full"
     out.mkdir(parents=True)
-    (out / victim).symlink_to("/dev/full")
+    (out / f".{victim}.tmp").symlink_to("/dev/full")
     proc = run_train_py(project, f"output_dir={out}")
     assert proc.returncode != 0
     said = proc.stderr + proc.stdout
-    assert f"full/{victim}" in said  # the path that could not be written
-    assert "No space left on device" in said or "wrote 0 of" in said
+    assert f"cannot write {out / victim}: No space left on device" in said
+    assert not (out / victim).exists()  # nothing half-written
     (run,) = all_runs(project)
     assert run.info.status == "FAILED"
     assert "replayml.model_uri" not in run.data.tags

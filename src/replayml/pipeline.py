@@ -364,6 +364,22 @@ def _requirements(env: Environment) -> list[str]:
     return [f"{p}=={env.packages[p]}" for p in ("mlflow", "lightgbm", "pandas", "numpy")]
 
 
+def _save_local(path: Path, text: str) -> None:
+    """Write a local copy atomically; a full disk is an error naming the path."""
+    from replayml.errors import ReplaymlError
+
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        tmp.write_text(text)
+        tmp.replace(path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise ReplaymlError(
+            f"cannot write {path}: {exc.strerror or exc}; free some space or point "
+            f"output_dir= at another disk"
+        ) from exc
+
+
 @contextmanager
 def _say_where_local_copies_are(out: Path) -> Iterator[None]:
     """When the tracking store fails mid-run, point at the model and metrics kept locally."""
@@ -474,11 +490,11 @@ def run_experiment(cfg: RunConfig, ctx: RunContext) -> RunResult:
             "lgb_params": result.params,
             "environment": {"packages": env.packages, "thread_env": env.thread_env},
         }
-        (out / "lineage.json").write_text(json.dumps(lineage, indent=2, sort_keys=True))
-        (out / "config.yaml").write_text(config_yaml)
-        (out / "metrics.json").write_text(json.dumps(all_metrics, indent=2, sort_keys=True))
+        _save_local(out / "lineage.json", json.dumps(lineage, indent=2, sort_keys=True))
+        _save_local(out / "config.yaml", config_yaml)
+        _save_local(out / "metrics.json", json.dumps(all_metrics, indent=2, sort_keys=True))
         if result.booster is not None:
-            result.booster.save_model(str(out / "model.txt"), num_iteration=result.best_iteration)
+            _save_local(out / "model.txt", result.booster.model_to_string(result.best_iteration))
         run.log_metrics(all_metrics)
         run.log_curves(result.curves)
         run.set_tags(
