@@ -113,3 +113,19 @@ def test_ranking_metrics_match_a_direct_computation() -> None:
         per_recall.append(y[order].sum() / y.sum())
     assert ndcg == pytest.approx(np.mean(per_ndcg))
     assert recall == pytest.approx(np.mean(per_recall))
+
+
+def test_slice_hash_sees_row_order_and_dtypes(tables) -> None:  # noqa: ANN001  # D4
+    from replayml.pipeline import frame_hash
+
+    cfg, events, items, users = tables
+    targets = events[events["day"] == pd.Timestamp("2024-04-25")].reset_index(drop=True)
+    X = build_features(targets, events, items, users, cfg.features)
+    y = targets["label"].to_numpy()
+    base = frame_hash(X, y)
+    assert frame_hash(X.copy(), y.copy()) == base
+    assert frame_hash(X.iloc[::-1].reset_index(drop=True), y[::-1]) != base
+    assert frame_hash(X.astype("float32"), y) != base
+    flipped = y.copy()
+    flipped[0] = 1 - flipped[0]
+    assert frame_hash(X, flipped) != base
