@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any
 
 from omegaconf import II, MISSING
 
@@ -164,16 +163,6 @@ class RunConfig:
     tags: dict[str, str] = field(default_factory=dict)
 
 
-_GROUPS: dict[str, Any] = {
-    "data": DataConfig,
-    "dates": DatesConfig,
-    "preprocessing": PreprocessingConfig,
-    "features": FeaturesConfig,
-    "model": ModelConfig,
-    "tracking": TrackingConfig,
-}
-
-
 def register_configs() -> None:
     """Store the schemas in Hydra's ConfigStore (idempotent)."""
     from hydra.core.config_store import ConfigStore
@@ -181,8 +170,6 @@ def register_configs() -> None:
     register_resolvers()
     cs = ConfigStore.instance()
     cs.store(name="replayml_schema", node=RunConfig)
-    for group, node in _GROUPS.items():
-        cs.store(group=group, name=f"{group}_schema", node=node)
 
 
 def _unique_suffix() -> str:
