@@ -14,7 +14,8 @@ tags and read everything back. Two movers racing from the same holder: the later
 and the earlier one stops before touching the alias; a mover that claims after the winner has
 set the alias sees the holder changed and stops. Every move leaves `replayml.alias.<alias>.
 previous` and an audit tag (who, when, from -> to) on the new holder, and an audit tag on the
-old one; `rollback` moves the alias back to the holder's recorded previous version.
+old one; `rollback` moves the alias back to the holder's recorded previous version and leaves
+that version's own `previous` as it was, so a second rollback goes one step further back.
 """
 
 from __future__ import annotations
@@ -362,9 +363,10 @@ def move_alias(
         )
     store.set_alias(name, alias, version)
     line = f"{action} {name}@{alias}: {_norm(holder)} -> {version} by {user} at {when}"
-    store.set_version_tags(
-        name, version, {_previous_key(alias): _norm(holder), _audit_key(alias, token): line}
-    )
+    new_tags = {_audit_key(alias, token): line}
+    if action != "rollback":  # a rollback keeps the chain, so rolling back again goes further
+        new_tags[_previous_key(alias)] = _norm(holder)
+    store.set_version_tags(name, version, new_tags)
     if holder is not None:
         store.set_version_tags(name, holder, {_audit_key(alias, token): line})
     store.set_model_tag(name, _last_move_key(alias), json.dumps(claim))
@@ -381,9 +383,19 @@ def move_alias(
     except json.JSONDecodeError:
         claimed_after = None
     if claimed_after != token:
+        # someone claimed after our check: they should stop on seeing our version; give them
+        # the time to (not) overwrite it, and say so if they did
+        time.sleep(settle if settle is not None else min(2.0, max(0.25, 4 * rtt)))
+        final = store.holder(name, alias)
+        if _norm(final) != version:
+            raise AliasConflictError(
+                f"{name}@{alias} was set to version {version} and then overwritten with "
+                f"version {_norm(final)} by a concurrent move (see the audit tags "
+                f"{P}alias.{alias}.audit.* on both versions); check `replayml models {name}`"
+            )
         warnings.append(
-            f"another move of {name}@{alias} was claimed right after this one; it should have "
-            f"stopped on seeing version {version} (check `replayml models {name}`)"
+            f"another move of {name}@{alias} was claimed right after this one and stopped "
+            f"(check `replayml models {name}`)"
         )
     return AliasMove(name, alias, holder, version, action, user, when, token, tuple(warnings))
 
@@ -511,14 +523,23 @@ def models_markdown(name: str, rows: list[ModelRow]) -> str:
 
 
 def models_rich(name: str, rows: list[ModelRow]) -> object:
-    """The versions as a Rich table (for a terminal)."""
+    """The versions as a Rich table (for a terminal): short run ids that link to the UI."""
     from rich.table import Table
+    from rich.text import Text
 
-    table = Table(title=name, show_lines=False)
+    table = Table(title=name, show_lines=True)
+    widths = {"aliases": 6, "A/B label": 9, "A/B group": 9, "key metrics": 15, "replay": 9}
     for h in HEADERS:
-        table.add_column(h, overflow="fold")
+        table.add_column(
+            h, no_wrap=h in ("version", "source run"), min_width=widths.get(h), overflow="fold"
+        )
     for r in rows:
-        table.add_row(*_cells(r))
+        cells: list[object] = _cells(r)
+        cells[1] = r.registered_at.replace("T", " ")[:16]
+        url = r.run_url
+        cells[5] = Text(r.run_id[:8], style=f"link {url}" if url else "")
+        cells[6] = "\n".join(f"{short_metric(k)} {v:.4f}" for k, v in r.metrics.items())
+        table.add_row(*cells)
     return table
 
 

@@ -155,11 +155,11 @@ class Review:
 def _config(reader: RunReader, run: RecordedRun) -> dict[str, str]:
     """The run's flattened config: its params, plus from the config artifact any value too
     long for a param (listed in `replayml.params_skipped`)."""
-    from replayml.pipeline import flatten
-
     params = dict(run.params)
     skipped = [k for k in run.tag("params_skipped").split(",") if k]
     if skipped:
+        from replayml.pipeline import flatten  # (pandas and numpy: only when needed)
+
         text = reader.text(run.run_id, CONFIG_ARTIFACT)
         if text is None:
             log.warning("run %s has no %s: long values not compared", run.run_id, CONFIG_ARTIFACT)
@@ -179,12 +179,16 @@ def _ordered_metrics(names: set[str]) -> list[str]:
     return sorted(names, key=key)
 
 
+def _clip(text: str, width: int = 60) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
 def _not_comparable(run: RecordedRun, base: RecordedRun) -> list[str]:
     reasons = []
     if run.tag("dataset") != base.tag("dataset"):
         reasons.append(
-            f"different datasets (replayml.dataset: {base.tag('dataset') or '?'} in the "
-            f"baseline, {run.tag('dataset') or '?'} in the run)"
+            f"different datasets (replayml.dataset: {_clip(base.tag('dataset')) or '?'} in the "
+            f"baseline, {_clip(run.tag('dataset')) or '?'} in the run)"
         )
     if run.tag("model.kind") != base.tag("model.kind"):
         reasons.append(
@@ -211,10 +215,19 @@ def _resolve_baseline(
         version = resolve_model_uri(baseline, spec=spec)
         if not version.run_id:
             raise ReplaymlError(f"{baseline} (version {version.version}) has no source run")
-        run = reader.run(version.run_id)
+        run = _finished(reader, version.run_id, "baseline")
         return run, f"`{baseline}` = {version.name} version {version.version}", []
-    run = reader.run(baseline)
-    return run, "", []
+    return _finished(reader, baseline, "baseline"), "", []
+
+
+def _finished(reader: RunReader, run_id: str, role: str) -> RecordedRun:
+    run = reader.run(run_id, finished=False)
+    if run.status != "FINISHED":
+        raise ReplaymlError(
+            f"the {role} run {run.run_id} in {reader.spec.display_uri} is {run.status}, not "
+            f"FINISHED: its record is incomplete and cannot be reviewed ({run.url})"
+        )
+    return run
 
 
 def review(
@@ -234,7 +247,7 @@ def review(
     from replayml.tracking.read import RunReader
 
     reader = RunReader(spec)
-    run = reader.run(run_id)
+    run = _finished(reader, run_id, "reviewed")
     base, label, notes = _resolve_baseline(reader, baseline, name, alias, spec)
     result = Review(run=run, baseline=base, baseline_label=label, tolerance=tolerance, notes=notes)
     names = {m for m in run.metrics if m.startswith("test_")}

@@ -78,7 +78,10 @@ def registry_error(exc: BaseException, spec: StoreSpec, action: str) -> Replayml
             f"MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD in the environment"
         )
     if code in _NOT_FOUND or status == 404:
-        first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else code
+        from replayml.redact import redact_text
+
+        text = redact_text(str(exc)).strip()
+        first = text.splitlines()[0][:300] if text else code
         return ModelNotFoundError(
             f"cannot {action} in {where}: {first}. List what exists with `replayml models NAME` "
             f"or check --tracking-uri"

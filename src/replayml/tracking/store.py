@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -93,12 +94,14 @@ def explain(exc: BaseException, spec: StoreSpec) -> TrackingError:
 
     text = redact_text(str(exc))  # request errors quote the URL, credentials included
     where = spec.display_uri
-    if "401" in text or "Unauthorized" in text or "credentials" in text.lower():
+    status = re.search(r"(?:error code|status code|HTTP) ?:? ?(\d{3})\b", text)
+    code = status.group(1) if status else ""
+    if code == "401" or "Unauthorized" in text or "credentials" in text.lower():
         return TrackingError(
             f"the tracking server at {where} refused the request: not authenticated (401); set "
             f"MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD in the environment"
         )
-    if "403" in text or "Permission" in text:
+    if code == "403" or "Permission denied" in text or "PERMISSION_DENIED" in text:
         return TrackingError(
             f"the tracking server at {where} refused the request: permission denied (403); the "
             f"user in MLFLOW_TRACKING_USERNAME needs EDIT or MANAGE rights on the experiment"

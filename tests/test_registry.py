@@ -1,0 +1,411 @@
+# ruff: noqa: F811  (pytest fixtures imported from server_fixtures are used as arguments)
+"""The model registry: versions with lineage, refusals, the models table, compare-and-set alias
+moves (with two real processes racing), rollback, and serving `models:/NAME@prod` with
+`mlflow models serve` — all on real runs in a real local MLflow store."""
+
+from __future__ import annotations
+
+import csv
+import json
+import multiprocessing
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+from typer.testing import CliRunner
+
+from replayml.cli import app
+from replayml.errors import ReplaymlError
+from replayml.registry import (
+    AliasConflictError,
+    ModelNotFoundError,
+    RegistrationRefused,
+    model_rows,
+    models_markdown,
+    models_rich,
+    move_alias,
+    promote,
+    register,
+    rollback,
+)
+from replayml.tracking.registry_store import RegistryStore
+from server_fixtures import (  # noqa: F401  (fixtures are used by name)
+    TrainedStore,
+    model_server,
+    post_json,
+    race_worker,
+    spec_for,
+    trained_store,
+)
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(autouse=True)
+def _elsewhere(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run from an empty folder: nothing may create ./mlflow.db or ./mlruns there."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setenv("USER", "alice")
+
+
+@pytest.fixture(autouse=True)
+def _no_stray_store(tmp_path: Path):  # noqa: ANN202
+    yield
+    assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "mlruns").exists()
+
+
+def _cli(store: TrainedStore, *args: str):  # noqa: ANN202
+    return CliRunner().invoke(app, [*args, "--tracking-uri", store.uri], catch_exceptions=False)
+
+
+def _client(store: TrainedStore) -> MlflowClient:
+    return MlflowClient(tracking_uri=store.uri, registry_uri=store.uri)
+
+
+def test_register_records_lineage_both_ways(trained_store: TrainedStore) -> None:
+    s = trained_store
+    before = time.time()
+    result = _cli(
+        s, "register", s.base, "--name", "reco-lineage", "--alias", "ab",
+        "--ab-label", "treatment", "--ab-group", "2026-11-homepage",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "registered reco-lineage version 1" in result.stdout
+    assert "reco-lineage@ab: version none -> 1" in result.stdout
+    client = _client(s)
+    run = client.get_run(s.base)
+    tags = run.data.tags
+    mv = client.get_model_version("reco-lineage", "1")
+    # lineage in MLflow's own fields: the version points at the run and the logged model
+    assert mv.run_id == s.base
+    assert mv.source == tags["replayml.model_uri"]
+    model_id = tags["replayml.model_uri"].removeprefix("models:/")
+    linked = json.loads(client.get_logged_model(model_id).tags["mlflow.modelVersions"])
+    assert {"name": "reco-lineage", "version": "1"} in linked
+    assert str(client.get_model_version_by_alias("reco-lineage", "ab").version) == "1"
+    # lineage in our tags, equal to what the run recorded
+    t = mv.tags
+    for key in ("data.dvc_hash", "config_hash", "code.commit", "code.dirty", "dataset"):
+        assert t[f"replayml.{key}"] == tags[f"replayml.{key}"], key
+    assert t["replayml.run_id"] == s.base
+    assert t["replayml.run_url"].endswith(f"/runs/{s.base}")
+    assert t["replayml.replay.verdict"] == "not replayed"
+    for metric in ("test_auc", "test_logloss", "test_ndcg_at_10", "test_recall_at_10"):
+        assert float(t[f"replayml.metric.{metric}"]) == run.data.metrics[metric]
+    assert t["replayml.ab_label"] == "treatment"
+    assert t["replayml.ab_group"] == "2026-11-homepage"
+    assert t["replayml.registered_by"] == "alice"
+    at = datetime.strptime(t["replayml.registered_at"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+    assert before - 2 <= at.timestamp() <= time.time() + 1
+    assert "replayml.forced" not in t
+    assert t["replayml.alias.ab.previous"] == "none"
+    audit = [v for k, v in t.items() if k.startswith("replayml.alias.ab.audit.")]
+    assert audit == [
+        f"register reco-lineage@ab: none -> 1 by alice at {audit[0].split(' at ')[1]}"
+    ]
+
+
+def test_replay_verdict_travels_with_the_version(trained_store: TrainedStore) -> None:
+    s = trained_store
+    client = _client(s)
+    # what `replayml replay` writes on the original run (replay.py's tags)
+    client.set_tag(s.ranker, "replayml.replay.verdict", "IDENTICAL")
+    client.set_tag(s.ranker, "replayml.replay.run_id", "0" * 32)
+    version = register(s.ranker, "reco-verdict", spec=spec_for(s.uri)).version
+    tags = client.get_model_version("reco-verdict", version).tags
+    assert tags["replayml.replay.verdict"] == "IDENTICAL"
+    assert tags["replayml.replay.run_id"] == "0" * 32
+    assert tags["replayml.model.kind"] == "lgbm_ranker"
+
+
+@pytest.mark.parametrize(
+    ("attr", "why"),
+    [
+        ("failed", "is FAILED, not FINISHED"),
+        ("not_replayable", "is not replayable (replayml.replayable=false: model.deterministic"),
+        ("dirty_no_diff", "dirty git tree and its diff (replayml/code.diff) is not recorded"),
+    ],
+)
+def test_untrustworthy_runs_are_refused_unless_forced(
+    trained_store: TrainedStore,
+    attr: str,
+    why: str,
+) -> None:
+    s = trained_store
+    name = f"reco-refused-{attr.replace('_', '-')}"
+    run_id = getattr(s, attr)
+    refused = _cli(s, "register", run_id, "--name", name)
+    assert refused.exit_code == 2
+    assert why in refused.stderr and "--force" in refused.stderr
+    client = _client(s)
+    assert client.search_registered_models(f"name = '{name}'") == []  # nothing written
+    with pytest.raises(RegistrationRefused, match="refusing to register"):
+        register(run_id, name, spec=spec_for(s.uri))
+
+    forced = _cli(s, "register", run_id, "--name", name, "--force")
+    if attr == "failed":  # it failed inside LightGBM, before any model was logged
+        assert forced.exit_code == 2 and "has no logged model" in forced.stderr
+        assert client.search_registered_models(f"name = '{name}'") == []
+        return
+    assert forced.exit_code == 0, forced.output
+    assert why in forced.stderr
+    tags = client.get_model_version(name, "1").tags
+    assert tags["replayml.forced"] == "true"
+    assert why in tags["replayml.forced_reason"]
+    rows = model_rows(name, spec=spec_for(s.uri))
+    assert rows[0].forced and "1 (forced)" in models_markdown(name, rows)
+
+
+def test_dirty_run_with_its_diff_registers(trained_store: TrainedStore) -> None:
+    s = trained_store
+    done = register(s.dirty, "reco-dirty", spec=spec_for(s.uri))
+    assert done.forced_reasons == ()
+    assert done.tags["replayml.code.dirty"] == "true"
+
+
+def test_run_without_a_model_and_unknown_run(trained_store: TrainedStore) -> None:
+    s = trained_store
+    with pytest.raises(ReplaymlError, match="does not exist"):
+        register("0" * 32, "reco-none", spec=spec_for(s.uri))
+    client = _client(s)
+    assert client.search_registered_models("name = 'reco-none'") == []
+
+
+def test_models_table_markdown_and_rich(trained_store: TrainedStore) -> None:
+    from rich.console import Console
+
+    s = trained_store
+    spec = spec_for(s.uri)
+    name = "reco-table"
+    v1 = register(s.base, name, spec=spec, alias="prod", ab_label="control", ab_group="g1")
+    v2 = register(s.weaker, name, spec=spec, alias="ab", ab_label="treatment", ab_group="g1")
+    result = _cli(s, "models", name)  # CliRunner's stdout is not a tty: Markdown
+    assert result.exit_code == 0, result.output
+    lines = [ln for ln in result.stdout.splitlines() if ln.startswith("| ")]
+    assert lines[0].startswith("| version | registered at | aliases | A/B label | A/B group |")
+    row2 = [c.strip() for c in lines[1].strip("|").split("|")]
+    row1 = [c.strip() for c in lines[2].strip("|").split("|")]
+    assert row2[0] == v2.version and row2[2:5] == ["ab", "treatment", "g1"]
+    assert row1[0] == v1.version and row1[2:5] == ["prod", "control", "g1"]
+    assert row1[5] == v1.run_url and row1[5].endswith(s.base)
+    auc = _client(s).get_run(s.base).data.metrics["test_auc"]
+    assert f"auc={auc:.4f}" in row1[6] and row1[7] == "not replayed"
+    console = Console(record=True, width=250, color_system=None)
+    console.print(models_rich(name, model_rows(name, spec=spec)))
+    text = console.export_text()
+    assert "treatment" in text and "control" in text and "prod" in text
+    missing = _cli(s, "models", "no-such-model")
+    assert missing.exit_code == 2 and "no registered model 'no-such-model'" in missing.stderr
+
+
+def test_promote_rollback_and_audit(trained_store: TrainedStore) -> None:
+    s = trained_store
+    spec = spec_for(s.uri)
+    name = "reco-promote"
+    versions = [register(r, name, spec=spec).version for r in (s.base, s.weaker, s.ranker)]
+    client = _client(s)
+
+    def holder() -> str | None:
+        holder = client.get_registered_model(name).aliases.get("prod")
+        return None if holder is None else str(holder)
+
+    ok = _cli(s, "promote", name, versions[0], "--alias", "prod", "--expect-version", "none")
+    assert ok.exit_code == 0, ok.output
+    assert promote(name, versions[1], "prod", spec=spec, expect=versions[0]).changed
+    move = promote(name, versions[2], "prod", spec=spec)
+    assert (move.from_version, move.to_version, move.by) == (versions[1], versions[2], "alice")
+    assert holder() == versions[2]
+    t3 = client.get_model_version(name, versions[2]).tags
+    assert t3["replayml.alias.prod.previous"] == versions[1]
+    audit3 = [v for k, v in t3.items() if k.startswith("replayml.alias.prod.audit.")]
+    assert len(audit3) == 1 and audit3[0].startswith(
+        f"promote {name}@prod: {versions[1]} -> {versions[2]} by alice at "
+    )
+    t2 = client.get_model_version(name, versions[1]).tags
+    assert sum(k.startswith("replayml.alias.prod.audit.") for k in t2) == 2  # in, then out
+    last = json.loads(client.get_registered_model(name).tags["replayml.alias.prod.last_move"])
+    assert (last["from"], last["to"], last["by"]) == (versions[1], versions[2], "alice")
+
+    # a stale expectation changes nothing and says who holds the alias
+    stale = _cli(s, "promote", name, versions[0], "--alias", "prod", "--expect-version", "1")
+    assert stale.exit_code == 2
+    assert f"held by version {versions[2]}, not the expected version 1" in stale.stderr
+    assert holder() == versions[2]
+
+    back = _cli(s, "rollback", name, "--alias", "prod")
+    assert back.exit_code == 0, back.output
+    assert f"{name}@prod: version {versions[2]} -> {versions[1]} (rollback" in back.stdout
+    assert holder() == versions[1]
+    assert rollback(name, "prod", spec=spec).to_version == versions[0]
+    assert holder() == versions[0]
+    with pytest.raises(AliasConflictError, match="no recorded previous holder"):
+        rollback(name, "prod", spec=spec)
+    with pytest.raises(ModelNotFoundError, match="version 9"):
+        promote(name, "9", "prod", spec=spec)
+    assert holder() == versions[0]
+
+
+def test_move_outside_replayml_is_detected(trained_store: TrainedStore) -> None:
+    """A holder change between our read and our claim check stops the move; an alias set
+    outside replayml shows up as an audit-trail warning."""
+    s = trained_store
+    spec = spec_for(s.uri)
+    name = "reco-interleave"
+    v = [register(r, name, spec=spec).version for r in (s.base, s.weaker, s.ranker)]
+    promote(name, v[0], "prod", spec=spec)
+    client = _client(s)
+    store = RegistryStore(spec)
+    errors: list[BaseException] = []
+
+    def slow_mover() -> None:
+        try:
+            move_alias(store, name, "prod", v[1], expect=v[0], settle=2.0)
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    thread = threading.Thread(target=slow_mover)
+    thread.start()
+    deadline = time.time() + 20
+    while "replayml.alias.prod.claim" not in client.get_registered_model(name).tags:
+        assert time.time() < deadline, "the mover never claimed"
+        time.sleep(0.05)
+    client.set_registered_model_alias(name, "prod", v[2])  # someone else, outside replayml
+    thread.join(timeout=30)
+    assert len(errors) == 1 and isinstance(errors[0], AliasConflictError)
+    assert f"moved from version {v[0]} to {v[2]} while this move" in str(errors[0])
+    assert (
+        str(client.get_registered_model(name).aliases["prod"]) == v[2]
+    )  # left as the other set it
+    move = promote(name, v[1], "prod", spec=spec)
+    assert any("outside replayml" in w for w in move.warnings)
+
+
+def test_a_later_claim_makes_the_earlier_mover_stand_down(trained_store: TrainedStore) -> None:
+    """Both movers read the same holder; the later claim wins, and the earlier mover stops
+    before touching the alias (no flapping, no audit record of a move that did not stick)."""
+    s = trained_store
+    spec = spec_for(s.uri)
+    name = "reco-claims"
+    v = [register(r, name, spec=spec).version for r in (s.base, s.weaker, s.ranker)]
+    promote(name, v[0], "prod", spec=spec)
+    client = _client(s)
+    outcome: dict[str, object] = {}
+
+    def mover(label: str, target: str, settle: float) -> None:
+        try:
+            outcome[label] = move_alias(
+                RegistryStore(spec), name, "prod", target, expect=v[0], settle=settle
+            )
+        except AliasConflictError as exc:
+            outcome[label] = exc
+
+    def claim() -> dict:
+        return json.loads(client.get_registered_model(name).tags["replayml.alias.prod.claim"])
+
+    first = threading.Thread(target=mover, args=("first", v[1], 1.5))
+    first.start()
+    deadline = time.time() + 20
+    while claim()["to"] != v[1]:
+        assert time.time() < deadline, "the first mover never claimed"
+        time.sleep(0.05)
+    second = threading.Thread(target=mover, args=("second", v[2], 3.0))
+    second.start()
+    first.join(timeout=30)
+    second.join(timeout=30)
+    assert isinstance(outcome["first"], AliasConflictError), outcome
+    assert "abandoned before touching the alias" in str(outcome["first"])
+    assert f"moving it to version {v[2]}" in str(outcome["first"])
+    assert not isinstance(outcome["second"], BaseException), outcome
+    assert str(client.get_registered_model(name).aliases["prod"]) == v[2]
+    tags1 = client.get_model_version(name, v[1]).tags
+    assert not any(k.startswith("replayml.alias.prod.") for k in tags1)  # never touched
+
+
+def test_two_processes_race_for_the_same_alias(trained_store: TrainedStore) -> None:
+    """Two processes move prod from the same expected holder at the same moment, three times
+    over: every time exactly one wins, the loser says so, and the store agrees with the
+    winner (holder, previous tag, audit record). Usually the loser stops before touching the
+    alias; if one mover stalls longer than the claim wait, the overwrite is detected after
+    the fact and audited instead (MLflow has no atomic alias update)."""
+    s = trained_store
+    spec = spec_for(s.uri)
+    name = "reco-race"
+    v = [register(r, name, spec=spec).version for r in (s.base, s.weaker, s.ranker, s.dirty)]
+    promote(name, v[0], "prod", spec=spec)
+    client = _client(s)
+    holder, rounds = v[0], 3
+    # fresh interpreters (no state shared with this one); the fork server imports mlflow once
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(["server_fixtures", "replayml.registry", "mlflow.tracking"])
+    barrier = ctx.Barrier(3)  # the two racers and this test
+    out = ctx.Queue()
+    procs = [
+        ctx.Process(target=race_worker, args=(s.uri, name, "prod", k, rounds, barrier, out))
+        for k in (0, 1)
+    ]
+    for p in procs:
+        p.start()
+    try:
+        for i in range(rounds):
+            targets = [x for x in v if x != holder][:2]  # each racer wants another version
+            plan = {"expected": holder, "targets": targets}
+            client.set_registered_model_tag(name, "test.plan", json.dumps(plan))
+            before = {t: set(client.get_model_version(name, t).tags) for t in targets}
+            barrier.wait(timeout=120)  # go
+            barrier.wait(timeout=120)  # both done
+            results = [out.get(timeout=30) for _ in range(2)]
+            assert sorted(r[0] for r in results) == ["conflict", "ok"], f"round {i}: {results}"
+            (_, winner, token), (_, _, message) = sorted(results, key=lambda r: r[0] != "ok")
+            assert "concurrent move" in message or "while this move" in message, message
+            loser = next(r[1] for r in results if r[0] == "conflict")
+            added = set(client.get_model_version(name, loser).tags) - before[loser]
+            if "overwritten" in message:  # detected after the fact: the loser's set is audited
+                assert any(".audit." in k for k in added), f"round {i}: {added}"
+            else:  # the usual outcome: the loser stopped before touching anything
+                assert "nothing was changed" in message or "abandoned before touching" in message
+                assert not added, f"round {i}: the loser touched version {loser}: {added}"
+            model = client.get_registered_model(name)
+            assert str(model.aliases["prod"]) == winner, f"round {i}: {results}"
+            last = json.loads(model.tags["replayml.alias.prod.last_move"])
+            if "overwritten" not in message:  # (two moves wrote it, in either order)
+                assert (last["token"], last["from"], last["to"]) == (token, holder, winner)
+            tags = client.get_model_version(name, winner).tags
+            assert tags["replayml.alias.prod.previous"] == holder
+            holder = winner
+    finally:
+        for p in procs:
+            p.join(timeout=60)
+            if p.is_alive():
+                p.terminate()
+    assert all(p.exitcode == 0 for p in procs)
+
+
+def test_served_prod_model_answers_like_the_run(
+    trained_store: TrainedStore,
+    tmp_path: Path,
+) -> None:
+    """`mlflow models serve -m models:/NAME@prod` scores the run's input example exactly as the
+    pipeline scored those rows (its `scored_sample.csv`)."""
+    s = trained_store
+    spec = spec_for(s.uri)
+    name = "reco-served"
+    register(s.weaker, name, spec=spec)
+    v = register(s.base, name, spec=spec, alias="prod").version
+    client = _client(s)
+    model_uri = client.get_run(s.base).data.tags["replayml.model_uri"]
+    model_dir = Path(client.get_logged_model(model_uri.removeprefix("models:/")).artifact_location
+                     .removeprefix("file://"))  # fmt: skip
+    example = json.loads((model_dir / "serving_input_example.json").read_text())
+    n = len(example["dataframe_split"]["data"])
+    run_dir = Path(client.get_run(s.base).info.artifact_uri.removeprefix("file://"))
+    with (run_dir / "replayml" / "scored_sample.csv").open() as f:
+        expected = [float(row["score"]) for row in list(csv.DictReader(f))[:n]]
+    assert n >= 2 and len(set(expected)) >= 2, "the example should not be trivially constant"
+    assert str(client.get_registered_model(name).aliases["prod"]) == v
+    with model_server(f"models:/{name}@prod", s.uri, tmp_path) as url:
+        answer = post_json(url + "/invocations", example)
+    assert answer["predictions"] == pytest.approx(expected, rel=0, abs=1e-12)

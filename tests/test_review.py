@@ -1,0 +1,206 @@
+# ruff: noqa: F811  (pytest fixtures imported from server_fixtures are used as arguments)
+"""`replayml review`: Markdown review of a run against a baseline, on real runs in a real
+local MLflow store (see `server_fixtures.trained_store`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from replayml.cli import app
+from replayml.errors import ReplaymlError, RunNotFoundError
+from replayml.review import direction, review
+from server_fixtures import OTHER_DATASET, TrainedStore, spec_for, trained_store  # noqa: F401
+
+pytestmark = pytest.mark.slow
+KEY = ("test_auc", "test_avg_precision", "test_logloss", "test_ndcg_at_10", "test_recall_at_10")
+
+
+def _cli(store: TrainedStore, *args: str):  # noqa: ANN202
+    return CliRunner().invoke(app, [*args, "--tracking-uri", store.uri], catch_exceptions=False)
+
+
+def _table_row(markdown: str, first_cell: str) -> list[str]:
+    for line in markdown.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if cells and cells[0] == first_cell:
+            return cells
+    raise AssertionError(f"no table row {first_cell!r} in:\n{markdown}")
+
+
+def test_metric_directions() -> None:
+    assert [direction(m) for m in KEY] == ["max", "max", "min", "max", "max"]
+    assert direction("rows_train") is None
+
+
+def test_weaker_run_regresses_against_base(trained_store: TrainedStore) -> None:
+    s = trained_store
+    spec = spec_for(s.uri, s.root)
+    r = review(s.weaker, baseline=s.base, spec=spec)
+    run, base = r.run, r.baseline
+    assert base is not None and r.comparable
+    # the near-trivial model is worse on AUC and logloss (checked on the recorded values)
+    assert run.metrics["test_auc"] < base.metrics["test_auc"]
+    assert run.metrics["test_logloss"] > base.metrics["test_logloss"]
+    assert r.regressed("test_auc") and r.regressed("test_logloss")
+    assert {"test_auc", "test_logloss"} <= set(r.regressions)
+
+    md = r.markdown
+    assert f"[{s.weaker}]({run.url})" in md and f"[{s.base}]({base.url})" in md
+    assert run.url.endswith(f"/#/experiments/{run.experiment_id}/runs/{s.weaker}")
+    auc = _table_row(md, "test_auc")
+    assert auc[1] == f"{run.metrics['test_auc']:.5f}"
+    assert auc[2] == f"{base.metrics['test_auc']:.5f}"
+    delta = run.metrics["test_auc"] - base.metrics["test_auc"]
+    assert float(auc[3]) == pytest.approx(delta, abs=1e-5)
+    assert auc[4] == f"{delta / base.metrics['test_auc']:+.2%}"
+    assert auc[5:] == ["higher", "**regressed**"]
+    assert _table_row(md, "test_logloss")[5:] == ["lower", "**regressed**"]
+
+    # config: only the keys that differ, baseline -> run, dotted paths from the params
+    changed = {c.key: (c.baseline, c.run) for c in r.config}
+    assert changed["model.num_boost_round"] == ("400", "1")
+    assert changed["model.learning_rate"] == ("0.05", "0.01")
+    assert changed["dates.train_days"] == ("14", "7")
+    assert "model.seed" not in changed and "model.kind" not in changed
+    assert all(run.params.get(k) != base.params.get(k) for k in changed)
+    assert _table_row(md, "model.num_leaves")[1:] == ["31", "2"]
+    assert "tracking.run_name" in {c.key for c in r.other_config}
+
+    # data: both hashes and windows, and "same data: no" because the windows differ
+    assert run.tag("data.dvc_hash") == base.tag("data.dvc_hash")
+    assert _table_row(md, "DVC hash")[1:] == [base.tag("data.dvc_hash")] * 2
+    train_row = _table_row(md, "train window")
+    assert train_row[1] == f"{base.tag('dates.train_start')} → {base.tag('dates.train_end')}"
+    assert train_row[2] == f"{run.tag('dates.train_start')} → {run.tag('dates.train_end')}"
+    assert train_row[1] != train_row[2]
+    assert "Same data: **no** (the train date windows differ)" in md
+    rows = _table_row(md, "rows train / valid / test")
+    assert rows[2] == " / ".join(run.tag(f"rows.{w}") for w in ("train", "valid", "test"))
+    # code: both commits, dirty flags and (absent) replay verdicts
+    commit = base.tag("code.commit")
+    assert _table_row(md, "commit")[1:] == [f"{commit[:12]} (main)"] * 2
+    assert _table_row(md, "dirty")[1:] == ["no", "no"]
+    assert _table_row(md, "replay verdict")[1:] == ["not replayed", "not replayed"]
+
+
+def test_better_run_does_not_regress_and_same_data(trained_store: TrainedStore) -> None:
+    s = trained_store
+    r = review(s.base, baseline=s.weaker, spec=spec_for(s.uri, s.root))
+    assert not r.regressed("test_auc") and not r.regressed("test_logloss")
+    assert _table_row(r.markdown, "test_auc")[6] == "improved"
+    same = review(s.not_replayable, baseline=s.base, spec=spec_for(s.uri, s.root))
+    assert [c.key for c in same.config] == ["model.deterministic"]
+    assert "Same data: **yes**" in same.markdown
+    assert _table_row(same.markdown, "replayable")[2].startswith("no: model.deterministic=false")
+
+
+@pytest.mark.parametrize(
+    ("attr", "words"),
+    [
+        ("ranker", ["different model kinds", "lgbm in the baseline", "lgbm_ranker in the run"]),
+        ("other_data", ["different datasets", "marketplace in the baseline", "marketplace_eu_"]),
+    ],
+)
+def test_not_comparable_is_said_at_the_top(
+    trained_store: TrainedStore,
+    attr: str,
+    words: list[str],
+) -> None:
+    s = trained_store
+    r = review(getattr(s, attr), baseline=s.base, spec=spec_for(s.uri, s.root))
+    assert not r.comparable
+    first_block = r.markdown.split("\n- Run:")[0]
+    assert "**Not comparable:**" in first_block
+    for word in words:
+        assert word in first_block
+    assert "**regressed**" not in r.markdown and "Regressions:" not in r.markdown
+    assert r.regressions == []
+    with pytest.raises(ReplaymlError, match="not comparable"):
+        r.regressed("test_auc")
+    # the CLI refuses to judge: exit 2 with the reason, never a silent pass
+    result = _cli(s, "review", getattr(s, attr), "--baseline", s.base, "--fail-on", "test_auc")
+    assert result.exit_code == 2
+    assert "**Not comparable:**" in result.stdout
+    assert "cannot judge whether test_auc regressed" in result.stderr
+
+
+def test_cli_fail_on_exit_codes_and_output_file(
+    trained_store: TrainedStore,
+    tmp_path: Path,
+) -> None:
+    s = trained_store
+    out = tmp_path / "review.md"
+    bad = _cli(
+        s, "review", s.weaker, "--baseline", s.base, "--fail-on", "test_auc", "-o", str(out)
+    )
+    assert bad.exit_code == 1, bad.output
+    assert "regressed: test_auc" in bad.stderr
+    assert bad.stdout.startswith(f"# Review of run {s.weaker[:8]}")
+    assert out.read_text() == bad.stdout
+    good = _cli(s, "review", s.base, "--baseline", s.weaker, "--fail-on", "test_auc")
+    assert good.exit_code == 0, good.output
+    # a tolerance larger than the regression lets it pass
+    delta = review(s.weaker, baseline=s.base, spec=spec_for(s.uri, s.root)).metric("test_auc")
+    wide = abs(delta.delta or 0) * 2
+    tolerant = _cli(
+        s, "review", s.weaker, "--baseline", s.base, "--fail-on", "test_auc",
+        "--tolerance", str(wide),
+    )  # fmt: skip
+    assert tolerant.exit_code == 0, tolerant.output
+    unknown = _cli(s, "review", s.weaker, "--baseline", s.base, "--fail-on", "test_nope")
+    assert unknown.exit_code == 2 and "test_nope" in unknown.stderr
+    assert "test_auc" in unknown.stderr  # names the metrics it knows
+
+
+def test_summary_without_baseline_and_unknown_runs(trained_store: TrainedStore) -> None:
+    s = trained_store
+    r = review(s.base, spec=spec_for(s.uri, s.root))
+    assert r.baseline is None and not r.regressed("test_auc")
+    assert "No baseline" in r.markdown
+    assert _table_row(r.markdown, "test_auc")[1] == f"{r.run.metrics['test_auc']:.5f}"
+    assert "## Config" not in r.markdown
+    with pytest.raises(RunNotFoundError, match="0123456789abcdef"):
+        review(s.base, baseline="0123456789abcdef0123456789abcdef", spec=spec_for(s.uri))
+    missing = _cli(s, "review", "feedfacefeedfacefeedfacefeedface")
+    assert missing.exit_code == 2 and "feedface" in missing.stderr
+
+
+def test_baseline_from_the_registry(trained_store: TrainedStore) -> None:
+    from replayml.registry import promote, register
+
+    s = trained_store
+    spec = spec_for(s.uri, s.root)
+    name = "review-baseline"
+    with pytest.raises(ReplaymlError, match=name):  # no such registered model yet
+        review(s.weaker, spec=spec, name=name)
+    v = register(s.base, name, spec=spec).version
+    pending = review(s.weaker, spec=spec, name=name)
+    assert pending.baseline is None and f"no version of {name} holds alias @prod" in (
+        pending.markdown
+    )
+    promote(name, v, "prod", spec=spec)
+    r = review(s.weaker, spec=spec, name=name)
+    assert r.baseline is not None and r.baseline.run_id == s.base
+    assert f"`models:/{name}@prod` = {name} version {v}" in r.markdown
+    assert r.regressed("test_auc")
+    by_uri = _cli(s, "review", s.weaker, "--baseline", f"models:/{name}/{v}", "--fail-on",
+                  "test_logloss")  # fmt: skip
+    assert by_uri.exit_code == 1 and f"[{s.base}](" in by_uri.stdout
+
+
+def test_values_too_long_for_params_come_from_the_config_artifact(
+    trained_store: TrainedStore,
+) -> None:
+    s = trained_store
+    r = review(s.other_data, baseline=s.base, spec=spec_for(s.uri, s.root))
+    assert "data.name" not in r.run.params  # MLflow's param limit: only in the artifact
+    assert r.run.tag("params_skipped") == "data.name"
+    changed = {c.key: c for c in r.config}
+    assert changed["data.name"].baseline == "marketplace"
+    assert changed["data.name"].run == OTHER_DATASET  # the full value
+    row = _table_row(r.markdown, "data.name")
+    assert row[1] == "marketplace" and row[2].endswith(f"… ({len(OTHER_DATASET)} chars)")
+    assert len(r.markdown) < 10_000
