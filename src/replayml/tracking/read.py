@@ -15,7 +15,7 @@ from typing import Any
 
 from replayml.errors import ReplaymlError, RunNotFoundError, TrackingError
 from replayml.redact import redact_text
-from replayml.tracking.store import StoreSpec, bound_http, explain, run_url
+from replayml.tracking.store import StoreSpec, client_for_existing_store, explain, run_url
 
 log = logging.getLogger(__name__)
 
@@ -51,18 +51,8 @@ class RunReader:
 
     def __init__(self, spec: StoreSpec) -> None:
         self.spec = spec
-        if spec.is_local:
-            db = Path(spec.uri.removeprefix("sqlite:///"))
-            if not db.is_file():  # MlflowClient would silently create an empty store here
-                raise TrackingError(
-                    f"there is no tracking store at {spec.display_uri}; pass the store that "
-                    f"holds the run with --tracking-uri (or set MLFLOW_TRACKING_URI)"
-                )
-        bound_http(spec)
+        self.client: Any = client_for_existing_store(spec)
         os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-        from mlflow.tracking import MlflowClient
-
-        self.client: Any = MlflowClient(tracking_uri=spec.uri)
         self._experiments: dict[str, Any] = {}
 
     def _not_found(self, run_id: str, why: str) -> RunNotFoundError:

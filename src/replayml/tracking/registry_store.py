@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 import time
 from collections.abc import Callable, Iterator
@@ -25,7 +24,12 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from replayml.errors import ReplaymlError, TrackingError
-from replayml.tracking.store import StoreSpec, bound_http, explain
+from replayml.tracking.store import (
+    StoreSpec,
+    client_for_existing_store,
+    explain,
+    process_tracking_uri,
+)
 
 log = logging.getLogger(__name__)
 
@@ -95,16 +99,8 @@ def _process_tracking_uri(spec: StoreSpec) -> Iterator[None]:
     if not spec.is_local:
         yield
         return
-    import mlflow
-
-    previous = os.environ.get("MLFLOW_TRACKING_URI")
-    mlflow.set_tracking_uri(spec.uri)
-    try:
+    with process_tracking_uri(spec.uri):
         yield
-    finally:
-        mlflow.set_tracking_uri(previous)  # type: ignore[arg-type]  # None unsets it
-        if previous is None:
-            os.environ.pop("MLFLOW_TRACKING_URI", None)
 
 
 class RegistryStore:
@@ -112,19 +108,7 @@ class RegistryStore:
 
     def __init__(self, spec: StoreSpec) -> None:
         self.spec = spec
-        if spec.is_local:
-            from pathlib import Path
-
-            db = Path(spec.uri.removeprefix("sqlite:///"))
-            if not db.is_file():  # MlflowClient would silently create an empty store here
-                raise TrackingError(
-                    f"there is no tracking store at {spec.display_uri}; pass the store that "
-                    f"holds the runs with --tracking-uri (or set MLFLOW_TRACKING_URI)"
-                )
-        bound_http(spec)
-        from mlflow.tracking import MlflowClient
-
-        self.client: Any = MlflowClient(tracking_uri=spec.uri, registry_uri=spec.uri)
+        self.client: Any = client_for_existing_store(spec)
 
     def _call(self, action: str, fn: Callable[[], T]) -> T:
         try:

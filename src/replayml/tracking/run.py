@@ -23,7 +23,13 @@ from typing import Any
 from urllib.parse import unquote
 
 from replayml.errors import ReplaymlError, TrackingError
-from replayml.tracking.store import StoreSpec, explain, open_experiment, run_url
+from replayml.tracking.store import (
+    StoreSpec,
+    explain,
+    open_experiment,
+    process_tracking_uri,
+    run_url,
+)
 
 log = logging.getLogger(__name__)
 
@@ -147,12 +153,8 @@ class RunHandle:
         prediction = booster.predict(example, num_iteration=best_iteration)
         # log_model reads the global tracking URI, and setting it also exports
         # MLFLOW_TRACKING_URI to child processes: scope it to this call
-        previous = os.environ.get("MLFLOW_TRACKING_URI")
-        previous_exp = os.environ.get("MLFLOW_EXPERIMENT_ID")
         # the logged model belongs to the run's experiment (not MLflow's Default experiment)
-        os.environ["MLFLOW_EXPERIMENT_ID"] = self.experiment_id
-        mlflow.set_tracking_uri(self.spec.uri)
-        try:
+        with process_tracking_uri(self.spec.uri, self.experiment_id):
             info = mlflow.lightgbm.log_model(
                 booster,
                 name="model",
@@ -161,12 +163,6 @@ class RunHandle:
                 signature=infer_signature(example, prediction),
                 pip_requirements=requirements,
             )
-        finally:
-            mlflow.set_tracking_uri(previous)  # type: ignore[arg-type]  # None unsets it
-            if previous_exp is None:
-                os.environ.pop("MLFLOW_EXPERIMENT_ID", None)
-            else:
-                os.environ["MLFLOW_EXPERIMENT_ID"] = previous_exp
         return str(info.model_uri)
 
 

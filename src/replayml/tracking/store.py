@@ -5,8 +5,11 @@ from __future__ import annotations
 import logging
 import os
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from replayml.config.schema import TrackingConfig
@@ -163,3 +166,45 @@ def open_experiment(spec: StoreSpec) -> tuple[object, str]:
 def run_url(spec: StoreSpec, experiment_id: str, run_id: str) -> str:
     """The run's page in the MLflow UI."""
     return f"{spec.ui_url}/#/experiments/{experiment_id}/runs/{run_id}"
+
+
+def client_for_existing_store(spec: StoreSpec) -> Any:
+    """An MlflowClient on a store that must already exist (reading runs, the registry).
+
+    MlflowClient would silently create an empty SQLite store at a wrong path; refuse instead.
+    """
+    if spec.is_local:
+        db = Path(spec.uri.removeprefix("sqlite:///"))
+        if not db.is_file():
+            raise TrackingError(
+                f"there is no tracking store at {spec.display_uri}; pass the store that holds "
+                f"the runs with --tracking-uri (or set MLFLOW_TRACKING_URI)"
+            )
+    bound_http(spec)
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=spec.uri, registry_uri=spec.uri)
+
+
+@contextmanager
+def process_tracking_uri(uri: str, experiment_id: str | None = None) -> Iterator[None]:
+    """Point MLflow's process-wide tracking URI (and experiment) at `uri` for one call.
+
+    Some MLflow functions (`log_model`, resolving `models:/m-...`) only read the global URI,
+    and setting it also exports MLFLOW_TRACKING_URI to child processes: scope it.
+    """
+    import mlflow
+
+    saved = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_ID")}
+    if experiment_id is not None:
+        os.environ["MLFLOW_EXPERIMENT_ID"] = experiment_id
+    mlflow.set_tracking_uri(uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(saved["MLFLOW_TRACKING_URI"])  # type: ignore[arg-type]
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
