@@ -15,7 +15,6 @@ export DVC_SITE_CACHE_DIR ?= $(CURDIR)/.dvc/tmp/site-cache
 export DVC_NO_ANALYTICS := 1
 export MLFLOW_DISABLE_TELEMETRY := true
 export UV_PYTHON_DOWNLOADS := never
-export PYTHONDONTWRITEBYTECODE := 1
 
 .PHONY: help install data run test bench ui params lint clean
 
@@ -27,7 +26,7 @@ help: ## Show this help
 	.tools/bin/python -m pip install -q "uv==$(UV_VERSION)"
 
 $(VENV)/.installed: pyproject.toml uv.lock | $(UV)
-	$(UV) sync --frozen --python $(PYTHON)
+	$(UV) sync --frozen --compile-bytecode --python $(PYTHON)
 	@touch $@
 
 install: $(VENV)/.installed ## Create .venv from the committed lock file (uv sync --frozen)

@@ -31,6 +31,7 @@ class Options:
     """Command-line options shared by every benchmark."""
 
     repeats: int = 3
+    quick: bool = False  # `--quick`: benchmarks may also shrink their workload (and say so)
 
 
 @dataclass(frozen=True)
@@ -66,7 +67,8 @@ def parse_options(argv: Sequence[str] | None, description: str) -> argparse.Name
         "--only",
         nargs="*",
         default=None,
-        help="run only these benchmarks (train, startup, logging, load); run_all.py only",
+        help="run only these benchmarks (train, startup, logging, load, replay, dvc, sweep); "
+        "run_all.py only",
     )
     parser.add_argument(
         "--omp-passive",

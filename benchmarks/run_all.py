@@ -12,9 +12,13 @@ import time
 import traceback
 from collections.abc import Callable
 
+import bench_dvc
 import bench_load
 import bench_logging
+import bench_registry
+import bench_replay
 import bench_startup
+import bench_sweep
 import bench_train
 from _common import (
     Check,
@@ -34,6 +38,10 @@ BENCHMARKS: dict[str, tuple[str, Callable[[Options], Report]]] = {
     "startup": ("2. Start-up", bench_startup.run),
     "logging": ("3. Curve logging", bench_logging.run),
     "load": ("4. Loading", bench_load.run),
+    "registry": ("5. Registry and review", bench_registry.run),
+    "replay": ("6. Replay", bench_replay.run),
+    "dvc": ("7. DVC pipeline", bench_dvc.run),
+    "sweep": ("8. Sweeps", bench_sweep.run),
 }
 
 
@@ -47,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     require_data()
     set_process_env()
-    opts = Options(repeats=args.repeats)
+    opts = Options(repeats=args.repeats, quick=args.quick)
     checks: list[Check] = []
     crashed = False
     started = time.perf_counter()
