@@ -408,3 +408,21 @@ def test_replay_config_keeps_recorded_values_literal() -> None:
     assert config["output_dir"] is None and "output_dir" in changed  # never the run's outputs
     assert not missing
     assert recorded["tracking"]["uri"] == "sqlite:///x"  # the input is not mutated
+
+
+@pytest.mark.slow
+def test_replay_inside_the_runs_locked_environment(code_project: Path) -> None:
+    from replayml.replay import replay
+
+    root = code_project
+    run_id = train(root).run_id
+    report = replay(run_id, project=root, locked_env=True, keep=True)
+    assert report.verdict.value == "IDENTICAL", _explain(report)
+    assert report.worktree is not None
+    venv_python = report.worktree.parent / "venv" / "bin" / "python"
+    assert venv_python.is_file()  # the replay ran in a venv built from the run's uv.lock
+    client = mlflow_client(root)
+    new = client.get_run(report.replay_run_id).data.tags
+    assert (
+        new["replayml.env.lock_hash"] == client.get_run(run_id).data.tags["replayml.env.lock_hash"]
+    )

@@ -340,6 +340,12 @@ def replay_run(
         help="Refuse (exit 1, nothing run) when the lock file, Python, platform, package "
         "versions or thread settings differ from the run's; by default they are warnings.",
     ),
+    locked_env: bool = typer.Option(
+        False,
+        "--env",
+        help="Replay inside the run's locked environment (its uv.lock, built with uv in a "
+        "temporary venv) instead of the current one.",
+    ),
     project: Path = typer.Option(
         Path("."), "--project", help="Project root: a git clone with data.dvc and conf/."
     ),
@@ -363,6 +369,7 @@ def replay_run(
             tracking_uri=tracking_uri,
             keep=keep,
             strict_env=strict_env,
+            locked_env=locked_env,
         )
     except ReplaymlError as exc:
         _fail(exc)

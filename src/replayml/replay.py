@@ -650,13 +650,14 @@ def _train(
     env: dict[str, str],
     keep: bool,
     steps: Steps,
+    python: str = sys.executable,
 ) -> RecordedRun:
     """Run `python train.py` of the worktree on the replay config; return the new run."""
     config_dir = tmp / "config"
     config_dir.mkdir()
     (config_dir / "replay.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     args = [
-        sys.executable,
+        python,
         "train.py",
         "--config-dir",
         str(config_dir),
@@ -732,6 +733,7 @@ def replay(
     tracking_uri: str | None = None,
     keep: bool = False,
     strict_env: bool = False,
+    locked_env: bool = False,
 ) -> ReplayReport:
     """Replay run `run_id` from its recorded code, data and config; compare and tag both runs.
 
@@ -761,7 +763,7 @@ def replay(
     if record is None:
         return report
 
-    env_diffs = environment_differences(original, project, strict_env)
+    env_diffs = [] if locked_env else environment_differences(original, project, strict_env)
     if env_diffs and strict_env:
         report.verdict = Verdict.DIFFERENT
         report.differences = env_diffs
@@ -796,10 +798,23 @@ def replay(
                 f"replayml, which may not be the code the run used"
             )
         env = _subprocess_env(worktree, spec.uri)
+        python = sys.executable
+        if locked_env:
+            with steps.step("building the run's locked environment"):
+                python = build_locked_env(project, worktree, tmp / "venv")
         recompose = _start_recompose(reader, original, worktree, env)
         try:
             replayed = _train(
-                reader, original, record.config, token, worktree, tmp, env, keep, steps
+                reader,
+                original,
+                record.config,
+                token,
+                worktree,
+                tmp,
+                env,
+                keep,
+                steps,
+                python,
             )
             recomposed = _recomposed(recompose, commit, report.warnings)
         finally:
@@ -820,6 +835,14 @@ def replay(
                 f"config: recomposing the recorded overrides at commit {commit[:12]} gives "
                 f"{key}={new}, the recorded config has {old} (the recorded config was used)"
             )
+    if locked_env:  # what the replay ran on, as the replay run itself recorded it
+        report.warnings.extend(
+            f"environment: env.{k} is {replayed.tag('env.' + k)}, the run had "
+            f"{original.tag('env.' + k)}"
+            for k in sorted(original.tags_under("env."))
+            if not k.startswith(("cpu", "platform", "thread"))
+            and replayed.tag(f"env.{k}") != original.tag(f"env.{k}")
+        )
     report.replay_run_id = replayed.run_id
     report.replay_url = replayed.url
     report.differences = compare(original, replayed, config_diffs, code_diffs, env_diffs)
@@ -841,6 +864,39 @@ def replay(
         },
     )
     return report
+
+
+def _find_uv(project: Path) -> str:
+    found = shutil.which("uv")
+    if found:
+        return found
+    local = project / ".tools" / "bin" / "uv"
+    if local.is_file():
+        return str(local)
+    raise ReplaymlError(
+        "--env needs uv to build the run's locked environment; install it with `make install` "
+        "(it puts uv in .tools/) or `pip install uv`"
+    )
+
+
+def build_locked_env(project: Path, worktree: Path, venv: Path) -> str:
+    """Build the run's locked environment (its commit's uv.lock) in `venv`; its python path."""
+    if not (worktree / "uv.lock").is_file():
+        raise ReplaymlError(
+            "--env: the run's commit has no uv.lock, so its environment cannot be rebuilt; "
+            "replay without --env (differences are then reported as warnings)"
+        )
+    env = {**os.environ, "UV_PROJECT_ENVIRONMENT": str(venv), "UV_PYTHON_DOWNLOADS": "never"}
+    proc = subprocess.run(
+        [_find_uv(project), "sync", "--frozen", "--no-install-project", "--no-dev", "--quiet",
+         "--python", sys.executable],
+        cwd=worktree, env=env, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    if proc.returncode != 0:
+        raise ReplaymlError(
+            f"--env: `uv sync --frozen` of the run's uv.lock failed:\n{_tail(proc.stderr)}"
+        )
+    return str(venv / "bin" / "python")
 
 
 def _code_differences(
