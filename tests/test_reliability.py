@@ -115,3 +115,31 @@ def test_disk_full_while_saving_fails_and_registers_nothing(project: Path, victi
     (run,) = all_runs(project)
     assert run.info.status == "FAILED"
     assert "replayml.model_uri" not in run.data.tags
+
+
+def test_write_failure_while_pulling_data_leaves_nothing_half_written(
+    project: Path, tmp_path: Path
+) -> None:  # B9 (pulling): every write beyond 2 KB fails, as on a full disk
+    import resource
+
+    from conftest import git
+
+    clone = tmp_path / "clone"
+    git(project.parent, "clone", "-q", str(project), str(clone))
+
+    def small_disk() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (2048, 2048))
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "replayml", "data", "prepare", "--scale", str(SMALL_SCALE),
+         "--no-push"],
+        cwd=clone, capture_output=True, text=True, timeout=300, check=False,
+        preexec_fn=small_disk,
+    )  # fmt: skip
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "is the disk full?" in proc.stderr and "make data" in proc.stderr
+    assert not list(clone.glob(".data.tmp-*"))  # the generator's folder is gone
+    # nothing half-written was taken as valid: with room again, the same command completes
+    done = prepare(clone, GeneratorSpec(scale=SMALL_SCALE), push=False)
+    assert "from the DVC remote" in done or "already at" in done
+    verify_all(clone, "data.dvc", "data")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sqlite3
 import sys
 from pathlib import Path
 
@@ -51,6 +52,14 @@ def data_prepare(
         )
     except ReplaymlError as exc:
         _fail(exc)
+    except (OSError, sqlite3.Error) as exc:  # a full disk surfaces as either
+        _fail(
+            ReplaymlError(
+                f"writing failed while preparing the data ({exc}); is the disk full? "
+                f"data.dvc and the cache's verified objects are unchanged: free some space and "
+                f"run `make data` again"
+            )
+        )
     typer.echo(done)
 
 
