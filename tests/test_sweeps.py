@@ -137,6 +137,10 @@ def test_killed_worker_is_marked_and_unrun_jobs_are_named(project: Path) -> None
          *slow, "model.num_leaves=7,15,31,63"],
         cwd=project, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
+    assert proc.stdout is not None
+    for line in proc.stdout:  # the parent run exists once the store is initialised
+        if line.startswith("sweep "):
+            break
     victim = None
     deadline = time.monotonic() + 240
     while victim is None and time.monotonic() < deadline:
