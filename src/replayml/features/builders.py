@@ -11,23 +11,51 @@ import pandas as pd
 from replayml.features.registry import FeatureContext, register
 
 
-def _window_sums(
-    history: pd.DataFrame, keys: list[str], values: list[str], days: np.ndarray, lookback: int
+def _window_lookup(
+    history: pd.DataFrame,
+    targets: pd.DataFrame,
+    keys: list[str],
+    values: list[str],
+    lookback: int,
 ) -> pd.DataFrame:
-    """Per (day D, keys): sums of `values` and a row count over days [D - lookback, D - 1]."""
-    daily = history.groupby([*keys, "day"], sort=True, observed=True)[values].sum()
-    daily["n"] = history.groupby([*keys, "day"], sort=True, observed=True).size()
-    daily = daily.reset_index()
-    frames = []
-    for d in days:
-        lo = d - np.timedelta64(lookback, "D")
-        win = daily[(daily["day"] >= lo) & (daily["day"] < d)]
-        agg = win.groupby(keys, sort=True, observed=True)[[*values, "n"]].sum().reset_index()
-        agg["day"] = d
-        frames.append(agg)
-    if not frames:
-        return pd.DataFrame(columns=[*keys, "day", *values, "n"])
-    return pd.concat(frames, ignore_index=True)
+    """For each target row (day D, keys): sums of `values` and a row count `n` over the
+    history rows with the same keys and days in [D - lookback, D - 1].
+
+    Dense per-key cumulative sums over days: one pass over the history, then a lookup per
+    target row. Sums of integer outcomes are exact in float64.
+    """
+    hist_keys = [history[k] for k in keys]
+    tgt_keys = [targets[k] for k in keys]
+    if len(keys) == 1:
+        index = pd.Index(pd.unique(hist_keys[0]))
+        hist_code = index.get_indexer(hist_keys[0])
+        tgt_code = index.get_indexer(tgt_keys[0])
+    else:
+        index = pd.MultiIndex.from_arrays(hist_keys).unique()
+        hist_code = index.get_indexer(pd.MultiIndex.from_arrays(hist_keys))
+        tgt_code = index.get_indexer(pd.MultiIndex.from_arrays(tgt_keys))
+    one_day = np.timedelta64(1, "D")
+    start = (
+        min(history["day"].min(), targets["day"].min()) if len(history) else targets["day"].min()
+    )
+    hist_day = ((history["day"] - start) / one_day).to_numpy(dtype="int64")
+    tgt_day = ((targets["day"] - start) / one_day).to_numpy(dtype="int64")
+    n_days = int(max(hist_day.max(initial=0), tgt_day.max(initial=0))) + 1
+    n_keys = max(len(index), 1)
+    flat = hist_code.astype("int64") * n_days + hist_day
+    known = tgt_code >= 0
+    row = np.where(known, tgt_code, 0)
+    hi = tgt_day  # cumulative column j holds the sum over days < j
+    lo = np.maximum(tgt_day - lookback, 0)
+    out = pd.DataFrame(index=targets.index)
+    for name, weights in [("n", None)] + [(v, history[v].to_numpy("float64")) for v in values]:
+        grid = np.bincount(flat, weights=weights, minlength=n_keys * n_days).reshape(
+            n_keys, n_days
+        )
+        cum = np.zeros((n_keys, n_days + 1))
+        np.cumsum(grid, axis=1, out=cum[:, 1:])
+        out[name] = np.where(known, cum[row, hi] - cum[row, lo], 0.0)
+    return out
 
 
 def _rate(num: pd.Series, den: pd.Series, prior: float, strength: float) -> pd.Series:
@@ -67,8 +95,7 @@ def _entity_history(
     out = pd.DataFrame(index=targets.index)
     days = _target_days(targets)
     for w in ctx.lookback_days:
-        agg = _window_sums(hist, [key], values, days, w)
-        j = _join(targets, agg, [key])
+        j = _window_lookup(hist, targets, [key], values, w)
         # the smoothing prior is point-in-time too: the overall rate over the same window
         prior = targets[["day"]].merge(_global_rates(hist, values, days, w), on="day", how="left")
         n = j["n"].fillna(0)
@@ -111,11 +138,8 @@ def user_category_affinity(targets: pd.DataFrame, ctx: FeatureContext) -> pd.Dat
     tgt = targets.assign(
         category=_with_items(targets, ctx.items, ["category"])["category"].to_numpy()
     )
-    days = _target_days(targets)
-    per_cat = _window_sums(hist, ["user_id", "category"], ["label"], days, w)
-    per_user = _window_sums(hist, ["user_id"], ["label"], days, w)
-    jc = _join(tgt, per_cat, ["user_id", "category"])
-    ju = _join(tgt, per_user, ["user_id"])
+    jc = _window_lookup(hist, tgt, ["user_id", "category"], ["label"], w)
+    ju = _window_lookup(hist, tgt, ["user_id"], ["label"], w)
     s = ctx.smoothing
     n_cats = max(int(ctx.items["category"].nunique()), 1) if ctx.items is not None else 1
     out = pd.DataFrame(index=targets.index)
