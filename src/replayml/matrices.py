@@ -8,7 +8,6 @@ instead of silently training on the wrong rows.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 from datetime import date
 from pathlib import Path
@@ -30,9 +29,9 @@ _TEST_COLS = ("user_id", "item_id", "ts", "label")
 
 def features_config_hash(cfg: RunConfig) -> str:
     """sha256 of the config sections that decide the matrices (dates already absolute)."""
-    container = config_to_container(cfg)
-    relevant = {k: container[k] for k in FEATURE_SECTIONS}
-    return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()
+    from replayml.pipeline import sections_hash
+
+    return sections_hash(config_to_container(cfg), FEATURE_SECTIONS)
 
 
 def save(

@@ -222,9 +222,9 @@ def prepare(
 RESULT_KEYS = ("data", "dates", "preprocessing", "features", "model")
 
 
-def model_config_hash(container: dict[str, Any]) -> str:
-    """sha256 of the config sections that decide the model (not tracking, output or tags)."""
-    relevant = {k: container[k] for k in RESULT_KEYS if k in container}
+def sections_hash(container: dict[str, Any], sections: tuple[str, ...] = RESULT_KEYS) -> str:
+    """sha256 of the given config sections (by default those that decide the model)."""
+    relevant = {k: container[k] for k in sections if k in container}
     return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()
 
 
@@ -416,7 +416,7 @@ def run_experiment(cfg: RunConfig, ctx: RunContext) -> RunResult:
     reasons = replayability(resolved, code, data)
     container = redact_tree(config_to_container(resolved), set(ctx.env_keys))
     config_yaml = yaml.safe_dump(container, sort_keys=False)
-    config_hash = model_config_hash(container)
+    config_hash = sections_hash(container)
     tags = _lineage_tags(resolved, windows, data, code, env, m, ctx, reasons, config_hash)
     user_tags = redact_tree(dict(resolved.tags), set(ctx.env_keys), "tags.")
     tags.update({k: str(v) for k, v in {**user_tags, **ctx.extra_tags}.items()})

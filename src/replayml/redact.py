@@ -30,15 +30,15 @@ def redact_text(text: str) -> str:
     return _URL_USERINFO.sub(lambda m: f"{m.group('scheme')}{PLACEHOLDER}@", text)
 
 
-def redact_url(url: str) -> str:
-    """A URL with its user:password part replaced by the placeholder."""
+def strip_userinfo(url: str) -> str:
+    """The URL without any user:password part (for display and links)."""
     parts = urlsplit(url)
     if not (parts.username or parts.password):
         return url
     host = parts.hostname or ""
     if parts.port:
         host = f"{host}:{parts.port}"
-    return urlunsplit((parts.scheme, f"{PLACEHOLDER}@{host}", parts.path, parts.query, ""))
+    return urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
 
 
 def redact_tree(tree: Any, env_keys: set[str], prefix: str = "") -> Any:

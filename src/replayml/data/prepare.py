@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from replayml.errors import DataVersionError, ReplaymlError
-from replayml.lineage.data import read_dvc_file, verify_all
+from replayml.lineage.data import parse_dvc_file, read_dvc_file, verify_all
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +127,7 @@ def prepare(
     dvc(root, "add", "-q", data_root)
     produced, _, _ = read_dvc_file(root / dvc_file)
     if committed is not None:
-        expected, _, _ = read_dvc_file_bytes(committed)
+        expected, _, _ = parse_dvc_file(committed)
         if produced != expected:
             (root / dvc_file).write_bytes(committed)
             raise DataVersionError(
@@ -142,11 +142,3 @@ def prepare(
             log.warning("dvc push failed (data kept locally): %s", pushed.stderr.strip()[-300:])
     state = "regenerated and verified" if committed is not None else "generated (new version)"
     return f"{state} {data_root}/ at {produced} ({summary.n_events} events)"
-
-
-def read_dvc_file_bytes(content: bytes) -> tuple[str, str, int]:
-    """The (md5, path, nfiles) recorded in the bytes of a `.dvc` file."""
-    import yaml
-
-    out = yaml.safe_load(content)["outs"][0]
-    return str(out["md5"]), str(out["path"]), int(out.get("nfiles", 0))

@@ -42,12 +42,16 @@ def file_md5(path: Path) -> str:
     return digest.hexdigest()
 
 
+def parse_dvc_file(content: bytes | str) -> tuple[str, str, int]:
+    """The (md5, path, nfiles) of the single output recorded in a `.dvc` file's text."""
+    out = yaml.safe_load(content)["outs"][0]
+    return str(out["md5"]), str(out["path"]), int(out.get("nfiles", 0))
+
+
 def read_dvc_file(dvc_file: Path) -> tuple[str, str, int]:
     """The (md5, path, nfiles) of the single output recorded in a `.dvc` file."""
     try:
-        doc = yaml.safe_load(dvc_file.read_text())
-        out = doc["outs"][0]
-        return str(out["md5"]), str(out["path"]), int(out.get("nfiles", 0))
+        return parse_dvc_file(dvc_file.read_bytes())
     except FileNotFoundError as exc:
         raise DataVersionError(
             f"{dvc_file} does not exist: track the data with `dvc add <folder>` "

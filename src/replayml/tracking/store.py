@@ -10,25 +10,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 from replayml.config.schema import TrackingConfig
 from replayml.errors import TrackingError
+from replayml.redact import strip_userinfo
 
 log = logging.getLogger(__name__)
 
 DEFAULT_UI = "http://127.0.0.1:5000"
-
-
-def redact_uri(uri: str) -> str:
-    """The URI without any user:password part."""
-    parts = urlsplit(uri)
-    if parts.username or parts.password:
-        host = parts.hostname or ""
-        if parts.port:
-            host = f"{host}:{parts.port}"
-        return urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
-    return uri
 
 
 @dataclass(frozen=True)
@@ -48,7 +37,7 @@ class StoreSpec:
 
     @property
     def display_uri(self) -> str:
-        return redact_uri(self.uri)
+        return strip_userinfo(self.uri)
 
 
 def store_spec(cfg: TrackingConfig, root: Path) -> StoreSpec:
@@ -69,7 +58,7 @@ def store_spec(cfg: TrackingConfig, root: Path) -> StoreSpec:
         )
     ui = cfg.ui_url or os.environ.get("REPLAYML_UI_URL")
     if not ui:
-        ui = redact_uri(uri) if uri.startswith("http") else DEFAULT_UI
+        ui = strip_userinfo(uri) if uri.startswith("http") else DEFAULT_UI
     return StoreSpec(
         uri=uri,
         experiment=cfg.experiment,
