@@ -129,3 +129,88 @@ def test_slice_hash_sees_row_order_and_dtypes(tables) -> None:  # noqa: ANN001  
     flipped = y.copy()
     flipped[0] = 1 - flipped[0]
     assert frame_hash(X, flipped) != base
+
+
+def _window_reference(history, targets, keys, values, lookback):  # noqa: ANN001, ANN202
+    """Row-by-row: sums over the history rows with the same keys and D - lookback <= day < D."""
+    rows = []
+    for _, t in targets.iterrows():
+        mask = (history["day"] < t["day"]) & (
+            history["day"] >= t["day"] - pd.Timedelta(days=lookback)
+        )
+        for k in keys:
+            mask &= history[k] == t[k]
+        win = history[mask]
+        rows.append({"n": float(len(win)), **{v: float(win[v].sum()) for v in values}})
+    return pd.DataFrame(rows, columns=["n", *values])
+
+
+@pytest.mark.parametrize("dense_cells_per_row", [0, 10**9], ids=["sparse", "dense"])
+@pytest.mark.parametrize("keys", [["user_id"], ["user_id", "item_id"]])
+def test_window_sums_match_a_row_by_row_computation(
+    tables,  # noqa: ANN001
+    keys: list[str],
+    dense_cells_per_row: int,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Both layouts of the windowed sums (dense grid, sorted cells) equal a direct count,
+    including keys never seen in the history and windows reaching before the first day."""
+    from replayml.features import builders
+
+    monkeypatch.setattr(builders, "DENSE_CELLS_PER_ROW", dense_cells_per_row)
+    _, events, _, _ = tables
+    history = events[events["day"] < pd.Timestamp("2024-04-10")]
+    history = history[history["user_id"].isin(history["user_id"].unique()[:40])]
+    targets = events[events["day"].isin(pd.to_datetime(["2024-03-21", "2024-04-05"]))]
+    targets = targets[targets["user_id"].isin(history["user_id"].unique()[:30])].head(150)
+    unseen = targets.head(3).assign(user_id=-1)  # a user with no history at all
+    targets = pd.concat([targets, unseen], ignore_index=True)
+    got = builders._window_lookup(history, targets, keys, ["label", "click"], (2, 7))
+    for w in (2, 7):
+        expected = _window_reference(history, targets, keys, ["label", "click"], w)
+        pd.testing.assert_frame_equal(got[w].reset_index(drop=True), expected)
+    assert got[7]["n"].sum() > got[2]["n"].sum() > 0  # the windows do see history
+
+
+def test_building_windows_together_equals_one_by_one(tables) -> None:  # noqa: ANN001
+    """The pipeline builds train, valid and test rows in one pass: same values as separately."""
+    cfg, events, items, users = tables
+    days = [pd.Timestamp(d) for d in ("2024-04-18", "2024-04-25", "2024-04-29")]
+    parts = [events[events["day"] == d].reset_index(drop=True) for d in days]
+    together = build_features(
+        pd.concat(parts, ignore_index=True), events, items, users, cfg.features
+    )
+    offset = 0
+    for part in parts:
+        alone = build_features(part, events, items, users, cfg.features)
+        chunk = together.iloc[offset : offset + len(part)].reset_index(drop=True)
+        pd.testing.assert_frame_equal(chunk, alone, check_exact=True)
+        offset += len(part)
+
+
+def test_user_recency_matches_a_direct_computation(tables) -> None:  # noqa: ANN001
+    from replayml.features.builders import user_recency
+    from replayml.features.registry import FeatureContext
+
+    cfg, events, items, users = tables
+    targets = events[events["day"] == pd.Timestamp("2024-04-22")].head(300).reset_index(drop=True)
+    targets = pd.concat([targets, targets.head(2).assign(user_id=-5)], ignore_index=True)
+    got = user_recency(targets, FeatureContext(events, items, users, (7,), 1.0))
+    for i, t in targets.iterrows():
+        before = events[(events["user_id"] == t["user_id"]) & (events["day"] < t["day"])]
+        contacts = before[before["label"] > 0]
+        for name, frame in (("days_since_seen", before), ("days_since_contact", contacts)):
+            want = (t["day"] - frame["day"].max()).days if len(frame) else np.nan
+            assert got.loc[i, name] == pytest.approx(want, nan_ok=True), (i, name)
+
+
+def test_validation_auc_matches_sklearn_with_ties() -> None:
+    from sklearn.metrics import roc_auc_score
+
+    from replayml.model.fit import _auc
+
+    rng = np.random.default_rng(3)
+    y = (rng.random(5000) < 0.1).astype("float64")
+    scores = np.round(rng.random(5000) + y * 0.3, 2)  # rounded: many ties
+    assert _auc(y, scores) == pytest.approx(roc_auc_score(y, scores), abs=1e-12)
+    assert np.isnan(_auc(np.zeros(10), rng.random(10)))

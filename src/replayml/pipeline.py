@@ -12,6 +12,7 @@ import json
 import logging
 import os
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, timedelta
@@ -161,11 +162,9 @@ def prepare(
     splits: dict[str, Any] = {}
     hashes: dict[str, str] = {}
     rows: dict[str, int] = {}
-    test_frame = pd.DataFrame()
-    test_pop = np.array([])
-    feature_names: list[str] = []
     max_w = max(cfg.features.lookback_days)
     with steps.step("building features"):
+        parts: list[pd.DataFrame] = []
         for name in ("train", "valid", "test"):
             w = getattr(windows, name)
             targets = events[(events["day"] >= _day(w.start)) & (events["day"] <= _day(w.end))]
@@ -182,11 +181,21 @@ def prepare(
                     f"relax preprocessing (e.g. preprocessing=none)"
                 )
             # sort by (user, day, ts) so ranking groups are contiguous; stable for determinism
-            targets = targets.sort_values(
-                ["user_id", "day", "ts", "item_id"], kind="mergesort", ignore_index=True
+            parts.append(
+                targets.sort_values(
+                    ["user_id", "day", "ts", "item_id"], kind="mergesort", ignore_index=True
+                )
             )
-            X = build_features(targets, events, tables.items, tables.users, cfg.features)
-            feature_names = list(X.columns)
+        # one pass for all three windows: every feature of a row depends only on the history
+        # before its own day, so building them together gives the same values as one by one
+        X_all = build_features(
+            pd.concat(parts, ignore_index=True), events, tables.items, tables.users, cfg.features
+        )
+        feature_names = list(X_all.columns)
+        offset = 0
+        for name, targets in zip(("train", "valid", "test"), parts, strict=True):
+            X = X_all.iloc[offset : offset + len(targets)].reset_index(drop=True)
+            offset += len(targets)
             y = targets["label"].to_numpy(dtype="int8")
             grades = y.astype("int32") * 2
             if "click" in targets:
@@ -194,12 +203,15 @@ def prepare(
             splits[name] = Split(X=X, y=y, groups=group_ids(targets), grades=grades)
             hashes[name] = frame_hash(X, y)
             rows[name] = len(X)
-            if name == "test":
-                test_frame = targets
-                ctx = FeatureContext(
-                    events, tables.items, tables.users, (max_w,), cfg.features.smoothing
-                )
-                test_pop = item_history(targets, ctx)[f"item_cr_{max_w}d"].to_numpy("float64")
+        test_frame = parts[2]
+        popularity = f"item_cr_{max_w}d"
+        if popularity in feature_names:  # the baseline is the item's smoothed contact rate
+            test_pop = splits["test"].X[popularity].to_numpy("float64")
+        else:
+            ctx = FeatureContext(
+                events, tables.items, tables.users, (max_w,), cfg.features.smoothing
+            )
+            test_pop = item_history(test_frame, ctx)[popularity].to_numpy("float64")
     matrices = Matrices(
         train=splits["train"],
         valid=splits["valid"],
@@ -395,22 +407,38 @@ def _say_where_local_copies_are(out: Path) -> Iterator[None]:
         raise
 
 
+def _connect_and_import(spec: Any, kind: ModelKind) -> None:
+    """Open the tracking store (initialising it once), then import what training will need."""
+    from replayml.tracking.store import open_experiment
+
+    open_experiment(spec)
+    if kind is not ModelKind.popularity:
+        import lightgbm  # noqa: F401
+    import matplotlib.figure  # noqa: F401
+    import sklearn.metrics  # noqa: F401
+
+
 def run_experiment(cfg: RunConfig, ctx: RunContext) -> RunResult:
     """Train, evaluate and record one run with its full lineage; return what it produced."""
     from replayml.model.evaluate import evaluate, prediction_hash, save_figures
     from replayml.model.fit import fit, importance, predict, tree_hash
     from replayml.tracking.run import tracked_run
-    from replayml.tracking.store import open_experiment, store_spec
+    from replayml.tracking.store import store_spec
 
     root = ctx.project_root
     steps = Steps()
     spec = store_spec(cfg.tracking, root)
-    with steps.step("connecting to the tracking store"):
-        open_experiment(spec)  # fail fast (bounded retries) before any work
-    if cfg.features_dir:
-        resolved, windows, data, m = prepare_cached(cfg, root, Path(cfg.features_dir), steps)
-    else:
-        resolved, windows, data, m = prepare(cfg, root, steps)
+    # connecting to the store (bounded retries) and importing the training libraries run on
+    # the second core while the data is read and the features are built; a store that cannot
+    # be reached still fails the command before any run exists and before training starts
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="replayml-connect") as pool:
+        store_ready = pool.submit(_connect_and_import, spec, cfg.model.kind)
+        if cfg.features_dir:
+            resolved, windows, data, m = prepare_cached(cfg, root, Path(cfg.features_dir), steps)
+        else:
+            resolved, windows, data, m = prepare(cfg, root, steps)
+        with steps.step("connecting to the tracking store"):
+            store_ready.result()
     code = code_version(root)
     env = current_environment(root)
     reasons = replayability(resolved, code, data)

@@ -10,30 +10,33 @@ import pandas as pd
 
 from replayml.features.registry import FeatureContext, register
 
+#: a dense (key, day) grid is used while it has at most this many cells per history row
+DENSE_CELLS_PER_ROW = 2
+
 
 def _window_lookup(
     history: pd.DataFrame,
     targets: pd.DataFrame,
     keys: list[str],
     values: list[str],
-    lookback: int,
-) -> pd.DataFrame:
-    """For each target row (day D, keys): sums of `values` and a row count `n` over the
-    history rows with the same keys and days in [D - lookback, D - 1].
+    lookbacks: tuple[int, ...],
+) -> dict[int, pd.DataFrame]:
+    """For each lookback L and target row (day D, keys): sums of `values` and a row count `n`
+    over the history rows with the same keys and days in [D - L, D - 1].
 
-    Dense per-key cumulative sums over days: one pass over the history, then a lookup per
-    target row. Sums of integer outcomes are exact in float64.
+    Cumulative sums over the history's (key, day) cells, then two lookups per target row and
+    lookback. Sums of integer outcomes are exact in float64, so both layouts give the same
+    values.
     """
-    hist_keys = [history[k] for k in keys]
-    tgt_keys = [targets[k] for k in keys]
-    if len(keys) == 1:
-        index = pd.Index(pd.unique(hist_keys[0]))
-        hist_code = index.get_indexer(hist_keys[0])
-        tgt_code = index.get_indexer(tgt_keys[0])
-    else:
-        index = pd.MultiIndex.from_arrays(hist_keys).unique()
-        hist_code = index.get_indexer(pd.MultiIndex.from_arrays(hist_keys))
-        tgt_code = index.get_indexer(pd.MultiIndex.from_arrays(tgt_keys))
+    # one integer per key combination: factorize each key over history and targets together,
+    # combine the codes, then number the combinations seen in the history densely
+    n_hist = len(history)
+    combined = np.zeros(n_hist + len(targets), dtype="int64")
+    for k in keys:
+        codes, uniques = pd.factorize(pd.concat([history[k], targets[k]], ignore_index=True))
+        combined = combined * (len(uniques) + 1) + (codes.astype("int64") + 1)
+    hist_code, index = pd.factorize(combined[:n_hist])
+    tgt_code = pd.Index(index).get_indexer(combined[n_hist:])
     one_day = np.timedelta64(1, "D")
     start = (
         min(history["day"].min(), targets["day"].min()) if len(history) else targets["day"].min()
@@ -41,20 +44,47 @@ def _window_lookup(
     hist_day = ((history["day"] - start) / one_day).to_numpy(dtype="int64")
     tgt_day = ((targets["day"] - start) / one_day).to_numpy(dtype="int64")
     n_days = int(max(hist_day.max(initial=0), tgt_day.max(initial=0))) + 1
-    n_keys = max(len(index), 1)
-    flat = hist_code.astype("int64") * n_days + hist_day
     known = tgt_code >= 0
-    row = np.where(known, tgt_code, 0)
-    hi = tgt_day  # cumulative column j holds the sum over days < j
-    lo = np.maximum(tgt_day - lookback, 0)
-    out = pd.DataFrame(index=targets.index)
+    row = np.where(known, tgt_code, 0).astype("int64")
+    n_keys = max(len(index), 1)
+    hist_cell = hist_code.astype("int64") * n_days + hist_day
+    if n_keys * n_days <= DENSE_CELLS_PER_ROW * max(n_hist, 1):
+        # few cells: a dense (key, day) grid, cumulated per key; column j sums days < j
+        n_cells, cell_of_row = n_keys * n_days, hist_cell
+        upper_at = row * (n_days + 1) + tgt_day
+        lower_at = {w: upper_at - np.minimum(tgt_day, w) for w in lookbacks}
+
+        def cumulative(per_cell: np.ndarray) -> np.ndarray:
+            cum = np.zeros((n_keys, n_days + 1))
+            np.cumsum(per_cell.reshape(n_keys, n_days), axis=1, out=cum[:, 1:])
+            return cum.ravel()
+
+    else:
+        # many cells (e.g. user x category): only the cells that have history, sorted, with
+        # one running sum; a key's cells are contiguous, so two binary searches bound a window
+        cell_codes, cell_values = pd.factorize(hist_cell)
+        order = np.argsort(cell_values)
+        cells = cell_values[order]
+        rank = np.empty(len(order), dtype="int64")
+        rank[order] = np.arange(len(order))
+        n_cells, cell_of_row = len(cells), rank[cell_codes]
+        base = row * n_days
+        upper_at = np.searchsorted(cells, base + tgt_day)
+        lower_at = {
+            w: np.searchsorted(cells, base + np.maximum(tgt_day - w, 0)) for w in lookbacks
+        }
+
+        def cumulative(per_cell: np.ndarray) -> np.ndarray:
+            cum = np.zeros(len(per_cell) + 1)
+            np.cumsum(per_cell, out=cum[1:])
+            return cum
+
+    out = {w: pd.DataFrame(index=targets.index) for w in lookbacks}
     for name, weights in [("n", None)] + [(v, history[v].to_numpy("float64")) for v in values]:
-        grid = np.bincount(flat, weights=weights, minlength=n_keys * n_days).reshape(
-            n_keys, n_days
-        )
-        cum = np.zeros((n_keys, n_days + 1))
-        np.cumsum(grid, axis=1, out=cum[:, 1:])
-        out[name] = np.where(known, cum[row, hi] - cum[row, lo], 0.0)
+        cum = cumulative(np.bincount(cell_of_row, weights=weights, minlength=n_cells))
+        upper = cum[upper_at]
+        for w in lookbacks:
+            out[w][name] = np.where(known, upper - cum[lower_at[w]], 0.0)
     return out
 
 
@@ -94,8 +124,9 @@ def _entity_history(
     values = ["label"] + (["click"] if "click" in hist else [])
     out = pd.DataFrame(index=targets.index)
     days = _target_days(targets)
+    sums = _window_lookup(hist, targets, [key], values, ctx.lookback_days)
     for w in ctx.lookback_days:
-        j = _window_lookup(hist, targets, [key], values, w)
+        j = sums[w]
         # the smoothing prior is point-in-time too: the overall rate over the same window
         prior = targets[["day"]].merge(_global_rates(hist, values, days, w), on="day", how="left")
         n = j["n"].fillna(0)
@@ -132,14 +163,19 @@ def _with_items(frame: pd.DataFrame, items: pd.DataFrame | None, cols: list[str]
 def user_category_affinity(targets: pd.DataFrame, ctx: FeatureContext) -> pd.DataFrame:
     """The user's share of impressions and contacts in the item's category (longest lookback)."""
     w = max(ctx.lookback_days)
-    hist = ctx.history.assign(
-        category=_with_items(ctx.history, ctx.items, ["category"])["category"].to_numpy()
-    )
-    tgt = targets.assign(
-        category=_with_items(targets, ctx.items, ["category"])["category"].to_numpy()
-    )
-    jc = _window_lookup(hist, tgt, ["user_id", "category"], ["label"], w)
-    ju = _window_lookup(hist, tgt, ["user_id"], ["label"], w)
+    assert ctx.items is not None  # guaranteed by the registry's column check
+    # categories as integer codes looked up per item (-1: unknown item or no category)
+    codes, _ = pd.factorize(ctx.items["category"])
+    item_index = pd.Index(ctx.items["item_id"])
+
+    def category_code(frame: pd.DataFrame) -> np.ndarray:
+        at = item_index.get_indexer(frame["item_id"])
+        return np.where(at >= 0, codes[at], -1)
+
+    hist = ctx.history.assign(category=category_code(ctx.history))
+    tgt = targets.assign(category=category_code(targets))
+    jc = _window_lookup(hist, tgt, ["user_id", "category"], ["label"], (w,))[w]
+    ju = _window_lookup(hist, tgt, ["user_id"], ["label"], (w,))[w]
     s = ctx.smoothing
     n_cats = max(int(ctx.items["category"].nunique()), 1) if ctx.items is not None else 1
     out = pd.DataFrame(index=targets.index)
@@ -180,25 +216,27 @@ def listing_age(targets: pd.DataFrame, ctx: FeatureContext) -> pd.DataFrame:
 def user_recency(targets: pd.DataFrame, ctx: FeatureContext) -> pd.DataFrame:
     """Days since the user's last impression and last contact before the target day."""
     hist = ctx.history
-    days = _target_days(targets)
-    last_seen = (
-        hist.groupby(["user_id", "day"], sort=True).size().reset_index()[["user_id", "day"]]
-    )
-    contacts = hist[hist["label"] > 0][["user_id", "day"]].drop_duplicates()
+    users, _ = pd.factorize(pd.concat([hist["user_id"], targets["user_id"]], ignore_index=True))
+    users = users.astype("int64")
+    hist_user, tgt_user = users[: len(hist)], users[len(hist) :]
+    start = min(hist["day"].min(), targets["day"].min()) if len(hist) else targets["day"].min()
+    one_day = np.timedelta64(1, "D")
+    hist_day = ((hist["day"] - start) / one_day).to_numpy(dtype="int64")
+    tgt_day = ((targets["day"] - start) / one_day).to_numpy(dtype="int64")
+    n_days = int(max(hist_day.max(initial=0), tgt_day.max(initial=0))) + 1
     out = pd.DataFrame(index=targets.index)
-    for name, table in (("days_since_seen", last_seen), ("days_since_contact", contacts)):
-        frames = []
-        for d in days:
-            prev = table[table["day"] < d].groupby("user_id", sort=True)["day"].max()
-            frames.append(pd.DataFrame({"user_id": prev.index, "day": d, "last": prev.to_numpy()}))
-        agg = (
-            pd.concat(frames, ignore_index=True)
-            if frames
-            else pd.DataFrame(columns=["user_id", "day", "last"])
-        )
-        j = _join(targets, agg, ["user_id"])
-        gap = (j["day"] - j["last"]) / pd.Timedelta(days=1)
-        out[name] = gap.to_numpy(dtype="float64")
+    contact = hist["label"].to_numpy() > 0
+    for name, rows in (("days_since_seen", slice(None)), ("days_since_contact", contact)):
+        # the user's active days as sorted (user, day) cells; the cell just before
+        # (user, D) is the user's last active day before D, if it belongs to the same user
+        cells = np.unique(hist_user[rows] * n_days + hist_day[rows])
+        gap = np.full(len(targets), np.nan)
+        if len(cells):
+            at = np.searchsorted(cells, tgt_user * n_days + tgt_day) - 1
+            prev = cells[np.maximum(at, 0)]
+            found = (at >= 0) & (prev // n_days == tgt_user)
+            gap[found] = (tgt_day - prev % n_days)[found]
+        out[name] = gap
     return out
 
 

@@ -40,7 +40,9 @@ def ranking_metrics(
 
 def group_ids(frame: pd.DataFrame) -> np.ndarray:
     """A dense group id per (user, day), in order of first appearance."""
-    codes, _ = pd.factorize(pd.MultiIndex.from_frame(frame[["user_id", "day"]]))
+    users, _ = pd.factorize(frame["user_id"])
+    days, day_values = pd.factorize(frame["day"])
+    codes, _ = pd.factorize(users.astype("int64") * max(len(day_values), 1) + days)
     return codes.astype("int64")
 
 
@@ -78,46 +80,45 @@ def save_figures(
     scores: dict[str, np.ndarray],
 ) -> list[Path]:
     """Feature importance, PR curve and learning curves as PNGs; returns the written paths."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    # the object-oriented API renders with Agg and needs neither pyplot nor a display
+    from matplotlib.figure import Figure
     from sklearn.metrics import precision_recall_curve
 
     out_dir.mkdir(parents=True, exist_ok=True)
     paths: list[Path] = []
+
+    def save(fig: Figure, name: str) -> None:
+        paths.append(out_dir / name)
+        fig.savefig(paths[-1], dpi=90)
+
     if importance is not None and len(importance):
-        fig, ax = plt.subplots(figsize=(7, max(3, 0.28 * len(importance))))
-        importance.sort_values().plot.barh(ax=ax)
+        fig = Figure(figsize=(7, max(3, 0.28 * len(importance))), layout="tight")
+        ax = fig.subplots()
+        ordered = importance.sort_values()
+        ax.barh([str(n) for n in ordered.index], ordered.to_numpy())
         ax.set_xlabel("total gain")
         ax.set_title("Feature importance")
-        fig.tight_layout()
-        paths.append(out_dir / "feature_importance.png")
-        fig.savefig(paths[-1], dpi=90)
-        plt.close(fig)
+        save(fig, "feature_importance.png")
     y = (labels > 0).astype("int8")
     if 0 < y.sum() < len(y):
-        fig, ax = plt.subplots(figsize=(6, 4.5))
+        fig = Figure(figsize=(6, 4.5), layout="tight")
+        ax = fig.subplots()
         for name, s in scores.items():
             p, r, _ = precision_recall_curve(y, s)
-            ax.plot(r, p, label=name)
+            step = max(1, len(r) // 2000)  # a few thousand points draw the same curve
+            ax.plot(r[::step], p[::step], label=name)
         ax.set_xlabel("recall")
         ax.set_ylabel("precision")
         ax.set_title("Precision-recall on the test window")
         ax.legend()
-        fig.tight_layout()
-        paths.append(out_dir / "pr_curve.png")
-        fig.savefig(paths[-1], dpi=90)
-        plt.close(fig)
+        save(fig, "pr_curve.png")
     if curves:
-        fig, ax = plt.subplots(figsize=(6, 4.5))
+        fig = Figure(figsize=(6, 4.5), layout="tight")
+        ax = fig.subplots()
         for name, values in curves.items():
             ax.plot(np.arange(1, len(values) + 1), values, label=name)
         ax.set_xlabel("iteration")
         ax.set_title("Learning curves")
         ax.legend()
-        fig.tight_layout()
-        paths.append(out_dir / "learning_curves.png")
-        fig.savefig(paths[-1], dpi=90)
-        plt.close(fig)
+        save(fig, "learning_curves.png")
     return paths

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,7 +16,10 @@ from replayml.model.evaluate import ranking_metrics
 
 log = logging.getLogger(__name__)
 
-TRAIN_AUC_ROWS = 50_000
+#: rows of the training matrix (a fixed prefix) behind the per-iteration training curves
+TRAIN_CURVE_ROWS = 50_000
+#: LightGBM's name for the training data; early stopping never stops on a set of this name
+TRAIN_DATA_NAME = "training"
 
 
 @dataclass
@@ -75,27 +77,24 @@ def _logloss(y: np.ndarray, p: np.ndarray) -> float:
 
 
 def _auc(y: np.ndarray, s: np.ndarray) -> float:
-    order = np.argsort(s, kind="stable")
-    ranks = np.empty(len(s), dtype="float64")
-    ranks[order] = np.arange(1, len(s) + 1)
-    # average ranks over ties so the value does not depend on row order
-    _, inv, counts = np.unique(s, return_inverse=True, return_counts=True)
-    sums = np.bincount(inv, weights=ranks)
-    ranks = (sums / counts)[inv]
+    """ROC AUC with tied scores sharing their average rank (so row order does not matter)."""
     npos = y.sum()
     nneg = len(y) - npos
     if npos == 0 or nneg == 0:
         return float("nan")
-    return float((ranks[y > 0].sum() - npos * (npos + 1) / 2) / (npos * nneg))
+    order = np.argsort(s, kind="stable")
+    ranked = s[order]
+    starts = np.r_[0, np.flatnonzero(ranked[1:] != ranked[:-1]) + 1]
+    ends = np.r_[starts[1:], len(s)]
+    mean_rank = (starts + ends + 1) / 2.0  # ranks are 1-based: starts + 1 .. ends
+    pos_per_run = np.add.reduceat(y[order], starts)
+    return float(((mean_rank * pos_per_run).sum() - npos * (npos + 1) / 2) / (npos * nneg))
 
 
 def fit(train: Split, valid: Split, cfg: ModelConfig) -> FitResult:
     """Train with early stopping on the validation window; curves per iteration."""
     if cfg.kind is ModelKind.popularity:
         return FitResult(booster=None, best_iteration=0)
-    # OpenMP threads that spin between iterations starve the Python validation metric on
-    # small machines; passive waiting changes timing only, never the trees
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     import lightgbm as lgb
 
     ranker = cfg.kind is ModelKind.lgbm_ranker
@@ -106,43 +105,40 @@ def fit(train: Split, valid: Split, cfg: ModelConfig) -> FitResult:
     if ranker:
         dtrain.set_group(_group_sizes(train.groups))
         dvalid.set_group(_group_sizes(valid.groups))
-    y_train = train.y.astype("float64")
+    # training curves come from a fixed prefix of the training rows, scored as an extra
+    # validation set named like the training data, which early stopping skips by that name
+    head = slice(0, min(TRAIN_CURVE_ROWS, len(train.y)))
+    dhead = lgb.Dataset(train.X.iloc[head], label=label_train[head], reference=dtrain)
+    if ranker:
+        dhead.set_group(_group_sizes(train.groups[head]))
+    y_head = train.y[head].astype("float64")
     y_valid = valid.y.astype("float64")
     k = cfg.eval_at
 
     def feval(preds: np.ndarray, data: Any) -> list[tuple[str, float, bool]]:
-        is_train = data is dtrain
+        is_head = data is dhead
+        y = y_head if is_head else y_valid
         if ranker:
-            groups = train.groups if is_train else valid.groups
-            y = y_train if is_train else y_valid
-            ndcg, _ = ranking_metrics(groups, y, preds, k)
+            ndcg, _ = ranking_metrics(train.groups[head] if is_head else valid.groups, y, preds, k)
             return [(f"ndcg@{k}", ndcg, True)]
-        if is_train:  # AUC on a fixed prefix keeps the per-iteration cost small
-            head = slice(0, TRAIN_AUC_ROWS)
-            return [
-                ("logloss", _logloss(y_train, preds), False),
-                ("auc", _auc(y_train[head], preds[head]), True),
-            ]
-        return [("logloss", _logloss(y_valid, preds), False), ("auc", _auc(y_valid, preds), True)]
+        return [("logloss", _logloss(y, preds), False), ("auc", _auc(y, preds), True)]
 
     record: dict[str, dict[str, list[float]]] = {}
     callbacks = [
         lgb.record_evaluation(record),
         lgb.early_stopping(cfg.early_stopping_rounds, first_metric_only=True, verbose=False),
     ]
-    valid_sets = [dvalid] if ranker else [dtrain, dvalid]
-    valid_names = ["valid"] if ranker else ["training", "valid"]
     booster = lgb.train(
         params,
         dtrain,
         num_boost_round=cfg.num_boost_round,
-        valid_sets=valid_sets,
-        valid_names=valid_names,
+        valid_sets=[dhead, dvalid],
+        valid_names=[TRAIN_DATA_NAME, "valid"],
         feval=feval,
         callbacks=callbacks,
     )
     curves = {
-        f"{'train' if ds == 'training' else ds}_{metric.replace('@', '_at_')}": list(values)
+        f"{'train' if ds == TRAIN_DATA_NAME else ds}_{metric.replace('@', '_at_')}": list(values)
         for ds, metrics in record.items()
         for metric, values in metrics.items()
     }
