@@ -30,11 +30,13 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from replayml.errors import DataVersionError, ReplaymlError
+from replayml.prestart import PrestartedPython
 from replayml.progress import Steps
 from replayml.redact import PLACEHOLDER, redact_text
 
 if TYPE_CHECKING:
     from replayml.tracking.read import RecordedRun, RunReader
+    from replayml.tracking.store import StoreSpec
 
 log = logging.getLogger(__name__)
 
@@ -123,8 +125,26 @@ def _git(cwd: Path, *args: str) -> str:
     return proc.stdout
 
 
-def _dvc(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return _run([sys.executable, "-m", "dvc", *args], cwd, {**os.environ, "DVC_NO_ANALYTICS": "1"})
+def _dvc_pull(worktree: Path, dvc_file: str) -> str | None:
+    """`dvc pull DVC_FILE` in the worktree, in this process; the error text, or None."""
+    from dvc.exceptions import DvcException
+    from dvc.repo import Repo
+
+    quiet = logging.getLogger("dvc")
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)  # like `dvc pull -q`: failures come back as the exception
+    try:
+        with Repo(str(worktree)) as repo:
+            repo.pull(targets=[str(worktree / dvc_file)])
+    except DvcException as exc:
+        causes = [str(exc)]
+        while exc.__cause__ is not None and len(causes) < 4:
+            exc = exc.__cause__  # type: ignore[assignment]
+            causes.append(str(exc))
+        return "\n".join(c for c in causes if c)
+    finally:
+        quiet.setLevel(level)
+    return None
 
 
 def _tail(text: str, lines: int = 12) -> str:
@@ -441,8 +461,8 @@ def materialise_data(project: Path, worktree: Path, run: RecordedRun, warnings: 
             f"data: corrupted file(s) in the DVC cache ({setup.cache_objects}) were removed and "
             f"restored from the remote {setup.remote}: " + "; ".join(removed)
         )
-    proc = _dvc(worktree, "pull", "-q", dvc_file)
-    if proc.returncode != 0:
+    failure = _dvc_pull(worktree, dvc_file)
+    if failure is not None:
         lost = (
             f"corrupted in the DVC cache (removed): {'; '.join(removed)}, and the remote has no "
             f"copy either"
@@ -453,7 +473,7 @@ def materialise_data(project: Path, worktree: Path, run: RecordedRun, warnings: 
             f"run {run.run_id} cannot be replayed: data version {expected} ({dvc_file}) is "
             f"{lost}. Remote: {setup.remote}. Push an intact copy with `dvc push {dvc_file}` "
             f"from a checkout that has this version, then replay again. "
-            f"dvc said: {_tail(proc.stderr or proc.stdout, 6)}"
+            f"dvc said: {_tail(failure, 6)}"
         )
     bad = _bad_files(worktree, dvc_file, setup.cache_objects)
     if bad:
@@ -624,11 +644,12 @@ def _read_record(
     return None if reasons else _Record(recorded, config, changed, diff)
 
 
-def _subprocess_env(worktree: Path, uri: str) -> dict[str, str]:
+def _subprocess_env(uri: str, worktree: Path | None = None) -> dict[str, str]:
     # nothing of the calling process's run or sweep may leak into the replay run
     env = {k: v for k, v in os.environ.items() if not k.startswith(_LEAKY_ENV)}
-    src = worktree / "src"
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(src), env.get("PYTHONPATH", "")) if p)
+    if worktree is not None:
+        src = worktree / "src"
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(src), env.get("PYTHONPATH", "")) if p)
     env["PYTHONDONTWRITEBYTECODE"] = "1"  # nothing written into the worktree's code
     env["MLFLOW_TRACKING_URI"] = uri
     env.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
@@ -647,18 +668,19 @@ def _train(
     token: str,
     worktree: Path,
     tmp: Path,
-    env: dict[str, str],
+    trainer: PrestartedPython,
     keep: bool,
     steps: Steps,
-    python: str = sys.executable,
 ) -> RecordedRun:
-    """Run `python train.py` of the worktree on the replay config; return the new run."""
+    """Run `python train.py` of the worktree on the replay config; return the new run.
+
+    `trainer` has imported the libraries already; the worktree's own code (`src/`) comes first
+    on its path, as with `PYTHONPATH=<worktree>/src python train.py ...`.
+    """
     config_dir = tmp / "config"
     config_dir.mkdir()
     (config_dir / "replay.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     args = [
-        python,
-        "train.py",
         "--config-dir",
         str(config_dir),
         "--config-name",
@@ -668,7 +690,7 @@ def _train(
         "hydra.job.chdir=false",
     ]
     with steps.step("training with the run's code"):
-        proc = _run(args, worktree, env)
+        proc = trainer.run("train.py", args, worktree, [worktree / "src"])
     found = reader.find(original.experiment_id, REPLAY_ATTEMPT, token)
     hint = "" if keep else " (add --keep to inspect the worktree)"
     where = f"in the worktree of {original.tag('code.commit')[:12]}{hint}"
@@ -742,12 +764,35 @@ def replay(
     cannot be replayed exactly by construction gives a NOT_REPLAYABLE report with the reasons.
     """
     from replayml.config.schema import TrackingConfig
-    from replayml.tracking.read import RunReader
     from replayml.tracking.store import store_spec
 
     project = (project or Path.cwd()).resolve()
-    steps = Steps()
     spec = store_spec(TrackingConfig(uri=tracking_uri), project)
+    with tempfile.TemporaryDirectory(prefix="replayml-trainer-") as idle:
+        # the process that will train imports its libraries while the run is read and the
+        # worktree and data are prepared (a locked environment's interpreter comes later)
+        early = None
+        if not locked_env:
+            early = PrestartedPython(sys.executable, _subprocess_env(spec.uri), Path(idle))
+        try:
+            return _replay(run_id, project, spec, keep, strict_env, locked_env, early)
+        finally:
+            if early is not None:
+                early.close()
+
+
+def _replay(
+    run_id: str,
+    project: Path,
+    spec: StoreSpec,
+    keep: bool,
+    strict_env: bool,
+    locked_env: bool,
+    early: PrestartedPython | None,
+) -> ReplayReport:
+    from replayml.tracking.read import RunReader
+
+    steps = Steps()
     with steps.step("reading the run"):
         reader = RunReader(spec)
         original = reader.run(run_id)
@@ -797,27 +842,22 @@ def replay(
                 f"code: commit {commit[:12]} has no src/replayml: the replay runs the installed "
                 f"replayml, which may not be the code the run used"
             )
-        env = _subprocess_env(worktree, spec.uri)
-        python = sys.executable
+        env = _subprocess_env(spec.uri, worktree)
+        trainer = early
         if locked_env:
             with steps.step("building the run's locked environment"):
                 python = build_locked_env(project, worktree, tmp / "venv")
+            (tmp / "idle").mkdir()
+            trainer = PrestartedPython(python, _subprocess_env(spec.uri), tmp / "idle")
+        assert trainer is not None
         recompose = _start_recompose(reader, original, worktree, env)
         try:
             replayed = _train(
-                reader,
-                original,
-                record.config,
-                token,
-                worktree,
-                tmp,
-                env,
-                keep,
-                steps,
-                python,
+                reader, original, record.config, token, worktree, tmp, trainer, keep, steps
             )
             recomposed = _recomposed(recompose, commit, report.warnings)
         finally:
+            trainer.close()
             if recompose is not None and recompose.poll() is None:
                 recompose.kill()
                 recompose.communicate()

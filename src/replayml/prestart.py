@@ -1,0 +1,99 @@
+"""A Python process started ahead of time: it imports the heavy third-party libraries while
+the caller is still preparing, then runs a script exactly as `python SCRIPT ARGS` would.
+
+Only libraries of the environment are imported early, never the code the script will run:
+that code is put on `sys.path` when the job arrives, in the order a plain `python SCRIPT` with
+`PYTHONPATH` would have, and the process refuses the job if any of it was already imported.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+from typing import Any
+
+#: imported before the job arrives (whatever is missing from the environment is skipped)
+WARM_IMPORTS = (
+    "numpy",
+    "pandas",
+    "pyarrow.parquet",
+    "yaml",
+    "omegaconf",
+    "hydra",
+    "mlflow",
+    "mlflow.store.tracking.sqlalchemy_store",
+    "lightgbm",
+    "sklearn.metrics",
+    "matplotlib.figure",
+)
+
+_BOOT = r"""
+import importlib, json, os, runpy, sys
+for name in json.loads(sys.argv[1]):
+    try:
+        importlib.import_module(name)
+    except Exception:
+        pass
+job = json.loads(sys.stdin.readline() or "null")
+if job is None:
+    raise SystemExit(0)
+early = sorted(m for m in sys.modules if m.split(".")[0] in job["own_packages"])
+if early:
+    print(f"prestarted python: {early[0]} was imported before the job", file=sys.stderr)
+    raise SystemExit(97)
+os.chdir(job["cwd"])
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    p for p in job["path"] + [os.environ.get("PYTHONPATH", "")] if p
+)
+sys.path[0:1] = [job["cwd"], *job["path"]]
+sys.path_importer_cache.clear()
+importlib.invalidate_caches()
+sys.argv = job["argv"]
+runpy.run_path(job["argv"][0], run_name="__main__")
+"""
+
+
+class PrestartedPython:
+    """`python -c BOOT` that warms up now and runs one script later (`run`)."""
+
+    def __init__(self, python: str, env: dict[str, str], idle_dir: Path) -> None:
+        self.proc = subprocess.Popen(
+            [python, "-c", _BOOT, json.dumps(WARM_IMPORTS)],
+            cwd=idle_dir,  # an empty folder: nothing there can shadow a library
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+
+    def run(
+        self,
+        script: str,
+        args: list[str],
+        cwd: Path,
+        path: list[Path],
+        own_packages: tuple[str, ...] = ("replayml", "hydra_plugins"),
+    ) -> subprocess.CompletedProcess[str]:
+        """Run `cwd/script` with `args`, `path` first on sys.path (like PYTHONPATH)."""
+        job: dict[str, Any] = {
+            "cwd": str(cwd),
+            "argv": [script, *args],
+            "path": [str(p) for p in path],
+            "own_packages": list(own_packages),
+        }
+        out, err = self.proc.communicate(json.dumps(job) + "\n")
+        return subprocess.CompletedProcess(self.proc.args, self.proc.returncode, out, err)
+
+    def close(self) -> None:
+        """Stop the process if no job ran (idempotent)."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.communicate()
+
+    def __enter__(self) -> PrestartedPython:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
