@@ -148,3 +148,24 @@ def test_prepare_never_overwrites_foreign_data(project: Path, tmp_path: Path) ->
     with pytest.raises(DataVersionError, match="left untouched"):
         prepare(clone, GeneratorSpec(scale=SMALL_SCALE), push=False)
     assert mine.read_text() == "precious\n"
+
+
+@pytest.mark.parametrize("configured", [None, "../elsewhere-cache", "ABSOLUTE"])
+def test_cache_folder_is_the_one_dvc_uses(tmp_path: Path, configured: str | None) -> None:
+    """Reading DVC's merged config gives the object folder DVC itself uses, for the default
+    cache, a relative `cache.dir` (relative to the config file) and an absolute one."""
+    from dvc.repo import Repo
+
+    from replayml.lineage.data import dvc_cache_dir
+
+    root = tmp_path / "repo"
+    root.mkdir()
+    git(root, "init", "-q")
+    dvc(root, "init", "-q")
+    if configured is not None:
+        value = str(tmp_path / "abs-cache") if configured == "ABSOLUTE" else configured
+        dvc(root, "config", "--local", "cache.dir", value)
+    with Repo(str(root)) as repo:
+        expected = Path(repo.cache.local.path)
+    assert dvc_cache_dir(root) == expected
+    assert (configured is None) == (expected.is_relative_to(root))

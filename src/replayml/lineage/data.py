@@ -63,6 +63,13 @@ def read_dvc_file(dvc_file: Path) -> tuple[str, str, int]:
 
 def dvc_cache_dir(root: Path) -> Path:
     """The md5 object folder of the project's DVC cache."""
+    from dvc.config import Config
+
+    # DVC's merged configuration (system, global, project, local; paths made absolute) is
+    # enough unless the cache is a named remote; opening the whole repository costs more
+    cache = Config(dvc_dir=str(root / ".dvc"))["cache"]
+    if "local" not in cache:
+        return Path(cache.get("dir") or root / ".dvc" / "cache") / "files" / "md5"
     from dvc.repo import Repo
 
     with Repo(str(root)) as repo:

@@ -82,7 +82,7 @@ def _auc(y: np.ndarray, s: np.ndarray) -> float:
     nneg = len(y) - npos
     if npos == 0 or nneg == 0:
         return float("nan")
-    order = np.argsort(s, kind="stable")
+    order = np.argsort(s)  # any order within ties: a run's positives are counted exactly
     ranked = s[order]
     starts = np.r_[0, np.flatnonzero(ranked[1:] != ranked[:-1]) + 1]
     ends = np.r_[starts[1:], len(s)]
