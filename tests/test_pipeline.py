@@ -250,3 +250,37 @@ def test_doctor_leaves_live_runs_alone(project: Path) -> None:
     spec = store_spec(TrackingConfig(), project)
     with tracked_run(spec, "alive", {}) as run:
         assert run.run_id not in {g.run_id for g in find_ghosts(spec, stale_after=600)}
+
+
+def test_jobs_differing_only_in_the_model_reuse_the_matrices_exactly(
+    project: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A sweep's jobs in one process share the matrices when only the model changes; the
+    results equal a fresh build, other windows are built anew and altered matrices rebuilt."""
+    import logging
+
+    from replayml import pipeline
+
+    a = train(project, ["model.learning_rate=0.1"])
+    with caplog.at_level(logging.INFO, logger="replayml.pipeline"):
+        b = train(project, ["model.learning_rate=0.05"])
+    assert "reusing the feature matrices" in caplog.text
+    assert b.slice_hashes == a.slice_hashes and b.tree_hash != a.tree_hash
+    pipeline._prepared.clear()
+    fresh = train(project, ["model.learning_rate=0.05"])
+    assert (fresh.tree_hash, fresh.prediction_hash) == (b.tree_hash, b.prediction_hash)
+    assert fresh.metrics == b.metrics
+
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="replayml.pipeline"):
+        c = train(project, ["dates=last_7d"])
+    assert "reusing" not in caplog.text
+    assert c.slice_hashes["train"] != a.slice_hashes["train"]
+
+    kept = next(iter(pipeline._prepared.values()))
+    kept.train.X.iloc[0, 0] += 1.0  # something altered the kept matrix in memory
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="replayml.pipeline"):
+        d = train(project, ["dates=last_7d", "model.learning_rate=0.1"])
+    assert "changed since it was built" in caplog.text and "reusing" not in caplog.text
+    assert d.slice_hashes == c.slice_hashes

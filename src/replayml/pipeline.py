@@ -154,6 +154,21 @@ def prepare(
     with steps.step("verifying data version"):
         files = event_files(cfg.data, root, history_start, windows.test.end)
         version = verify_files(root, cfg.data.dvc_file, cfg.data.root, files)
+    key = None
+    if version.tracked:  # untracked data has no version that could tell a change
+        key = (
+            str(root.resolve()),
+            version.dvc_hash,
+            version.files_read,
+            sections_hash(config_to_container(resolved), MATRIX_SECTIONS),
+        )
+        reused = _reusable(key)
+        if reused is not None:
+            log.info(
+                "reusing the feature matrices of an earlier job in this process (same data "
+                "version, dates, preprocessing and features; content hashes re-checked)"
+            )
+            return resolved, windows, version, reused
     with steps.step("loading data"):
         tables = load(cfg.data, root, history_start, windows.test.end)
     events, stats = preprocess(
@@ -228,7 +243,31 @@ def prepare(
             "rare_item_rows_removed": stats.rare_item_rows,
         },
     )
+    if key is not None:
+        _prepared.clear()  # keep one set: a sweep walks its grid with the model varying fastest
+        _prepared[key] = matrices
     return resolved, windows, version, matrices
+
+
+#: the config sections the matrices depend on (with the data version and the code)
+MATRIX_SECTIONS = ("data", "dates", "preprocessing", "features")
+#: the matrices of the last `prepare` in this process, by everything they were built from: the
+#: jobs of a sweep that differ only in the model (same process) share them
+_prepared: dict[tuple[Any, ...], Matrices] = {}
+
+
+def _reusable(key: tuple[Any, ...]) -> Matrices | None:
+    """The matrices prepared earlier for `key`, if their content hashes still match."""
+    matrices = _prepared.get(key)
+    if matrices is None:
+        return None
+    for name in ("train", "valid", "test"):
+        split = getattr(matrices, name)
+        if frame_hash(split.X, split.y) != matrices.slice_hashes[name]:
+            log.warning("the kept %s matrix changed since it was built; building again", name)
+            _prepared.clear()
+            return None
+    return matrices
 
 
 RESULT_KEYS = ("data", "dates", "preprocessing", "features", "model")
