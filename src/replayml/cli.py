@@ -327,8 +327,14 @@ def rollback_alias(
 
 
 def main() -> None:
-    """Console-script entry."""
-    app()
+    """Console-script entry: the command's exit status, without the interpreter's teardown."""
+    from replayml.entry import exit_now
+
+    try:
+        app()
+    except SystemExit as exc:
+        exit_now(exc.code)
+    exit_now(0)
 
 
 @app.command("replay")

@@ -73,7 +73,8 @@ def _group_sizes(groups: np.ndarray) -> np.ndarray:
 
 def _logloss(y: np.ndarray, p: np.ndarray) -> float:
     p = np.clip(p, 1e-15, 1 - 1e-15)
-    return float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
+    # one log per row: the probability given to the observed label (y is 0 or 1)
+    return float(-np.mean(np.log(np.where(y > 0, p, 1 - p))))
 
 
 def _auc(y: np.ndarray, s: np.ndarray) -> float:
@@ -87,7 +88,8 @@ def _auc(y: np.ndarray, s: np.ndarray) -> float:
     starts = np.r_[0, np.flatnonzero(ranked[1:] != ranked[:-1]) + 1]
     ends = np.r_[starts[1:], len(s)]
     mean_rank = (starts + ends + 1) / 2.0  # ranks are 1-based: starts + 1 .. ends
-    pos_per_run = np.add.reduceat(y[order], starts)
+    positives = np.r_[0.0, np.cumsum(y[order])]  # whole numbers: exact in float64
+    pos_per_run = positives[ends] - positives[starts]
     return float(((mean_rank * pos_per_run).sum() - npos * (npos + 1) / 2) / (npos * nneg))
 
 
