@@ -172,3 +172,18 @@ def test_killed_worker_is_marked_and_unrun_jobs_are_named(project: Path) -> None
     assert never, "the jobs that never ran are named"
     assert all(any(o.startswith("model.num_leaves=") for o in job) for job in never)
     assert not any(c.info.status == "RUNNING" for c in _by_role(project)[1])
+
+
+def test_a_parallel_sweep_that_succeeds_exits_zero_and_stops_its_workers(
+    project: Path,
+) -> None:
+    """train.py ends without the interpreter's teardown only when no worker is alive: the
+    joblib launcher's worker processes are stopped by the normal shutdown, not waited on."""
+    proc = run_train_py(
+        project, "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", *FAST,
+        "model.learning_rate=0.05,0.1", timeout=240,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    parents, children = _by_role(project)
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    assert len(children) == 2 and all(c.info.status == "FINISHED" for c in children)
