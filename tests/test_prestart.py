@@ -58,3 +58,22 @@ def test_an_unused_interpreter_is_stopped(tmp_path: Path) -> None:
     python.close()
     assert python.proc.poll() is not None
     python.close()  # idempotent
+
+
+def test_safe_path_mode_keeps_the_path_as_python_would(tmp_path: Path) -> None:
+    """With PYTHONSAFEPATH neither `python -c` nor `python SCRIPT` adds a folder of its own:
+    the job's code comes first, and nothing of the environment's path is dropped."""
+    installed = _package(tmp_path / "installed")
+    own = _package(tmp_path / "worktree" / "src")
+    script_dir = tmp_path / "worktree"
+    (script_dir / "job.py").write_text(
+        "import sys, shadowpkg\nprint(shadowpkg.__file__)\nprint(repr(sys.path[:2]))\n"
+    )
+    (tmp_path / "idle").mkdir()
+    env = {**os.environ, "PYTHONPATH": str(installed), "PYTHONSAFEPATH": "1"}
+    with PrestartedPython(sys.executable, env, tmp_path / "idle") as python:
+        done = python.run("job.py", [], script_dir, [own], ("shadowpkg",))
+    assert done.returncode == 0, done.stderr
+    file, head = done.stdout.splitlines()
+    assert file == str(own / "shadowpkg" / "__init__.py")
+    assert head == repr([str(own), str(installed)])

@@ -46,7 +46,9 @@ os.chdir(job["cwd"])
 os.environ["PYTHONPATH"] = os.pathsep.join(
     p for p in job["path"] + [os.environ.get("PYTHONPATH", "")] if p
 )
-sys.path[0:1] = [job["cwd"], *job["path"]]
+# `python SCRIPT` puts the script's folder first (unless PYTHONSAFEPATH), then PYTHONPATH
+first = [] if sys.flags.safe_path else [job["cwd"]]
+sys.path[0 : 0 if sys.flags.safe_path else 1] = [*first, *job["path"]]
 sys.path_importer_cache.clear()
 importlib.invalidate_caches()
 sys.argv = job["argv"]
