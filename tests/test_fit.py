@@ -1,0 +1,35 @@
+"""Training under the determinism profile: early stopping follows the validation window."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from replayml.config.schema import ModelConfig
+from replayml.model.fit import TRAIN_CURVE_ROWS, Split, fit
+
+
+def _split(rng: np.random.Generator, n: int) -> Split:
+    X = pd.DataFrame(rng.normal(size=(n, 6)), columns=[f"f{i}" for i in range(6)])
+    signal = X["f0"] - 0.5 * X["f1"]
+    y = (rng.random(n) < 1 / (1 + np.exp(-(signal - 2.0)))).astype("int8")
+    groups = np.arange(n) // 10
+    return Split(X=X, y=y, groups=groups, grades=y.astype("int32") * 2)
+
+
+def test_early_stopping_follows_the_validation_loss_not_the_training_curve() -> None:
+    rng = np.random.default_rng(7)
+    train, valid = _split(rng, 60_000), _split(rng, 5_000)
+    cfg = ModelConfig(
+        learning_rate=0.3, num_leaves=63, min_data_in_leaf=5, num_boost_round=300,
+        early_stopping_rounds=10, num_threads=1,
+    )  # fmt: skip  # a quickly overfitting model
+    result = fit(train, valid, cfg)
+    valid_loss = result.curves["valid_logloss"]
+    train_loss = result.curves["train_logloss"]
+    assert result.best_iteration < cfg.num_boost_round  # it did stop early
+    assert len(valid_loss) == result.best_iteration + cfg.early_stopping_rounds
+    assert result.best_iteration == int(np.argmin(valid_loss)) + 1
+    # the training curve (a fixed prefix of the training rows) kept improving meanwhile
+    assert train_loss[-1] < train_loss[result.best_iteration - 1]
+    assert len(train_loss) == len(valid_loss) and len(train.y) > TRAIN_CURVE_ROWS
