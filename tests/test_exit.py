@@ -33,6 +33,27 @@ def test_exit_now_keeps_status_output_and_exit_handlers() -> None:
     assert message.returncode == 1 and "bad input: fix it" in message.stderr
 
 
+def test_exit_now_lets_started_work_finish_first(tmp_path: Path) -> None:
+    """Like a normal exit, a thread pool's pending task and a non-daemon thread complete."""
+    done_pool, done_thread = tmp_path / "pool", tmp_path / "thread"
+    script = f"""
+import threading, time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from replayml.entry import exit_now
+pool = ThreadPoolExecutor(1)
+pool.submit(lambda: (time.sleep(0.5), Path({str(done_pool)!r}).write_text("done")))
+def later():
+    time.sleep(0.5)
+    Path({str(done_thread)!r}).write_text("done")
+threading.Thread(target=later).start()
+exit_now(0)
+"""
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert done_pool.read_text() == "done" and done_thread.read_text() == "done"
+
+
 def test_the_console_script_keeps_exit_codes(tmp_path: Path) -> None:
     replayml = Path(sys.executable).with_name("replayml")
     env = {**os.environ, "MLFLOW_TRACKING_URI": ""}
