@@ -187,3 +187,50 @@ def test_a_parallel_sweep_that_succeeds_exits_zero_and_stops_its_workers(
     parents, children = _by_role(project)
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
     assert len(children) == 2 and all(c.info.status == "FINISHED" for c in children)
+
+
+def _log_same_datasets(uri: str, barrier, errors) -> None:  # noqa: ANN001
+    import pandas as pd
+    from mlflow.tracking import MlflowClient
+
+    from replayml.tracking.run import RunHandle
+
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name("race").experiment_id
+    handle = RunHandle(client, None, exp, client.create_run(exp).info.run_id)  # type: ignore[arg-type]
+    for k in range(5):
+        barrier.wait()  # every process writes the same new dataset at the same moment
+        try:
+            handle.log_dataset(
+                pd.DataFrame({"a": [k]}), name=f"data{k}", digest=f"{k:064d}",
+                source="file:///data", context="training",
+            )  # fmt: skip
+        except Exception as exc:  # noqa: BLE001 - reported back to the test
+            errors.put(f"{type(exc).__name__}: {str(exc)[:200]}")
+
+
+def test_parallel_jobs_logging_the_same_dataset_all_record_it(tmp_path: Path) -> None:  # C1
+    """MLflow looks a dataset up and then inserts it; parallel jobs of one sweep log the same
+    data version at the same moment, and none of them may fail for it."""
+    import multiprocessing
+
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    client.create_experiment("race")
+    ctx = multiprocessing.get_context("spawn")
+    barrier, errors = ctx.Barrier(6), ctx.Queue()
+    procs = [ctx.Process(target=_log_same_datasets, args=(uri, barrier, errors)) for _ in range(6)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=300)
+    failures = [errors.get() for _ in range(errors.qsize())]
+    assert failures == [] and all(p.exitcode == 0 for p in procs)
+    runs = client.search_runs([client.get_experiment_by_name("race").experiment_id])
+    assert len(runs) == 6
+    for run in runs:
+        assert sorted(d.dataset.name for d in run.inputs.dataset_inputs) == [
+            f"data{k}" for k in range(5)
+        ]

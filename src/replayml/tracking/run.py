@@ -55,6 +55,21 @@ def safe_artifact_path(path: str) -> str:
     return str(pure)
 
 
+#: attempts at logging a dataset that parallel jobs may be creating at the same moment
+DATASET_ATTEMPTS = 5
+
+
+def _inserted_concurrently(exc: BaseException) -> bool:
+    """Whether a failed write clashed with a row another writer had just inserted."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        text = f"{type(seen).__name__}: {seen}"
+        if "IntegrityError" in text or "UNIQUE constraint failed" in text:
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
 @dataclass
 class RunHandle:
     """An open run: its id, link, and batched logging calls."""
@@ -136,7 +151,16 @@ class RunHandle:
         inp = DatasetInput(
             dataset=dataset._to_mlflow_entity(), tags=[InputTag("mlflow.data.context", context)]
         )
-        self.client.log_inputs(self.run_id, datasets=[inp])
+        for attempt in range(DATASET_ATTEMPTS):
+            try:
+                self.client.log_inputs(self.run_id, datasets=[inp])
+                return
+            except Exception as exc:  # the store's or the server's wrapping of the SQL error
+                # MLflow looks the dataset up, then inserts it: a job logging the same dataset
+                # at the same moment can insert it first; the next attempt finds and reuses it
+                if attempt + 1 == DATASET_ATTEMPTS or not _inserted_concurrently(exc):
+                    raise
+                time.sleep(0.05 * (attempt + 1))
 
     def log_lightgbm(
         self, booster: Any, example: Any, requirements: list[str], best_iteration: int
