@@ -86,6 +86,7 @@ def test_same_command_twice_gives_identical_results(project: Path) -> None:  # D
     b = run_train_py(project, "tracking.run_name=b")
     assert a.returncode == 0 and b.returncode == 0, a.stderr[-2000:] + b.stderr[-2000:]
     assert "run: http://127.0.0.1:5000/#/experiments/" in a.stdout
+    assert "WARNING" not in a.stderr, a.stderr  # a clean run prints no library warnings
     runs = {r.data.tags["mlflow.runName"]: r for r in all_runs(project)}
     ta, tb = runs["a"].data.tags, runs["b"].data.tags
     for key in ("tree_hash", "prediction_hash", "slice_hash.train", "slice_hash.test",

@@ -55,6 +55,18 @@ def safe_artifact_path(path: str) -> str:
     return str(pure)
 
 
+class _NoPipVersionWarning(logging.Filter):
+    """Drop MLflow's warning that `pip` is not installed, once per logged model.
+
+    The environment is installed by uv from the lock (whose hash the run records), so the
+    virtualenv has no `pip`; MLflow then writes `pip` without a version into the model's
+    conda.yaml and warns on every run. The pip requirements are still pinned.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Failed to resolve installed pip version")
+
+
 #: attempts at logging a dataset that parallel jobs may be creating at the same moment
 DATASET_ATTEMPTS = 5
 
@@ -178,15 +190,21 @@ class RunHandle:
         # log_model reads the global tracking URI, and setting it also exports
         # MLFLOW_TRACKING_URI to child processes: scope it to this call
         # the logged model belongs to the run's experiment (not MLflow's Default experiment)
-        with process_tracking_uri(self.spec.uri, self.experiment_id):
-            info = mlflow.lightgbm.log_model(
-                booster,
-                name="model",
-                run_id=self.run_id,
-                input_example=example,
-                signature=infer_signature(example, prediction),
-                pip_requirements=requirements,
-            )
+        env_log = logging.getLogger("mlflow.utils.environment")
+        no_pip = _NoPipVersionWarning()
+        env_log.addFilter(no_pip)
+        try:
+            with process_tracking_uri(self.spec.uri, self.experiment_id):
+                info = mlflow.lightgbm.log_model(
+                    booster,
+                    name="model",
+                    run_id=self.run_id,
+                    input_example=example,
+                    signature=infer_signature(example, prediction),
+                    pip_requirements=requirements,
+                )
+        finally:
+            env_log.removeFilter(no_pip)
         return str(info.model_uri)
 
 
