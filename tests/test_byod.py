@@ -86,3 +86,116 @@ def test_a_missing_mapped_column_is_named(project: Path) -> None:
     assert "no column 'bought' (data.events.label=bought)" in proc.stderr
     assert "purchased" in proc.stderr
     assert all_runs(project) == []
+
+
+# --- what a dataset's columns may hold: checked on load, before any run exists ---------------
+
+
+def _events_frame(n: int = 2_000, seed: int = 5) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    ts = pd.Timestamp("2025-03-01") + pd.to_timedelta(rng.integers(0, 10 * 86_400, n), "s")
+    return pd.DataFrame(
+        {
+            "uid": rng.integers(0, 50, n),
+            "iid": rng.integers(0, 30, n),
+            "when": ts,
+            "y": (rng.random(n) < 0.2).astype("int64"),
+        }
+    )
+
+
+def _load(root: Path, frame: pd.DataFrame, name: str = "events.parquet", **events: object):
+    from replayml.config.schema import DataConfig, EventsTable, ItemsTable
+    from replayml.data.load import load
+
+    (root / "data").mkdir(exist_ok=True)
+    path = root / "data" / name
+    if name.endswith(".csv"):
+        frame.to_csv(path, index=False)
+    else:
+        frame.to_parquet(path, index=False)
+    items = events.pop("items", ItemsTable())
+    cfg = DataConfig(
+        name="t",
+        events=EventsTable(
+            path=name, user="uid", item="iid", timestamp="when", label="y", **events
+        ),  # fmt: skip
+        items=items,
+    )
+    return load(cfg, root, pd.Timestamp("2025-03-02").date(), pd.Timestamp("2025-03-05").date())
+
+
+def test_epoch_seconds_load_like_timestamps_with_their_unit(tmp_path: Path) -> None:
+    from replayml.config.schema import TimeUnit
+    from replayml.errors import DataSchemaError
+
+    frame = _events_frame()
+    native = _load(tmp_path, frame).events
+    epoch = frame.assign(when=(frame["when"] - pd.Timestamp(0)) // pd.Timedelta(seconds=1))
+    with pytest.raises(DataSchemaError, match=r"data.events.timestamp_unit.*MovieLens"):
+        _load(tmp_path, epoch, "movielens.csv")
+    as_seconds = _load(tmp_path, epoch, "movielens.csv", timestamp_unit=TimeUnit.s).events
+    pd.testing.assert_frame_equal(as_seconds, native)
+    assert native["day"].min() == pd.Timestamp("2025-03-02")
+    assert native["day"].max() == pd.Timestamp("2025-03-05")
+
+
+def test_zone_aware_times_are_read_in_utc(tmp_path: Path) -> None:
+    frame = _events_frame()
+    native = _load(tmp_path, frame).events
+    berlin = frame.assign(when=frame["when"].dt.tz_localize("UTC").dt.tz_convert("Europe/Berlin"))
+    pd.testing.assert_frame_equal(_load(tmp_path, berlin).events, native)
+    # a CSV with `...Z` times is read by pyarrow as zone-aware
+    iso_z = frame.assign(when=frame["when"].dt.strftime("%Y-%m-%dT%H:%M:%SZ"))
+    pd.testing.assert_frame_equal(_load(tmp_path, iso_z, "z.csv").events, native)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda f: f.assign(y=f["y"] * 4 + 1), r"'y' \(data.events.label=y\) must hold 0/1 .*found 1, 5"),
+        (lambda f: f.assign(y=f["y"].where(f.index % 7 > 0)), r"'y' \(data.events.label=y\) has \d+ empty"),
+        (lambda f: f.assign(when=f["when"].where(f.index % 9 > 0)), r"'when' \(data.events.timestamp=when\) has \d+ empty"),
+        (lambda f: f.assign(uid=f["uid"].astype("Int64").where(f.index % 9 > 0)), r"'uid' \(data.events.user=uid\) has \d+ empty"),
+        (lambda f: f.assign(when=f["when"].dt.strftime("%d/%m/%Y %H:%M")), r"should be a timestamp, found (large_)?string.*pd.to_datetime"),
+    ],
+    ids=["ratings-as-label", "empty-labels", "empty-times", "empty-users", "times-as-text"],
+)  # fmt: skip
+def test_bad_event_values_are_named(tmp_path: Path, change, message: str) -> None:  # noqa: ANN001
+    from replayml.errors import DataSchemaError
+
+    with pytest.raises(DataSchemaError, match=message):
+        _load(tmp_path, change(_events_frame()))
+
+
+@pytest.mark.parametrize(
+    ("items", "message"),
+    [
+        (pd.DataFrame({"iid": [1, 2, 2], "cat": ["a", "b", "c"]}), r"'iid' \(data.items.id=iid\) has 1 ids on more than one row \(e.g. 2\)"),
+        (pd.DataFrame({"iid": ["1", "2"], "cat": ["a", "b"]}), r"holds strings but the events' ids \(data.events.item=iid\) hold integers"),
+    ],
+    ids=["duplicate-ids", "id-types-differ"],
+)  # fmt: skip
+def test_bad_item_tables_are_named(tmp_path: Path, items: pd.DataFrame, message: str) -> None:
+    from replayml.config.schema import ItemsTable
+    from replayml.errors import DataSchemaError
+
+    (tmp_path / "data").mkdir()
+    items.to_parquet(tmp_path / "data" / "items.parquet", index=False)
+    table = ItemsTable(path="items.parquet", id="iid", category="cat")
+    with pytest.raises(DataSchemaError, match=message):
+        _load(tmp_path, _events_frame(), items=table)
+
+
+def test_a_ratings_label_fails_before_any_run(project: Path) -> None:
+    (project / "data" / "shop").mkdir()
+    events = _shop_events()
+    events["bought"] = events["bought"] * 3 + 2  # star ratings, not outcomes
+    events.to_csv(project / "data" / "shop" / "events.csv", index=False)
+    (project / "conf" / "data" / "shop.yaml").write_text(SHOP_CONF)
+    dvc(project, "add", "-q", "data")
+    proc = run_train_py(project, "data=shop", "features=minimal", "dates=last_7d")
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "(data.events.label=bought) must hold 0/1" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert all_runs(project) == []

@@ -280,11 +280,9 @@ def sections_hash(container: dict[str, Any], sections: tuple[str, ...] = RESULT_
 
 
 def _write_plot_data(
-    out: Path, curves: dict[str, list[float]], labels: np.ndarray, scores: np.ndarray
+    out: Path, curves: dict[str, list[float]], pr: tuple[np.ndarray, np.ndarray] | None
 ) -> None:
     """CSV data behind the plots, for `dvc plots show/diff`."""
-    from sklearn.metrics import precision_recall_curve
-
     out.mkdir(parents=True, exist_ok=True)
     if curves:
         frame = pd.DataFrame(curves)
@@ -292,9 +290,8 @@ def _write_plot_data(
         frame.insert(0, "iteration", np.arange(1, len(frame) + 1))
         frame["objective"] = frame[valid[0]] if valid else np.nan
         frame.to_csv(out / "learning_curve.csv", index=False)
-    y = (labels > 0).astype("int8")
-    if 0 < y.sum() < len(y):
-        precision, recall, _ = precision_recall_curve(y, scores)
+    if pr is not None:
+        precision, recall = pr
         step = max(1, len(recall) // 500)
         pd.DataFrame({"recall": recall[::step], "precision": precision[::step]}).to_csv(
             out / "pr_curve.csv", index=False
@@ -459,7 +456,7 @@ def _connect_and_import(spec: Any, kind: ModelKind) -> None:
 
 def run_experiment(cfg: RunConfig, ctx: RunContext) -> RunResult:
     """Train, evaluate and record one run with its full lineage; return what it produced."""
-    from replayml.model.evaluate import evaluate, prediction_hash, save_figures
+    from replayml.model.evaluate import evaluate, pr_curves, prediction_hash, save_figures
     from replayml.model.fit import fit, importance, predict, tree_hash
     from replayml.tracking.run import tracked_run
     from replayml.tracking.store import store_spec
@@ -531,14 +528,12 @@ def run_experiment(cfg: RunConfig, ctx: RunContext) -> RunResult:
         t_hash = tree_hash(result.booster)
         p_hash = prediction_hash(scores)
         # local copies first: if the tracking store goes away now, nothing is lost
+        kind = resolved.model.kind.value
+        pr = pr_curves(m.test.y, {kind: scores, "popularity": m.test_popularity})
         figures = save_figures(
-            out / "plots",
-            importance=importance(result.booster),
-            curves=result.curves,
-            labels=m.test.y,
-            scores={resolved.model.kind.value: scores, "popularity": m.test_popularity},
+            out / "plots", importance=importance(result.booster), curves=result.curves, pr=pr
         )
-        _write_plot_data(out / "plots", result.curves, m.test.y, scores)
+        _write_plot_data(out / "plots", result.curves, pr.get(kind))
         sample = (
             m.test_frame[["user_id", "item_id", "ts", "label"]]
             .head(200)

@@ -17,6 +17,15 @@ class DatesMode(Enum):
     absolute = "absolute"
 
 
+class TimeUnit(Enum):
+    """The unit of integer timestamps counted from the Unix epoch."""
+
+    s = "s"
+    ms = "ms"
+    us = "us"
+    ns = "ns"
+
+
 class ModelKind(Enum):
     lgbm = "lgbm"
     lgbm_ranker = "lgbm_ranker"
@@ -25,12 +34,18 @@ class ModelKind(Enum):
 
 @dataclass
 class EventsTable:
-    """The impression log: a hive-partitioned folder (`date=YYYY-MM-DD/`) or one Parquet file."""
+    """The impression log: a hive-partitioned folder (`date=YYYY-MM-DD/`) or one file.
+
+    `timestamp` is a timestamp column (time-zone-aware ones are read in UTC) or, with
+    `timestamp_unit`, integer times since the Unix epoch in that unit (e.g. MovieLens: s).
+    `label` (and `click`) hold 0/1 or true/false.
+    """
 
     path: str = "events"
     user: str = "user_id"
     item: str = "item_id"
     timestamp: str = "ts"
+    timestamp_unit: TimeUnit | None = None
     label: str = MISSING
     click: str | None = None
     position: str | None = None

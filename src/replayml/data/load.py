@@ -14,10 +14,11 @@ from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-from replayml.config.schema import DataConfig
+from replayml.config.schema import DataConfig, EventsTable
 from replayml.errors import DataSchemaError, DataVersionError
 
 log = logging.getLogger(__name__)
@@ -88,9 +89,41 @@ def date_range(cfg: DataConfig, project_root: Path) -> tuple[date, date]:
             )
         return min(days), max(days)
     column = _file_dataset([path]).to_table(columns=[cfg.events.timestamp]).column(0)
-    check_type("events", cfg.events.timestamp, column.type, "timestamp", "data.events.timestamp")
+    column = as_naive_timestamps(column, cfg.events)
     ts = pd.Series(column.to_pandas())
     return ts.min().date(), ts.max().date()
+
+
+def _timestamp_type(found: pa.DataType, events: EventsTable) -> pa.DataType:
+    """The timestamp type the events' time column is read as; a clear error if it can't be."""
+    col, unit = events.timestamp, events.timestamp_unit
+    if pa.types.is_timestamp(found) and unit is None:
+        return pa.timestamp(found.unit)
+    if pa.types.is_integer(found) and unit is not None:
+        return pa.timestamp(unit.value)
+    if pa.types.is_integer(found):
+        raise DataSchemaError(
+            f"events column {col!r} (data.events.timestamp={col}) holds integers ({found}); "
+            f"if they are times since the Unix epoch set data.events.timestamp_unit to their "
+            f"unit (s, ms, us or ns; e.g. MovieLens: data.events.timestamp_unit=s)"
+        )
+    if unit is not None:
+        raise DataSchemaError(
+            f"data.events.timestamp_unit={unit.value} is for integer epoch times, but events "
+            f"column {col!r} (data.events.timestamp={col}) is {found}; remove "
+            f"data.events.timestamp_unit"
+        )
+    raise DataSchemaError(
+        f"events column {col!r} (data.events.timestamp={col}) should be a timestamp, found "
+        f"{found}; store it as a timestamp (e.g. `pd.to_datetime` before writing Parquet; a "
+        f"CSV's ISO 8601 times are read as timestamps), as integer epoch times with "
+        f"data.events.timestamp_unit, or map data.events.timestamp to another column"
+    )
+
+
+def as_naive_timestamps(column: pa.ChunkedArray, events: EventsTable) -> pa.ChunkedArray:
+    """The events' time column as naive timestamps (UTC wall time for zone-aware ones)."""
+    return column.cast(_timestamp_type(column.type, events))
 
 
 def event_files(cfg: DataConfig, project_root: Path, start: date, end: date) -> list[Path]:
@@ -112,6 +145,7 @@ def event_files(cfg: DataConfig, project_root: Path, start: date, end: date) -> 
 
 
 _KINDS = {
+    "any": lambda t: True,
     "integer": pa.types.is_integer,
     "timestamp": pa.types.is_timestamp,
     "number": lambda t: (
@@ -153,7 +187,7 @@ def _events_columns(cfg: DataConfig) -> dict[str, tuple[str | None, str]]:
     return {
         "data.events.user": (e.user, "id"),
         "data.events.item": (e.item, "id"),
-        "data.events.timestamp": (e.timestamp, "timestamp"),
+        "data.events.timestamp": (e.timestamp, "any"),  # `_timestamp_type` checks it
         "data.events.label": (e.label, "number"),
         "data.events.click": (e.click, "number"),
         "data.events.position": (e.position, "integer"),
@@ -176,26 +210,113 @@ def load(cfg: DataConfig, project_root: Path, start: date, end: date) -> Tables:
     rename = {col: key.rsplit(".", 1)[1] for key, (col, _) in wanted.items() if col}
     canonical = {"user": "user_id", "item": "item_id", "timestamp": "ts"}
     rename = {col: canonical.get(name, name) for col, name in rename.items()}
-    lo = pa.scalar(datetime.combine(start, datetime.min.time()), pa.timestamp("us"))
-    hi = pa.scalar(
-        datetime.combine(end + timedelta(days=1), datetime.min.time()), pa.timestamp("us")
-    )
-    ts = ds.field(cfg.events.timestamp)
-    table = dataset.to_table(
-        columns=list(rename),
-        filter=(ts >= lo.cast(dataset.schema.field(cfg.events.timestamp).type))
-        & (ts < hi.cast(dataset.schema.field(cfg.events.timestamp).type)),
+    table = dataset.to_table(columns=list(rename), filter=_window_filter(cfg, dataset, start, end))
+    _check_values(table, cfg.events, start, end)
+    ts_col = table.schema.get_field_index(cfg.events.timestamp)
+    table = table.set_column(
+        ts_col, cfg.events.timestamp, as_naive_timestamps(table.column(ts_col), cfg.events)
     )
     events = table.to_pandas().rename(columns=rename)
+    if getattr(events["ts"].dtype, "tz", None) is not None:  # restored from pandas metadata
+        events["ts"] = events["ts"].dt.tz_convert("UTC").dt.tz_localize(None)
     events["ts"] = events["ts"].astype("datetime64[us]")
     events["day"] = events["ts"].dt.floor("D")
     for col in ("label", "click"):
         if col in events:
             events[col] = events[col].astype("int8")
     log.info("loaded %d events for %s..%s from %d files", len(events), start, end, len(event_list))
-    return Tables(
-        events=events, items=_load_items(cfg, project_root), users=_load_users(cfg, project_root)
-    )
+    items, users = _load_items(cfg, project_root), _load_users(cfg, project_root)
+    _check_ids_match(events, "item_id", items, cfg.events.item, "data.items.id", cfg.items.id)
+    _check_ids_match(events, "user_id", users, cfg.events.user, "data.users.id", cfg.users.id)
+    return Tables(events=events, items=items, users=users)
+
+
+def _window_filter(cfg: DataConfig, dataset: ds.Dataset, start: date, end: date) -> ds.Expression:
+    """Rows with a time in [start, end + 1 day), and rows without a time (to be refused)."""
+    found = dataset.schema.field(cfg.events.timestamp).type
+    as_ts = _timestamp_type(found, cfg.events)
+    bounds = []
+    for day in (start, end + timedelta(days=1)):
+        naive = pa.scalar(datetime.combine(day, datetime.min.time()), pa.timestamp("us"))
+        # integer epoch times compare with the bound in their unit; zone-aware times in UTC
+        bound = naive.cast(as_ts).cast(pa.int64()) if pa.types.is_integer(found) else naive
+        bounds.append(bound.cast(found))
+    ts = ds.field(cfg.events.timestamp)
+    return ((ts >= bounds[0]) & (ts < bounds[1])) | ts.is_null()
+
+
+def _check_values(table: pa.Table, events: EventsTable, start: date, end: date) -> None:
+    """Refuse empty ids or times and labels that are not 0/1, naming column, key and fix."""
+    where = f"in the events read for {start}..{end}"
+    for key, col in (
+        ("user", events.user),
+        ("item", events.item),
+        ("timestamp", events.timestamp),
+    ):
+        empty = table.column(col).null_count
+        if empty:
+            raise DataSchemaError(
+                f"events column {col!r} (data.events.{key}={col}) has {empty} empty values "
+                f"{where}; drop or fill those rows in the data (rows are never dropped "
+                f"silently), then `dvc add` it again"
+            )
+    for key, col in (("label", events.label), ("click", events.click)):
+        if col is None:
+            continue
+        values = table.column(col)
+        if values.null_count:
+            raise DataSchemaError(
+                f"events column {col!r} (data.events.{key}={col}) has {values.null_count} "
+                f"empty values {where}; every event needs a 0/1 outcome: fill or drop them"
+            )
+        if pa.types.is_boolean(values.type):
+            continue
+        as_float = values.cast(pa.float64())
+        binary = pc.is_in(as_float, value_set=pa.array([0.0, 1.0]))
+        if not pc.all(binary, min_count=0).as_py():
+            found = pc.unique(as_float).sort()
+            shown = ", ".join(f"{v:g}" for v in found.to_pylist()[:8])
+            more = f" (and {len(found) - 8} more)" if len(found) > 8 else ""
+            raise DataSchemaError(
+                f"events column {col!r} (data.events.{key}={col}) must hold 0/1 (or "
+                f"true/false), found {shown}{more}; map data.events.{key} to a binary outcome "
+                f"column (e.g. add `liked = rating >= 4` to the data)"
+            )
+
+
+def _id_kind(series: pd.Series) -> str:
+    return "integers" if pd.api.types.is_integer_dtype(series) else "strings"
+
+
+def _check_ids_match(
+    events: pd.DataFrame,
+    column: str,
+    table: pd.DataFrame | None,
+    events_col: str,
+    key: str,
+    table_col: str,
+) -> None:
+    """An attribute table's ids have the events' id type, one row per id, none empty."""
+    if table is None:
+        return
+    ids = table[column]
+    name = key.split(".")[1]
+    problem = None
+    if ids.isna().any():
+        problem = f"has {int(ids.isna().sum())} empty ids; drop those rows"
+    elif ids.duplicated().any():
+        dup = ids[ids.duplicated()]
+        problem = (
+            f"has {dup.nunique()} ids on more than one row (e.g. {dup.tolist()[0]!r}); keep one "
+            f"row per id"
+        )
+    elif len(events) and _id_kind(ids) != _id_kind(events[column]):
+        problem = (
+            f"holds {_id_kind(ids)} but the events' ids (data.events.{name.rstrip('s')}="
+            f"{events_col}) hold {_id_kind(events[column])}; store both with the same type"
+        )
+    if problem:
+        raise DataSchemaError(f"{name} column {table_col!r} ({key}={table_col}) {problem}")
 
 
 def _load_attr(
@@ -230,6 +351,8 @@ def _load_items(cfg: DataConfig, project_root: Path) -> pd.DataFrame | None:
         "data.items.region": "item_region",
     }
     items = _load_attr(_root(cfg, project_root) / it.path, "items", wanted, names)
+    if "created" in items and getattr(items["created"].dtype, "tz", None) is not None:
+        items["created"] = items["created"].dt.tz_convert("UTC").dt.tz_localize(None)
     if "category" in items:
         items["category"] = items["category"].astype("string")
     if "item_region" in items:

@@ -71,18 +71,35 @@ def prediction_hash(scores: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(scores, dtype="<f8").tobytes()).hexdigest()
 
 
+def pr_curves(
+    labels: np.ndarray, scores: dict[str, np.ndarray]
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Precision and recall per scorer on the test window; empty when only one class occurs."""
+    from sklearn.metrics import precision_recall_curve
+
+    y = (labels > 0).astype("int8")
+    if not 0 < y.sum() < len(y):
+        return {}
+    out = {}
+    for name, s in scores.items():
+        precision, recall, _ = precision_recall_curve(y, s)
+        out[name] = (precision, recall)
+    return out
+
+
 def save_figures(
     out_dir: Path,
     *,
     importance: pd.Series | None,
     curves: dict[str, list[float]],
-    labels: np.ndarray,
-    scores: dict[str, np.ndarray],
+    pr: dict[str, tuple[np.ndarray, np.ndarray]],
 ) -> list[Path]:
-    """Feature importance, PR curve and learning curves as PNGs; returns the written paths."""
+    """Feature importance, PR curves (`pr_curves`) and learning curves as PNGs.
+
+    Returns the written paths.
+    """
     # the object-oriented API renders with Agg and needs neither pyplot nor a display
     from matplotlib.figure import Figure
-    from sklearn.metrics import precision_recall_curve
 
     out_dir.mkdir(parents=True, exist_ok=True)
     paths: list[Path] = []
@@ -99,12 +116,10 @@ def save_figures(
         ax.set_xlabel("total gain")
         ax.set_title("Feature importance")
         save(fig, "feature_importance.png")
-    y = (labels > 0).astype("int8")
-    if 0 < y.sum() < len(y):
+    if pr:
         fig = Figure(figsize=(6, 4.5), layout="tight")
         ax = fig.subplots()
-        for name, s in scores.items():
-            p, r, _ = precision_recall_curve(y, s)
+        for name, (p, r) in pr.items():
             step = max(1, len(r) // 2000)  # a few thousand points draw the same curve
             ax.plot(r[::step], p[::step], label=name)
         ax.set_xlabel("recall")
