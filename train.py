@@ -1,5 +1,8 @@
 """Train one model with full lineage: `python train.py model=lgbm dates=last_14d` (-m sweeps)."""
 
+import os
+from pathlib import Path
+
 import hydra
 from omegaconf import DictConfig
 
@@ -17,6 +20,9 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
+    # paths in conf/ (data, store, outputs) are relative to the project root, wherever the
+    # command was started: `cd conf && python ../train.py` works like `python train.py`
+    os.chdir(Path(__file__).resolve().parent)
     main()
     from replayml.entry import exit_now
 

@@ -239,8 +239,9 @@ def _report(
         f"Best iteration: train.py {our_best}, peer "
         f"{_int_median(peer_phases, 'best_iteration')}; both train "
         f"{peer_train.EARLY_STOPPING_ROUNDS} more rounds before "
-        f"early stopping ends them (LightGBM keeps the model up to the best iteration, so "
-        f"train.py's 'trained N iterations' log line shows N = best). Bare trains exactly "
+        f"early stopping ends them (the model keeps the trees up to the best iteration; "
+        f"train.py ran {', '.join(str(n) for n, _ in iters) or 'n/a'} rounds). Bare trains "
+        f"exactly "
         f"{_int_median(bare_phases, 'iterations')} rounds. Training rows: peer and bare "
         f"{_int_median(peer_phases, 'rows_train')} (train.py drops duplicates and bots first)."
     )

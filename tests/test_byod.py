@@ -15,10 +15,10 @@ pytestmark = pytest.mark.slow
 SHOP_CONF = """\
 # A shop's click log: one CSV file, its own column names, no item or user tables.
 name: shop
-root: data
-dvc_file: data.dvc
+root: shop_data
+dvc_file: shop_data.dvc
 events:
-  path: shop/events.csv
+  path: events.csv
   user: visitor
   item: product
   timestamp: seen_at
@@ -54,10 +54,10 @@ def _shop_events(n_days: int = 30, seed: int = 3) -> pd.DataFrame:
 
 
 def test_a_new_dataset_trains_through_the_same_entry(project: Path) -> None:
-    (project / "data" / "shop").mkdir()
-    _shop_events().to_csv(project / "data" / "shop" / "events.csv", index=False)
+    (project / "shop_data").mkdir()
+    _shop_events().to_csv(project / "shop_data" / "events.csv", index=False)
     (project / "conf" / "data" / "shop.yaml").write_text(SHOP_CONF)
-    dvc(project, "add", "-q", "data")
+    dvc(project, "add", "-q", "shop_data")  # its own folder and .dvc file, as the README says
     git(project, "add", "-A")
     git(project, "commit", "-qm", "add the shop dataset")
     args = ["data=shop", "features=minimal", "preprocessing=none", "dates=last_7d"]
@@ -71,16 +71,18 @@ def test_a_new_dataset_trains_through_the_same_entry(project: Path) -> None:
     # the default builders need item columns this dataset does not have: a clear error
     bad = run_train_py(project, "data=shop", "dates=last_7d")
     assert bad.returncode == 2
-    assert "needs items column(s)" in bad.stderr and "features=minimal" in bad.stderr
+    assert "'listing_age' needs data.items.path, data.items.created" in bad.stderr
+    assert "'region_match' needs data.items.path, data.items.region, data.users.path" in bad.stderr
+    assert "features.builders=[user_history,item_history,user_recency]" in bad.stderr
 
 
 def test_a_missing_mapped_column_is_named(project: Path) -> None:
-    (project / "data" / "shop").mkdir()
+    (project / "shop_data").mkdir()
     _shop_events().rename(columns={"bought": "purchased"}).to_csv(
-        project / "data" / "shop" / "events.csv", index=False
+        project / "shop_data" / "events.csv", index=False
     )
     (project / "conf" / "data" / "shop.yaml").write_text(SHOP_CONF)
-    dvc(project, "add", "-q", "data")
+    dvc(project, "add", "-q", "shop_data")
     proc = run_train_py(project, "data=shop", "features=minimal", "dates=last_7d")
     assert proc.returncode == 2
     assert "no column 'bought' (data.events.label=bought)" in proc.stderr
@@ -153,11 +155,11 @@ def test_zone_aware_times_are_read_in_utc(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        (lambda f: f.assign(y=f["y"] * 4 + 1), r"'y' \(data.events.label=y\) must hold 0/1 .*found 1, 5"),
-        (lambda f: f.assign(y=f["y"].where(f.index % 7 > 0)), r"'y' \(data.events.label=y\) has \d+ empty"),
-        (lambda f: f.assign(when=f["when"].where(f.index % 9 > 0)), r"'when' \(data.events.timestamp=when\) has \d+ empty"),
-        (lambda f: f.assign(uid=f["uid"].astype("Int64").where(f.index % 9 > 0)), r"'uid' \(data.events.user=uid\) has \d+ empty"),
-        (lambda f: f.assign(when=f["when"].dt.strftime("%d/%m/%Y %H:%M")), r"should be a timestamp, found (large_)?string.*pd.to_datetime"),
+        (lambda f: f.assign(y=f["y"] * 4 + 1), r"'y' \(data.events.label=y\) must hold 0/1 .*found 1, 5"),  # noqa: E501
+        (lambda f: f.assign(y=f["y"].where(f.index % 7 > 0)), r"'y' \(data.events.label=y\) has \d+ empty"),  # noqa: E501
+        (lambda f: f.assign(when=f["when"].where(f.index % 9 > 0)), r"'when' \(data.events.timestamp=when\) has \d+ empty"),  # noqa: E501
+        (lambda f: f.assign(uid=f["uid"].astype("Int64").where(f.index % 9 > 0)), r"'uid' \(data.events.user=uid\) has \d+ empty"),  # noqa: E501
+        (lambda f: f.assign(when=f["when"].dt.strftime("%d/%m/%Y %H:%M")), r"should be a timestamp, found (large_)?string.*pd.to_datetime"),  # noqa: E501
     ],
     ids=["ratings-as-label", "empty-labels", "empty-times", "empty-users", "times-as-text"],
 )  # fmt: skip
@@ -171,8 +173,8 @@ def test_bad_event_values_are_named(tmp_path: Path, change, message: str) -> Non
 @pytest.mark.parametrize(
     ("items", "message"),
     [
-        (pd.DataFrame({"iid": [1, 2, 2], "cat": ["a", "b", "c"]}), r"'iid' \(data.items.id=iid\) has 1 ids on more than one row \(e.g. 2\)"),
-        (pd.DataFrame({"iid": ["1", "2"], "cat": ["a", "b"]}), r"holds strings but the events' ids \(data.events.item=iid\) hold integers"),
+        (pd.DataFrame({"iid": [1, 2, 2], "cat": ["a", "b", "c"]}), r"'iid' \(data.items.id=iid\) has 1 ids on more than one row \(e.g. 2\)"),  # noqa: E501
+        (pd.DataFrame({"iid": ["1", "2"], "cat": ["a", "b"]}), r"holds strings but the events' ids \(data.events.item=iid\) hold integers"),  # noqa: E501
     ],
     ids=["duplicate-ids", "id-types-differ"],
 )  # fmt: skip
@@ -188,14 +190,20 @@ def test_bad_item_tables_are_named(tmp_path: Path, items: pd.DataFrame, message:
 
 
 def test_a_ratings_label_fails_before_any_run(project: Path) -> None:
-    (project / "data" / "shop").mkdir()
+    (project / "shop_data").mkdir()
     events = _shop_events()
     events["bought"] = events["bought"] * 3 + 2  # star ratings, not outcomes
-    events.to_csv(project / "data" / "shop" / "events.csv", index=False)
+    events.to_csv(project / "shop_data" / "events.csv", index=False)
     (project / "conf" / "data" / "shop.yaml").write_text(SHOP_CONF)
-    dvc(project, "add", "-q", "data")
+    dvc(project, "add", "-q", "shop_data")
     proc = run_train_py(project, "data=shop", "features=minimal", "dates=last_7d")
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert "(data.events.label=bought) must hold 0/1" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert all_runs(project) == []
+
+
+def test_one_column_can_fill_two_roles(tmp_path: Path) -> None:
+    events = _load(tmp_path, _events_frame(), click="y").events
+    assert events["click"].tolist() == events["label"].tolist()
+    assert events["label"].sum() > 0

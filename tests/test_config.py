@@ -48,6 +48,7 @@ def test_experiment_preset_says_only_what_differs() -> None:
     ("override", "expected"),
     [
         ("model.lerning_rate=0.1", "lerning_rate"),  # A1
+        ("+model.lerning_rate=0.1", "Key 'lerning_rate' not in 'ModelConfig'"),  # added, not set
         ("model=xgb", "Available options"),  # A2
         ("model.learning_rate=[1,2", "mismatched input|no viable|extraneous|Error parsing"),  # A3
         ("model.num_leaves=abc", "num_leaves"),  # A4
@@ -62,6 +63,16 @@ def test_bad_overrides_fail_before_anything_is_written(
     assert any(part in proc.stderr for part in expected.split("|")), proc.stderr[-2000:]
     assert all_runs(project) == []
     assert not (project / "outputs").exists() or not any((project / "outputs").rglob("*.json"))
+
+
+@pytest.mark.parametrize("override", ["+model.lerning_rate=0.1", "+tracking.extra=1", "+nope=1"])
+def test_keys_added_with_plus_are_refused_unless_the_schema_has_them(override: str) -> None:
+    with pytest.raises(ConfigError, match="not in"):
+        to_run_config(compose(REPO / "conf", [override]))
+    # free-form sections still take new keys
+    assert to_run_config(compose(REPO / "conf", ["+tags.ticket=RECO-12"])).tags == {
+        "ticket": "RECO-12"
+    }
 
 
 def test_wrong_type_names_key_and_type(project: Path) -> None:
@@ -100,7 +111,12 @@ def test_relative_dates_anchor_on_data_not_today() -> None:
 @pytest.mark.parametrize(
     ("dates", "match"),
     [
-        (DatesConfig(train_days=90), "fall outside the data.*2024-03-01..2024-04-29"),
+        (
+            DatesConfig(train_days=90),
+            "fall outside the data.*2024-03-01..2024-04-29.*train_days=58",
+        ),
+        (DatesConfig(anchor="2024-05-03"), r"Set dates.anchor to a day in that range"),
+        (DatesConfig(valid_days=30, test_days=30), "too short for dates.valid_days=30"),
         (DatesConfig(train_days=0), "train_days=0"),
         (
             DatesConfig(
@@ -136,7 +152,7 @@ def test_relative_dates_anchor_on_data_not_today() -> None:
                 test_start="2024-05-17",
                 test_end="2024-05-17",
             ),
-            "outside the data",
+            "outside the data.*dates.test_end <= 2024-04-29",
         ),
         (DatesConfig(mode=DatesMode.absolute, train_start="April"), "not a date"),
     ],
@@ -144,6 +160,14 @@ def test_relative_dates_anchor_on_data_not_today() -> None:
 def test_bad_windows_raise_config_error(dates: DatesConfig, match: str) -> None:  # A7
     with pytest.raises(ConfigError, match=match):
         resolve_dates(dates, date(2024, 3, 1), date(2024, 4, 29))
+
+
+def test_the_suggested_training_window_fits() -> None:
+    first, last = date(2024, 3, 1), date(2024, 4, 29)
+    with pytest.raises(ConfigError, match=r"dates.train_days=(\d+)") as err:
+        resolve_dates(DatesConfig(train_days=90), first, last)
+    days = int(err.value.args[0].split("dates.train_days=")[1].split()[0])
+    assert resolve_dates(DatesConfig(train_days=days), first, last).train.start == first
 
 
 def test_window_outside_data_creates_no_run(project: Path) -> None:  # A7 end to end

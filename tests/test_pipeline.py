@@ -166,12 +166,25 @@ def test_long_config_values_are_kept_not_truncated(project: Path) -> None:  # A1
     assert cfg["data"]["name"] == long_name
 
 
+def test_train_py_started_from_a_subfolder_runs_in_the_project(project: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "../train.py", "features=minimal", "preprocessing=none", "dates=last_7d"],
+        cwd=project / "conf", capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    (run,) = all_runs(project)  # the project's own store
+    assert run.info.status == "FINISHED"
+    assert not (project / "conf" / "mlruns").exists()
+    assert not (project / "conf" / "outputs").exists()
+
+
 def test_unreachable_server_fails_fast_before_training(project: Path) -> None:  # B5
     start = time.monotonic()
     proc = run_train_py(project, env={"MLFLOW_TRACKING_URI": "http://127.0.0.1:9"})
     elapsed = time.monotonic() - start
     assert proc.returncode == 2
     assert "http://127.0.0.1:9" in proc.stderr
+    assert "connection refused: no server listens at that address" in proc.stderr
     assert elapsed < 30
     assert "training ..." not in proc.stdout + proc.stderr
 
@@ -191,11 +204,16 @@ def test_sigterm_marks_the_run_killed(project: Path) -> None:  # B3
     time.sleep(1.0)
     proc.send_signal(signal.SIGTERM)
     start = time.monotonic()
-    proc.wait(timeout=30)
+    rest = proc.communicate(timeout=30)[0]
     assert time.monotonic() - start < 15
-    assert proc.returncode != 0
+    assert proc.returncode == 143
+    assert "error: received signal 15; the run is marked KILLED" in rest
+    assert "Traceback" not in rest
     run = _only_run(project)
     assert run.info.status == "KILLED"
+    # the job's log file says why it ended
+    (log_file,) = (project / "outputs").rglob("train.log")
+    assert "received signal 15" in log_file.read_text()
 
 
 def test_lineage_json_matches_the_run(project: Path) -> None:

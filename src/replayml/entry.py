@@ -11,7 +11,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from replayml.errors import ReplaymlError
+from replayml.errors import ReplaymlError, RunKilled
 
 log = logging.getLogger(__name__)
 
@@ -50,13 +50,25 @@ def train_from_hydra(cfg: DictConfig) -> float | None:
             extra_tags=sweep_tags,
         )
         result = run_experiment(run_cfg, ctx)
-    except ReplaymlError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except (ReplaymlError, RunKilled) as exc:
+        message = f"error: {exc}"
+        if isinstance(exc, RunKilled):
+            message += "; the run is marked KILLED"
+        _to_log_files(message)
+        print(message, file=sys.stderr)
         if parent_run_id:  # in a sweep: fail this job, let the others run
             raise
         raise SystemExit(exc.exit_code) from None
     print(f"run: {result.url}")
     return result.metrics.get("test_auc")
+
+
+def _to_log_files(message: str) -> None:
+    """Write the error into the job's log file (Hydra's `train.log`) too, not on the console."""
+    record = logging.LogRecord(__name__, logging.ERROR, __file__, 0, message, None, None)
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)
 
 
 def exit_now(code: object = 0) -> None:

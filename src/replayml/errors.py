@@ -31,3 +31,9 @@ class RunNotFoundError(ReplaymlError):
 
 class DirtyTreeError(ReplaymlError):
     """The git working tree has changes that cannot be recorded."""
+
+
+class RunKilled(BaseException):
+    """Raised in the training process when it receives SIGTERM (the run is marked KILLED)."""
+
+    exit_code = 143  # 128 + SIGTERM, what a shell reports for a terminated process

@@ -8,9 +8,11 @@ succeeded.
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 import logging
 import os
+import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -123,20 +125,13 @@ def _day(d: date) -> pd.Timestamp:
     return pd.Timestamp(d)
 
 
-def prepare(
-    cfg: RunConfig, root: Path, steps: Steps
-) -> tuple[RunConfig, DateWindows, DataVersion, Matrices]:
-    """Validate dates and data, load the slice, preprocess and build the three matrices.
+def check_config(cfg: RunConfig, root: Path) -> tuple[date, date]:
+    """The checks that need only the config and the data's date range; returns that range.
 
-    Raises `ConfigError` / `DataVersionError` / `DataSchemaError` before anything is written.
+    Raises `ConfigError` / `DataSchemaError` naming the key, the value and the fix.
     """
-    from replayml.data.load import date_range, event_files, load
-    from replayml.data.preprocess import preprocess, sample_negatives
-    from replayml.features.build import build_features, check_builders
-    from replayml.features.builders import item_history
-    from replayml.features.registry import FeatureContext
-    from replayml.model.evaluate import group_ids
-    from replayml.model.fit import Split
+    from replayml.data.load import date_range
+    from replayml.features.build import check_builders
 
     events_cols, item_cols, user_cols = _mapped_columns(cfg.data)
     check_builders(cfg.features, events_cols, item_cols, user_cols)
@@ -145,6 +140,27 @@ def prepare(
             f"preprocessing.negative_rate={cfg.preprocessing.negative_rate} must be in (0, 1]"
         )
     first, last = date_range(cfg.data, root)
+    resolve_dates(cfg.dates, first, last)
+    return first, last
+
+
+def prepare(
+    cfg: RunConfig, root: Path, steps: Steps, data_range: tuple[date, date] | None = None
+) -> tuple[RunConfig, DateWindows, DataVersion, Matrices]:
+    """Validate dates and data, load the slice, preprocess and build the three matrices.
+
+    `data_range` is what `check_config` returned for this config, if it ran already.
+    Raises `ConfigError` / `DataVersionError` / `DataSchemaError` before anything is written.
+    """
+    from replayml.data.load import event_files, load
+    from replayml.data.preprocess import preprocess, sample_negatives
+    from replayml.features.build import build_features
+    from replayml.features.builders import item_history
+    from replayml.features.registry import FeatureContext
+    from replayml.model.evaluate import group_ids
+    from replayml.model.fit import Split
+
+    first, last = data_range or check_config(cfg, root)
     windows = resolve_dates(cfg.dates, first, last)
     resolved = with_absolute_dates(cfg, windows)
     history_start = max(
@@ -298,22 +314,28 @@ def _write_plot_data(
         )
 
 
-def resolve_windows(cfg: RunConfig, root: Path) -> tuple[RunConfig, DateWindows]:
+def resolve_windows(
+    cfg: RunConfig, root: Path, data_range: tuple[date, date] | None = None
+) -> tuple[RunConfig, DateWindows]:
     """The config with absolute dates, resolved against the data's date range."""
     from replayml.data.load import date_range
 
-    first, last = date_range(cfg.data, root)
+    first, last = data_range or date_range(cfg.data, root)
     windows = resolve_dates(cfg.dates, first, last)
     return with_absolute_dates(cfg, windows), windows
 
 
 def prepare_cached(
-    cfg: RunConfig, root: Path, features_dir: Path, steps: Steps
+    cfg: RunConfig,
+    root: Path,
+    features_dir: Path,
+    steps: Steps,
+    data_range: tuple[date, date] | None = None,
 ) -> tuple[RunConfig, DateWindows, DataVersion, Matrices]:
     """Like `prepare`, from matrices cached by `replayml features` (checked, not trusted)."""
     from replayml import matrices
 
-    resolved, _ = resolve_windows(cfg, root)
+    resolved, _ = resolve_windows(cfg, root, data_range)
     with steps.step("reading cached features"):
         windows, version, m = matrices.load(root / features_dir, resolved, root)
     return resolved, windows, version, m
@@ -443,15 +465,19 @@ def _say_where_local_copies_are(out: Path) -> Iterator[None]:
         raise
 
 
-def _connect_and_import(spec: Any, kind: ModelKind) -> None:
-    """Open the tracking store (initialising it once), then import what training will need."""
+def _connect_and_import(spec: Any, kind: ModelKind, cancelled: threading.Event) -> None:
+    """Open the tracking store (initialising it once), then import what training will need.
+
+    Stops between steps once `cancelled` is set (the run failed before it started).
+    """
     from replayml.tracking.store import open_experiment
 
     open_experiment(spec)
-    if kind is not ModelKind.popularity:
-        import lightgbm  # noqa: F401
-    import matplotlib.figure  # noqa: F401
-    import sklearn.metrics  # noqa: F401
+    modules = ["lightgbm"] if kind is not ModelKind.popularity else []
+    for name in [*modules, "matplotlib.figure", "sklearn.metrics"]:
+        if cancelled.is_set():
+            return
+        importlib.import_module(name)
 
 
 def run_experiment(cfg: RunConfig, ctx: RunContext) -> RunResult:
@@ -467,12 +493,21 @@ def run_experiment(cfg: RunConfig, ctx: RunContext) -> RunResult:
     # connecting to the store (bounded retries) and importing the training libraries run on
     # the second core while the data is read and the features are built; a store that cannot
     # be reached still fails the command before any run exists and before training starts
+    # the checks that need no data read come first: a bad config fails at once
+    data_range = check_config(cfg, root)
+    cancelled = threading.Event()
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="replayml-connect") as pool:
-        store_ready = pool.submit(_connect_and_import, spec, cfg.model.kind)
-        if cfg.features_dir:
-            resolved, windows, data, m = prepare_cached(cfg, root, Path(cfg.features_dir), steps)
-        else:
-            resolved, windows, data, m = prepare(cfg, root, steps)
+        store_ready = pool.submit(_connect_and_import, spec, cfg.model.kind, cancelled)
+        try:
+            if cfg.features_dir:
+                resolved, windows, data, m = prepare_cached(
+                    cfg, root, Path(cfg.features_dir), steps, data_range
+                )
+            else:
+                resolved, windows, data, m = prepare(cfg, root, steps, data_range)
+        except BaseException:
+            cancelled.set()  # leaving the block waits only for the step under way
+            raise
         with steps.step("connecting to the tracking store"):
             store_ready.result()
     code = code_version(root)

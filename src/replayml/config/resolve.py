@@ -56,11 +56,17 @@ def to_run_config(cfg: DictConfig | dict[str, Any]) -> RunConfig:
     try:
         node = cfg if isinstance(cfg, DictConfig) else OmegaConf.create(cfg)
         node = OmegaConf.masked_copy(node, [k for k in node if k != "hydra"])
-        merged = OmegaConf.merge(OmegaConf.structured(RunConfig), node)
+        # as a plain container: a node that is already typed would keep a key Hydra added
+        # with `+key=value` (and to_object would then drop it silently)
+        plain = OmegaConf.to_container(node, resolve=False)
+        merged = OmegaConf.merge(OmegaConf.structured(RunConfig), plain)
         OmegaConf.resolve(merged)
         obj = OmegaConf.to_object(merged)
     except OmegaConfBaseException as exc:
-        raise ConfigError(f"invalid configuration: {exc}") from exc
+        raise ConfigError(
+            f"invalid configuration: {exc}\n(`python train.py --cfg job` prints every key "
+            f"with its value)"
+        ) from exc
     assert isinstance(obj, RunConfig)
     return obj
 
@@ -120,9 +126,29 @@ def resolve_dates(dates: DatesConfig, data_first: date, data_last: date) -> Date
     if train.start < data_first or test.end > data_last:
         raise ConfigError(
             f"dates: the windows train={train} valid={valid} test={test} fall outside the data; "
-            f"{rng}. Use a shorter window (e.g. `dates=last_7d`) or set `dates.anchor`"
+            f"{rng}. {_fitting_windows(dates, train, valid, test, data_first, data_last)}"
         )
     return DateWindows(train=train, valid=valid, test=test)
+
+
+def _fitting_windows(
+    dates: DatesConfig, train: Window, valid: Window, test: Window, first: date, last: date
+) -> str:
+    """The override that makes the windows fit the data, or why none can."""
+    if dates.mode is DatesMode.absolute:
+        return (
+            f"Set dates.train_start >= {first.isoformat()} and dates.test_end <= "
+            f"{last.isoformat()}"
+        )
+    if test.end > last or test.start < first:
+        return f"Set dates.anchor to a day in that range (null = {last.isoformat()})"
+    room = (valid.start - first).days  # days left for training before the validation window
+    if room >= 1:
+        return f"Use a shorter training window: dates.train_days={room} (or less)"
+    return (
+        f"The data is too short for dates.valid_days={dates.valid_days} and "
+        f"dates.test_days={dates.test_days} plus one training day: lower them or add data"
+    )
 
 
 def with_absolute_dates(cfg: RunConfig, windows: DateWindows) -> RunConfig:

@@ -207,9 +207,19 @@ def load(cfg: DataConfig, project_root: Path, start: date, end: date) -> Tables:
     wanted = _events_columns(cfg)
     dataset = _file_dataset(event_list)
     _check_schema("events", dataset.schema, wanted, path)
-    rename = {col: key.rsplit(".", 1)[1] for key, (col, _) in wanted.items() if col}
     canonical = {"user": "user_id", "item": "item_id", "timestamp": "ts"}
-    rename = {col: canonical.get(name, name) for col, name in rename.items()}
+    roles = {}  # canonical name -> the dataset's column; one column may fill two roles
+    for key, (col, _) in wanted.items():
+        if col:
+            name = key.rsplit(".", 1)[1]
+            roles[canonical.get(name, name)] = col
+    rename: dict[str, str] = {}
+    shared: dict[str, str] = {}  # a second role of an already read column -> its first role
+    for name, col in roles.items():
+        if col in rename:
+            shared[name] = rename[col]
+        else:
+            rename[col] = name
     table = dataset.to_table(columns=list(rename), filter=_window_filter(cfg, dataset, start, end))
     _check_values(table, cfg.events, start, end)
     ts_col = table.schema.get_field_index(cfg.events.timestamp)
@@ -217,6 +227,8 @@ def load(cfg: DataConfig, project_root: Path, start: date, end: date) -> Tables:
         ts_col, cfg.events.timestamp, as_naive_timestamps(table.column(ts_col), cfg.events)
     )
     events = table.to_pandas().rename(columns=rename)
+    for name, first in shared.items():
+        events[name] = events[first]
     if getattr(events["ts"].dtype, "tz", None) is not None:  # restored from pandas metadata
         events["ts"] = events["ts"].dt.tz_convert("UTC").dt.tz_localize(None)
     events["ts"] = events["ts"].astype("datetime64[us]")

@@ -71,21 +71,47 @@ def get(name: str) -> BuilderSpec:
     return _REGISTRY[name]
 
 
+#: the config key that maps each canonical column, per table
+COLUMN_KEYS = {
+    "events": {"click": "data.events.click", "position": "data.events.position"},
+    "items": {
+        "category": "data.items.category",
+        "price": "data.items.price",
+        "created": "data.items.created",
+        "item_region": "data.items.region",
+    },
+    "users": {"user_region": "data.users.region"},
+}
+
+
 def check_available_columns(
     names: list[str], events: set[str], items: set[str] | None, users: set[str] | None
 ) -> None:
-    """Fail before any work if a chosen builder needs a column the dataset does not map."""
+    """Fail before any work if chosen builders need columns the dataset does not map.
+
+    Names every such builder with the config keys it needs, and the builders that can run.
+    """
+    problems: dict[str, list[str]] = {}
     for name in names:
         spec = get(name)
+        keys: list[str] = []
         for needs, have, table in (
             (spec.needs_events, events, "events"),
             (spec.needs_items, items, "items"),
             (spec.needs_users, users, "users"),
         ):
             missing = [c for c in needs if have is None or c not in have]
-            if missing:
-                raise ConfigError(
-                    f"features.builders contains {name!r}, which needs {table} column(s) "
-                    f"{missing} that the dataset does not map; set them under data.{table} in "
-                    f"conf/data/ or drop {name!r} from features.builders (e.g. features=minimal)"
-                )
+            if missing and have is None:
+                keys.append(f"data.{table}.path")
+            keys += [COLUMN_KEYS[table].get(c, f"data.{table}.{c}") for c in missing]
+        if keys:
+            problems[name] = keys
+    if problems:
+        lines = "\n".join(f"  - {n!r} needs {', '.join(k)}" for n, k in problems.items())
+        usable = [n for n in names if n not in problems]
+        choice = f"features.builders=[{','.join(usable)}]" if usable else "features=minimal"
+        raise ConfigError(
+            f"features.builders lists builders that need columns the dataset does not "
+            f"map:\n{lines}\nMap them in conf/data/ or keep the "
+            f"builders it can feed: {choice} (features=minimal is the smallest set)"
+        )

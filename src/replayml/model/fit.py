@@ -145,7 +145,9 @@ def fit(train: Split, valid: Split, cfg: ModelConfig) -> FitResult:
         for metric, values in metrics.items()
     }
     best = int(booster.best_iteration or booster.current_iteration())
-    log.info("trained %d iterations, best %d", booster.current_iteration(), best)
+    # the booster keeps the trees up to the best iteration; the curves show every round run
+    ran = max((len(v) for v in curves.values()), default=booster.current_iteration())
+    log.info("trained %d iterations, best %d", ran, best)
     return FitResult(booster=booster, best_iteration=best, curves=curves, params=params)
 
 

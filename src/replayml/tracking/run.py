@@ -22,7 +22,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import unquote
 
-from replayml.errors import ReplaymlError, TrackingError
+from replayml.errors import ReplaymlError, RunKilled, TrackingError
 from replayml.tracking.store import (
     StoreSpec,
     explain,
@@ -37,10 +37,6 @@ TAG_PREFIX = "replayml."
 MAX_PARAM_VAL = 6000
 MAX_TAG_VAL = 8000
 MAX_KEY = 250
-
-
-class RunKilled(BaseException):
-    """Raised in the training process when it receives SIGTERM."""
 
 
 def safe_artifact_path(path: str) -> str:

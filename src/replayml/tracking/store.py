@@ -99,10 +99,27 @@ def explain(exc: BaseException, spec: StoreSpec) -> TrackingError:
             f"user in MLFLOW_TRACKING_USERNAME needs EDIT or MANAGE rights on the experiment"
         )
     first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+    cause = next((why for marker, why in _CAUSES if marker in text), first[:300])
+    if cause == _CAUSES[-1][1]:
+        cause = f"no answer within {spec.request_timeout} s (tracking.request_timeout)"
+    if os.environ.get("MLFLOW_TRACKING_URI") == spec.uri:
+        other = "or point MLFLOW_TRACKING_URI at a running server (unset it for the local store)"
+    else:
+        other = "or set tracking.uri to a running server (tracking=local for the local store)"
     return TrackingError(
-        f"cannot use the tracking store at {where}: {first[:300]}. Check that the server is "
-        f"running (`make ui` starts one on the local store) or unset MLFLOW_TRACKING_URI"
+        f"cannot use the tracking store at {where}: {cause}. Check that the server is "
+        f"running (`make ui` starts one on the local store) {other}"
     )
+
+
+#: what a failed request's text says -> what it means (the last entry: a timeout)
+_CAUSES = (
+    ("Connection refused", "connection refused: no server listens at that address"),
+    ("Name or service not known", "unknown host name"),
+    ("Temporary failure in name resolution", "the host name cannot be resolved"),
+    ("No route to host", "no route to that host"),
+    ("timed out", "timed out"),
+)
 
 
 def open_experiment(spec: StoreSpec) -> tuple[object, str]:
