@@ -73,7 +73,8 @@ def test_builder_needing_an_unmapped_column_fails_before_work(template_project: 
     cfg = compose_cfg(template_project, ["data.items.price=null"])
     with pytest.raises(
         ConfigError,
-        match=r"'price_relative' needs data.items.price\n.*features.builders=\[user_history,.*features=minimal",
+        match=r"'price_relative' needs data.items.price\n"
+        r".*features.builders=\[user_history,.*features=minimal",
     ):
         check_builders(cfg.features, *_mapped_columns(cfg.data))
     minimal = compose_cfg(template_project, ["data.items.price=null", "features=minimal"])
