@@ -67,6 +67,10 @@ def test_a_run_records_its_full_lineage(project: Path) -> None:
         Path(client.download_artifacts(result.run_id, "replayml/config.yaml")).read_text()
     )
     assert cfg["dates"]["train_start"] == "2024-04-14"
+    # the UI shows who ran it and opens the experiment as model training
+    assert tags["mlflow.user"]
+    experiment = client.get_experiment(run.info.experiment_id)
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
     # the dataset input carries our digest
     inputs = run.inputs.dataset_inputs
     assert inputs and inputs[0].dataset.digest == tags["replayml.slice_hash.train"][:36]

@@ -423,11 +423,22 @@ def _lineage_tags(
     out = {TAG + k: v for k, v in tags.items()}
     # MLflow's own source tags, so the UI shows the commit too
     out.update({"mlflow.source.name": "train.py", "mlflow.source.type": "LOCAL"})
+    out["mlflow.user"] = _user()
     if code.commit:
         out.update(
             {"mlflow.source.git.commit": code.commit, "mlflow.source.git.branch": code.branch}
         )
     return out
+
+
+def _user() -> str:
+    """Who ran it, as MLflow's UI shows it ("Created by")."""
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no login name for this uid (some containers)
+        return "unknown"
 
 
 def _requirements(env: Environment) -> list[str]:

@@ -122,6 +122,10 @@ _CAUSES = (
 )
 
 
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
+
+
 def open_experiment(spec: StoreSpec) -> tuple[object, str]:
     """Connect (fail fast), initialise a local store once, and get-or-create the experiment.
 
@@ -138,7 +142,10 @@ def open_experiment(spec: StoreSpec) -> tuple[object, str]:
         if exp is None:
             try:
                 exp_id = client.create_experiment(
-                    spec.experiment, artifact_location=spec.artifact_location
+                    spec.experiment,
+                    artifact_location=spec.artifact_location,
+                    # the UI then opens the experiment as model training, not as a GenAI app
+                    tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND},
                 )
             except MlflowException:
                 exp = client.get_experiment_by_name(spec.experiment)
