@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import shutil
 from pathlib import Path
 
@@ -136,6 +137,49 @@ def test_regeneration_mismatch_is_an_error_and_keeps_data_dvc(
     with pytest.raises(DataVersionError, match="data.dvc is unchanged"):
         prepare(clone, GeneratorSpec(scale=SMALL_SCALE, seed=1), push=False)
     assert (clone / "data.dvc").read_bytes() == committed
+
+
+def test_remote_without_the_version_is_one_info_line_and_unpushed_own_data_is_named(
+    project: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """data.dvc re-versioned with the user's own files but never pushed: a clone can neither
+    pull nor regenerate it, and the error says how to get either version."""
+    own = project / "data" / "shop"
+    own.mkdir()
+    (own / "events.csv").write_text("visitor,product,seen_at,bought\nu1,p1,2024-03-01,1\n")
+    dvc(project, "add", "-q", "data")
+    git(project, "add", "data.dvc")
+    git(project, "commit", "-qm", "own data, not pushed")
+    mine, _, _ = read_dvc_file(project / "data.dvc")
+    clone = tmp_path / "clone"
+    git(project.parent, "clone", "-q", str(project), str(clone))
+    committed = (clone / "data.dvc").read_bytes()
+    caplog.set_level(logging.INFO, logger="replayml.data.prepare")
+    with pytest.raises(DataVersionError, match="never pushed: run `dvc push` on the machine") as e:
+        prepare(clone, GeneratorSpec(scale=SMALL_SCALE), push=False)
+    assert f"the DVC remote has no copy of data version {mine}" in str(e.value)
+    assert "`git checkout <commit> -- data.dvc`" in str(e.value)
+    assert "`uv sync --frozen`" in str(e.value)
+    assert (clone / "data.dvc").read_bytes() == committed
+    said = [r.getMessage() for r in caplog.records]
+    assert f"the DVC remote has no copy of data version {mine}; regenerating it" in said
+    assert not [m for m in said if "ERROR" in m or "Checkout failed" in m], said
+
+
+def test_a_failing_pull_shows_dvcs_message_then_regenerates(
+    project: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    clone = tmp_path / "clone"
+    git(project.parent, "clone", "-q", str(project), str(clone))
+    not_a_folder = tmp_path / "remote-file"
+    not_a_folder.write_text("not a DVC remote\n")
+    dvc(clone, "remote", "modify", "local", "url", str(not_a_folder))
+    caplog.set_level(logging.INFO, logger="replayml.data.prepare")
+    done = prepare(clone, GeneratorSpec(scale=SMALL_SCALE), push=False)
+    assert done.startswith("regenerated and verified")
+    (warning,) = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert "`dvc pull` could not restore data version" in warning
+    assert "Not a directory" in warning  # DVC's own words
 
 
 def test_prepare_never_overwrites_foreign_data(project: Path, tmp_path: Path) -> None:

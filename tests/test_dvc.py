@@ -98,3 +98,67 @@ def test_altered_feature_cache_is_refused(dvc_project: Path) -> None:
     assert proc.returncode == 2
     assert "does not match the content hash" in proc.stderr
     assert all_runs(dvc_project) == []
+
+
+def _exp_show(root: Path) -> list[dict]:
+    """`dvc exp show --json`: the baseline commit, then its experiments (newest first)."""
+    shown = _dvc(root, "exp", "show", "--json")
+    assert shown.returncode == 0, shown.stderr[-3000:]
+    (baseline,) = [rev for rev in json.loads(shown.stdout) if rev["rev"] != "workspace"]
+    return [baseline] + [r for exp in baseline.get("experiments") or [] for r in exp["revs"]]
+
+
+def test_committed_metrics_are_readable_for_the_baseline_and_experiments(
+    dvc_project: Path,
+) -> None:
+    repro = _dvc(dvc_project, "repro")
+    assert repro.returncode == 0, repro.stderr[-3000:] + repro.stdout[-3000:]
+    git(dvc_project, "add", "-A")
+    git(dvc_project, "commit", "-qm", "baseline results")
+    tracked = git(dvc_project, "ls-files", "artifacts").split()
+    assert sorted(tracked) == [
+        "artifacts/train/metrics.json",
+        "artifacts/train/plots/feature_importance.png",
+        "artifacts/train/plots/learning_curve.csv",
+        "artifacts/train/plots/pr_curve.csv",
+    ]  # the `cache: false` outputs; the model and features stay in the DVC cache
+    exp = _dvc(dvc_project, "exp", "run", "-S", "model.learning_rate=0.1")
+    assert exp.returncode == 0, exp.stderr[-3000:] + exp.stdout[-3000:]
+    revs = _exp_show(dvc_project)
+    assert len(revs) == 2
+    auc = {}
+    for rev in revs:
+        assert not rev.get("error"), rev
+        metrics = rev["data"]["metrics"]["artifacts/train/metrics.json"]
+        assert not metrics.get("error"), metrics
+        auc[rev["name"] or rev["rev"]] = metrics["data"]["test_auc"]
+    assert len(set(auc.values())) == 2, auc  # each revision's own result, not the workspace's
+    diff = _dvc(dvc_project, "metrics", "diff", "--json")
+    assert diff.returncode == 0, diff.stderr[-3000:]
+    assert "failed to load" not in diff.stderr
+    assert "test_auc" in json.loads(diff.stdout)["artifacts/train/metrics.json"]
+
+
+def test_a_dataset_in_its_own_folder_invalidates_the_features_stage(dvc_project: Path) -> None:
+    shutil.copytree(dvc_project / "data", dvc_project / "shop_data")
+    shop = (dvc_project / "conf" / "data" / "marketplace.yaml").read_text()
+    shop = shop.replace("name: marketplace", "name: shop").replace("root: data", "root: shop_data")
+    shop = shop.replace("dvc_file: data.dvc", "dvc_file: shop_data.dvc")
+    (dvc_project / "conf" / "data" / "shop.yaml").write_text(shop)
+    assert _dvc(dvc_project, "add", "-q", "shop_data").returncode == 0
+    git(dvc_project, "add", "-A")
+    git(dvc_project, "commit", "-qm", "shop data in its own folder")
+
+    first = _dvc(dvc_project, "exp", "run", "features", "-S", "data=shop")
+    assert first.returncode == 0, first.stderr[-3000:] + first.stdout[-3000:]
+    lock = (dvc_project / "dvc.lock").read_text()
+    assert "- path: shop_data\n" in lock and "- path: data\n" not in lock
+    unchanged = _dvc(dvc_project, "exp", "run", "features", "-S", "data=shop")
+    assert "Stage 'features' didn't change, skipping" in unchanged.stdout, unchanged.stdout
+
+    first_day = sorted((dvc_project / "shop_data" / "events").iterdir())[0]
+    shutil.rmtree(first_day)  # the new version of the shop's data
+    assert _dvc(dvc_project, "add", "-q", "shop_data").returncode == 0
+    again = _dvc(dvc_project, "exp", "run", "features", "-S", "data=shop")
+    assert again.returncode == 0, again.stderr[-3000:] + again.stdout[-3000:]
+    assert "Running stage 'features'" in again.stdout, again.stdout

@@ -70,13 +70,43 @@ def _pull_waiting_for_lock(
         time.sleep(1.0)
 
 
-def _verified(root: Path, dvc_file: str, data_root: str) -> bool:
+def _why_unusable(root: Path, dvc_file: str, data_root: str) -> str | None:
+    """None when `data_root` holds exactly the version in `dvc_file`, else the reason."""
     try:
         verify_all(root, dvc_file, data_root)
     except DataVersionError as exc:
-        log.info("data not usable as is: %s", exc)
-        return False
-    return True
+        return str(exc)
+    return None
+
+
+# What `dvc pull` prints when the remote lacks the version (the expected case on a fresh
+# clone whose remote was never filled) or when no remote is configured at all.
+_NOT_ON_REMOTE = "nor on remote"
+_NO_REMOTE = "no remote specified"
+
+
+def _explain_failed_pull(pulled: subprocess.CompletedProcess[str], version: str) -> str:
+    """Log one line on why `dvc pull` did not restore `version` (DVC's own text for a real
+    failure) and return that reason for later messages."""
+    said = pulled.stderr.strip()
+    if _NOT_ON_REMOTE in said and said.count("ERROR:") <= 1 and "Checkout failed" in said:
+        reason = f"the DVC remote has no copy of data version {version}"
+        log.info("%s; regenerating it", reason)
+    elif _NO_REMOTE in said:
+        reason = "no DVC remote is configured"
+        log.info(
+            "%s (`dvc remote add -d NAME URL` adds one); regenerating data version %s",
+            reason,
+            version,
+        )
+    else:
+        reason = f"`dvc pull` could not restore data version {version}"
+        log.warning(
+            "%s; regenerating it. DVC said: %s",
+            reason,
+            said[-800:] or f"exit code {pulled.returncode}",
+        )
+    return reason
 
 
 def prepare(
@@ -94,14 +124,24 @@ def prepare(
 
     committed = (root / dvc_file).read_bytes() if (root / dvc_file).exists() else None
     data_dir = root / data_root
+    not_pulled = ""
     if committed is not None:
         expected, _, _ = read_dvc_file(root / dvc_file)
-        if _verified(root, dvc_file, data_root):
+        why = _why_unusable(root, dvc_file, data_root)
+        if why is None:
             return f"{data_root}/ is already at {expected}"
+        if data_dir.exists():
+            log.info("%s/ is not usable as is: %s", data_root, why)
+        log.info("fetching data version %s with `dvc pull`", expected)
         pulled = _pull_waiting_for_lock(root, dvc_file, lock_wait)
-        if pulled.returncode == 0 and _verified(root, dvc_file, data_root):
-            return f"restored {data_root}/ at {expected} from the DVC remote"
-        log.info("dvc pull did not restore the data: %s", pulled.stderr.strip()[-300:])
+        if pulled.returncode != 0:
+            not_pulled = _explain_failed_pull(pulled, expected)
+        else:
+            why = _why_unusable(root, dvc_file, data_root)
+            if why is None:
+                return f"restored {data_root}/ at {expected} from the DVC remote"
+            not_pulled = f"`dvc pull` did not restore {data_root}/ ({why})"
+            log.warning("%s; regenerating it", not_pulled)
     if data_dir.exists() and any(data_dir.iterdir()):
         raise DataVersionError(
             f"{data_root}/ exists but is not the version in {dvc_file}; it is left untouched. "
@@ -132,8 +172,14 @@ def prepare(
             (root / dvc_file).write_bytes(committed)
             raise DataVersionError(
                 f"regenerated data hashes to {produced}, but {dvc_file} records {expected}; "
-                f"{dvc_file} is unchanged. The generator or the locked environment differs from "
-                f"the one that made the committed version (check `uv sync --frozen`)"
+                f"{dvc_file} is unchanged ({not_pulled}). Either "
+                f"{dvc_file} was re-versioned with other data (e.g. your own files added under "
+                f"{data_root}/ and `dvc add {data_root}`) that was never pushed: run `dvc push` "
+                f"on the machine that has that data, then `make data` again, or go back to the "
+                f"default data with `git checkout <commit> -- {dvc_file}` (`git log -- "
+                f"{dvc_file}` lists the versions) and `make data`. Or the generator or the locked "
+                f"environment differs from the one that made the committed version: run "
+                f"`uv sync --frozen`"
             )
         (root / dvc_file).write_bytes(committed)
     if push:
