@@ -11,6 +11,8 @@ import importlib
 import os
 import pkgutil
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +28,7 @@ from replayml.lineage.data import file_md5, load_manifest, read_dvc_file
 from replayml.replay import (
     ReplayReport,
     Verdict,
+    print_report,
     replay,
     replay_config,
     secret_env_var,
@@ -170,7 +173,9 @@ def test_replay_after_new_code_and_data_commits_uses_the_runs_versions(
     assert len(_worktrees(root)) == 1
 
 
-def test_replay_of_a_dirty_run_applies_its_recorded_diff(code_project: Path) -> None:
+def test_replay_of_a_dirty_run_applies_its_recorded_diff(
+    code_project: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     root = code_project
     lgbm = root / "conf" / "model" / "lgbm.yaml"
     lgbm.write_text(lgbm.read_text().replace("learning_rate: 0.05", "learning_rate: 0.1"))
@@ -193,8 +198,17 @@ def test_replay_of_a_dirty_run_applies_its_recorded_diff(code_project: Path) -> 
         assert new["replayml.code.dirty"] == "true"
         assert not [d for d in report.differences if d.group == "code"]
         assert "learning_rate: 0.1" in lgbm.read_text()  # the user's change is still there
+        # the printed advice removes everything --keep left: worktree, config, outputs
+        kept = report.worktree.parent
+        assert {"worktree", "config", "hydra"} <= {p.name for p in kept.iterdir()}
+        print_report(report)
+        advice = capsys.readouterr().out
+        assert report.cleanup_command in advice
+        subprocess.run(report.cleanup_command, shell=True, cwd=tmp_path, check=True)
+        assert not kept.exists()
+        assert len(_worktrees(root)) == 1
     finally:
-        if report.worktree:
+        if report.worktree and report.worktree.exists():
             git(root, "worktree", "remove", "--force", str(report.worktree))
             shutil.rmtree(report.worktree.parent)
 
@@ -301,8 +315,35 @@ def test_replay_of_a_multirun_child(code_project: Path) -> None:
     assert not [w for w in report.warnings if w.startswith("config")], report.warnings
 
 
+def test_replay_of_a_dvc_repro_run_rebuilds_its_cached_features(code_project: Path) -> None:
+    # `dvc repro`'s train stage reads the matrices the `features` stage cached in
+    # artifacts/features (features_dir=...), which the replay's worktree does not have
+    root = code_project
+    for name in ("dvc.yaml", "params.yaml"):
+        shutil.copy2(REPO / name, root / name)
+    dvc(root, "config", "hydra.enabled", "true")
+    git(root, "add", "-A")
+    git(root, "commit", "-qm", "pipeline")
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"  # stages: `python`
+    repro = subprocess.run(
+        [sys.executable, "-m", "dvc", "repro"], cwd=root, capture_output=True, text=True,
+        env={**os.environ, "PATH": path}, check=False, timeout=600,
+    )  # fmt: skip
+    assert repro.returncode == 0, repro.stderr[-3000:] + repro.stdout[-3000:]
+    (run,) = all_runs(root)
+    assert run.data.tags["replayml.features_cache"] == "artifacts/features"
+
+    report = replay(run.info.run_id, project=root)
+    assert report.verdict is Verdict.IDENTICAL, _explain(report)
+    new = mlflow_client(root).get_run(report.replay_run_id).data.tags
+    assert new["replayml.features_cache"] == ""  # rebuilt from the data, not read from a cache
+    for split in ("train", "valid", "test"):
+        key = f"replayml.slice_hash.{split}"
+        assert new[key] == run.data.tags[key], key
+
+
 def test_code_that_is_not_the_recorded_commit_is_different_and_says_why(
-    code_project: Path,
+    code_project: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     # The committed code smooths rates differently, but the run imports replayml from the
     # environment (the installed package), not from the project: code.commit names a commit
@@ -334,6 +375,17 @@ def test_code_that_is_not_the_recorded_commit_is_different_and_says_why(
     assert metric.delta and metric.cause == "follows from the data difference"
     tags = mlflow_client(root).get_run(result.run_id).data.tags
     assert tags["replayml.replay.verdict"] == "DIFFERENT"
+
+    # piped (not a terminal, 80 columns): every key, value, delta and cause is printed in full
+    capsys.readouterr()
+    print_report(report)
+    out = capsys.readouterr().out
+    for d in report.differences:
+        assert d.key in out and d.original in out and d.replay in out, d
+    for cause in {d.cause for d in report.differences}:
+        assert cause in out, cause
+    assert data["slice_hash.train"].cause in out
+    assert f"delta:    {metric.delta}" in out
 
 
 def test_unknown_deleted_and_foreign_runs_are_refused(trained: tuple[Path, str]) -> None:
@@ -401,11 +453,13 @@ def test_replay_config_keeps_recorded_values_literal() -> None:
         "data": {"name": "a${b}"},
         "tracking": {"uri": "sqlite:///x", "experiment": "e"},
         "output_dir": "/runs/a",
+        "features_dir": "artifacts/features",
     }
     config, changed, missing = replay_config(recorded, "r", "t", "e")
     assert config["data"]["name"] == "a\\${b}"
     assert config["tracking"]["uri"] is None and "tracking.uri" in changed
     assert config["output_dir"] is None and "output_dir" in changed  # never the run's outputs
+    assert config["features_dir"] is None and "features_dir" in changed  # rebuilt from the data
     assert not missing
     assert recorded["tracking"]["uri"] == "sqlite:///x"  # the input is not mutated
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from conftest import train
 from replayml.cli import app
 from replayml.errors import ReplaymlError, RunNotFoundError
 from replayml.review import direction, review
@@ -93,7 +94,11 @@ def test_better_run_does_not_regress_and_same_data(trained_store: TrainedStore) 
     assert _table_row(r.markdown, "test_auc")[6] == "improved"
     same = review(s.not_replayable, baseline=s.base, spec=spec_for(s.uri, s.root))
     assert [c.key for c in same.config] == ["model.deterministic"]
+    # booleans and nulls are written as YAML writes them, like the rest of the config
+    assert _table_row(same.markdown, "model.deterministic")[1:] == ["true", "false"]
+    assert "True" not in same.markdown and "False" not in same.markdown
     assert "Same data: **yes**" in same.markdown
+    assert "Different test sets" not in same.markdown
     assert _table_row(same.markdown, "replayable")[2].startswith("no: model.deterministic=false")
 
 
@@ -166,6 +171,13 @@ def test_summary_without_baseline_and_unknown_runs(trained_store: TrainedStore) 
         review(s.base, baseline="0123456789abcdef0123456789abcdef", spec=spec_for(s.uri))
     missing = _cli(s, "review", "feedfacefeedfacefeedfacefeedface")
     assert missing.exit_code == 2 and "feedface" in missing.stderr
+    assert "baseline" not in missing.stderr
+    # an unknown baseline is named as the baseline, with the option that gave it and the fix
+    no_base = _cli(s, "review", s.base, "--baseline", "feedfacefeedfacefeedfacefeedface")
+    assert no_base.exit_code == 2
+    assert "baseline run" in no_base.stderr
+    assert "--baseline feedfacefeedfacefeedfacefeedface" in no_base.stderr
+    assert "models:/NAME@ALIAS" in no_base.stderr
 
 
 def test_baseline_from_the_registry(trained_store: TrainedStore) -> None:
@@ -204,3 +216,21 @@ def test_values_too_long_for_params_come_from_the_config_artifact(
     row = _table_row(r.markdown, "data.name")
     assert row[1] == "marketplace" and row[2].endswith(f"… ({len(OTHER_DATASET)} chars)")
     assert len(r.markdown) < 10_000
+
+
+def test_baseline_scored_on_another_test_set_is_not_the_same_data(project: Path) -> None:
+    # no de-duplication keeps the duplicate impressions: same DVC version and windows, but
+    # another test set, so the metrics are not measured on the same rows
+    base = train(project, ["preprocessing=none", "tracking.run_name=raw"]).run_id
+    run = train(project, ["tracking.run_name=dedup"]).run_id
+    spec = spec_for(f"sqlite:///{project / 'mlruns' / 'mlflow.db'}", project)
+    r = review(run, baseline=base, spec=spec)
+    assert r.baseline is not None
+    assert r.run.tag("data.dvc_hash") == r.baseline.tag("data.dvc_hash")
+    rows, base_rows = int(r.run.tag("rows.test")), int(r.baseline.tag("rows.test"))
+    assert rows != base_rows
+    md = r.markdown
+    why = f"the test sets differ: {base_rows:,} rows in the baseline, {rows:,} in the run"
+    assert f"Same data: **no** ({why} (rows.test))" in md
+    metrics = md.split("## Metrics")[1].split("## Config")[0]
+    assert f"**Different test sets:** {why}" in metrics

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -56,6 +57,49 @@ def test_sweep_has_a_parent_with_summary_and_children_with_lineage(project: Path
     assert rows and best.info.run_id in rows[0]
 
 
+def test_sweep_table_keeps_the_sweeps_objective_and_the_jobs_that_never_ran(
+    project: Path,
+) -> None:
+    proc = run_train_py(
+        project, "-m", "dates=last_7d", "model.num_boost_round=20",
+        "tracking.objective=test_logloss", "tracking.objective_direction=min",
+        "dates.train_days=3,7,200",
+    )  # fmt: skip
+    assert proc.returncode != 0  # one job's window is outside the data: it never runs
+    parents, children = _by_role(project)
+    assert len(parents) == 1 and len(children) == 2
+    parent = parents[0]
+    table = Path(
+        mlflow_client(project).download_artifacts(parent.info.run_id, "sweep_summary.md")
+    ).read_text()
+    cli = subprocess.run(
+        [sys.executable, "-m", "replayml", "sweep", parent.data.tags["replayml.sweep_id"]],
+        cwd=project, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert cli.returncode == 0, cli.stderr
+    assert cli.stdout == table  # the parent's own summary, read again
+    assert "Objective: test_logloss (min)" in cli.stdout
+    assert "never ran: 1" in cli.stdout
+    never = [line for line in cli.stdout.splitlines() if "| NEVER RAN |" in line]
+    assert len(never) == 1 and "dates.train_days=200" in never[0]
+    ranked = [line for line in cli.stdout.splitlines() if line.startswith(("| 1 |", "| 2 |"))]
+    by_loss = sorted(children, key=lambda r: r.data.metrics["test_logloss"])
+    assert [r.info.run_id in line for r, line in zip(by_loss, ranked, strict=True)] == [True] * 2
+    # an explicit objective still overrides the sweep's own
+    by_auc = subprocess.run(
+        [sys.executable, "-m", "replayml", "sweep", parent.info.run_id, "--objective",
+         "test_auc", "--direction", "max"],
+        cwd=project, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert by_auc.returncode == 0, by_auc.stderr
+    assert "Objective: test_auc (max)" in by_auc.stdout and "| NEVER RAN |" in by_auc.stdout
+    bad = subprocess.run(
+        [sys.executable, "-m", "replayml", "sweep", parent.info.run_id, "--direction", "up"],
+        cwd=project, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert bad.returncode == 2 and "--direction 'up'" in bad.stderr
+
+
 def test_parallel_sweep_splits_threads_and_loses_nothing(project: Path) -> None:  # C4
     proc = run_train_py(
         project, "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", *FAST,
@@ -86,6 +130,23 @@ def test_two_sweeps_in_the_same_second_do_not_collide(project: Path) -> None:  #
     assert len({p.data.tags["replayml.sweep_id"] for p in parents}) == 2
     sweep_dirs = list((project / "multirun").glob("*/*"))
     assert len(sweep_dirs) == 2
+
+
+def test_joblib_sweep_jobs_land_in_the_announced_sweep_folder(project: Path) -> None:
+    # each loky worker resolves hydra.sweep.dir again, in its own process and maybe second
+    proc = run_train_py(
+        project, "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", *FAST,
+        "dates.train_days=3,4,5",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    announced = re.findall(r"sweep output dir : (\S+)", proc.stdout + proc.stderr)
+    assert len(announced) == 1, proc.stdout + proc.stderr
+    sweep_dir = (project / announced[0]).resolve()
+    assert [p.resolve() for p in (project / "multirun").glob("*/*")] == [sweep_dir]
+    jobs = sorted(p.parent.resolve() for p in (project / "multirun").rglob("metrics.json"))
+    assert jobs == [sweep_dir / str(n) for n in range(3)]
+    _, children = _by_role(project)
+    assert len(children) == 3
 
 
 def _parallel_train(root: Path, n: int, extra: list[str]) -> list[subprocess.CompletedProcess]:

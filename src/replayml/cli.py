@@ -112,19 +112,29 @@ def sweep_table(
         None, "--tracking-uri", help="Tracking store; default: $MLFLOW_TRACKING_URI or mlruns/."
     ),
     objective: str = typer.Option(None, help="Metric to sort by (default: the sweep's own)."),
-    direction: str = typer.Option("max", help="max or min."),
+    direction: str = typer.Option(None, help="max or min (default: the sweep's own)."),
     project: Path = typer.Option(Path("."), "--project", help="Project root."),
 ) -> None:
-    """Print a sweep's children (overrides, metrics, links), best first, as Markdown."""
+    """Print a sweep's children (overrides, metrics, links), best first, as Markdown, with the
+    jobs that never ran: the table the sweep logged on its parent run, read again."""
     from replayml.config.schema import TrackingConfig
-    from replayml.sweep import SUMMARY_METRICS
+    from replayml.sweep import SUMMARY_METRICS, recorded_sweep
     from replayml.tracking.store import store_spec
     from replayml.tracking.sweeps import collect, find_parent, summary_markdown
 
+    if direction not in (None, "max", "min"):
+        _fail(ReplaymlError(f"--direction {direction!r} is not valid: use --direction max or min"))
     try:
         spec = store_spec(TrackingConfig(uri=tracking_uri), project.resolve())
         parent = find_parent(spec, sweep)
-        summary = collect(spec, parent, objective or TrackingConfig().objective, direction)
+        recorded = recorded_sweep(spec, parent)
+        summary = collect(
+            spec,
+            parent,
+            objective or recorded.objective,
+            direction or recorded.direction,
+            recorded.never_ran,
+        )
     except ReplaymlError as exc:
         _fail(exc)
     typer.echo(summary_markdown(summary, SUMMARY_METRICS), nl=False)

@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -35,6 +36,8 @@ from replayml.progress import Steps
 from replayml.redact import PLACEHOLDER, redact_text
 
 if TYPE_CHECKING:
+    from rich.console import Console
+
     from replayml.tracking.read import RecordedRun, RunReader
     from replayml.tracking.store import StoreSpec
 
@@ -99,7 +102,18 @@ class ReplayReport:
     differences: list[Difference] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     not_replayable: list[str] = field(default_factory=list)
-    worktree: Path | None = None
+    worktree: Path | None = None  # with --keep: the project's folder in the kept worktree
+    kept_dir: Path | None = None  # with --keep: the temporary folder holding all of it
+    git_root: Path | None = None
+
+    @property
+    def cleanup_command(self) -> str:
+        """The shell command removing what --keep left: the temporary folder (worktree, replay
+        config, outputs) and git's record of the worktree."""
+        if self.kept_dir is None:
+            return ""
+        git = f"git -C {shlex.quote(str(self.git_root))}" if self.git_root else "git"
+        return f"rm -rf {shlex.quote(str(self.kept_dir))} && {git} worktree prune"
 
     @property
     def exit_code(self) -> int:
@@ -173,6 +187,9 @@ def replay_config(
     - tracking pointed at the replay's store (`tracking.uri: null` + $MLFLOW_TRACKING_URI) and
       the original run's experiment, and `output_dir: null` (the replay's own temporary folder,
       never the original run's outputs),
+    - `features_dir: null`: a run that read cached matrices (the DVC `features` stage's
+      output) is replayed by building them from the data; their slice hashes are compared,
+      so a rebuilt matrix that differs from the cached one shows,
     - the `replayml.replay_of` / `replayml.replay_attempt` tags added.
 
     Returns (config, dotted keys changed for the replay, reasons it cannot be replayed).
@@ -209,9 +226,12 @@ def replay_config(
         "uri": None,
         "experiment": experiment,
     }
-    if config.get("output_dir") is not None:
-        config["output_dir"] = None
-        changed.add("output_dir")
+    # the replay's own folders: never the run's outputs, and matrices rebuilt from the data
+    # (their slice hashes are compared) instead of read from a cache the worktree lacks
+    for key in ("output_dir", "features_dir"):
+        if config.get(key) is not None:
+            config[key] = None
+            changed.add(key)
     config["tags"] = {**(config.get("tags") or {}), REPLAY_OF: run_id, REPLAY_ATTEMPT: token}
     changed |= {f"tags.{REPLAY_OF}", f"tags.{REPLAY_ATTEMPT}"}
     return config, changed, missing
@@ -832,7 +852,7 @@ def _replay(
         tmp = worktree_root.parent
         worktree = worktree_root / rel
         if keep:
-            report.worktree = worktree
+            report.worktree, report.kept_dir, report.git_root = worktree, tmp, git_root
         if record.diff:
             _apply_diff(worktree_root, record.diff, tmp)
         with steps.step("restoring the run's data version"):
@@ -961,6 +981,25 @@ def _short(value: str, width: int = 18) -> str:
     return value if len(value) <= width else value[: width - 1] + "…"
 
 
+_TABLE_WIDTH = 140  # narrower (or not a terminal: piped, CI logs): one block per difference
+
+
+def _print_difference_list(console: Console, differences: list[Difference]) -> None:
+    """The differences as plain lines, each value in full, readable at any width."""
+    console.print("What differs:", highlight=False)
+    previous = ""
+    for d in differences:
+        mark = " (context)" if not d.outcome else ""
+        lines = [f"- {d.group}{mark}: {d.key}", f"    original: {d.original}"]
+        lines.append(f"    replay:   {d.replay}")
+        if d.delta:
+            lines.append(f"    delta:    {d.delta}")
+        if d.cause:
+            lines.append(f"    cause:    {'(same as above)' if d.cause == previous else d.cause}")
+        previous = d.cause
+        console.print("\n".join(lines), markup=False, highlight=False)
+
+
 def print_report(report: ReplayReport) -> None:
     """The verdict, both run links, a table of differences and the warnings (Rich, stdout)."""
     from rich.console import Console
@@ -978,7 +1017,9 @@ def print_report(report: ReplayReport) -> None:
         console.print(f"  replay:   {report.replay_url}")
     if report.commit:
         console.print(f"  commit:   {report.commit}   store: {report.tracking_uri}")
-    if report.differences:
+    if report.differences and not (console.is_terminal and console.width >= _TABLE_WIDTH):
+        _print_difference_list(console, report.differences)
+    elif report.differences:
         table = Table(title="What differs", title_justify="left")
         for col in ("group", "key", "original", "replay", "delta"):
             table.add_column(col, no_wrap=True)
@@ -998,6 +1039,8 @@ def print_report(report: ReplayReport) -> None:
         console.print(f"[yellow]warning:[/yellow] {warning}", highlight=False)
     if report.worktree:
         console.print(
-            f"worktree kept at {report.worktree} (remove it with `git worktree remove --force "
-            f"{report.worktree}`)"
+            f"worktree kept at {report.worktree}; remove it and its temporary folder with "
+            f"`{report.cleanup_command}`",
+            markup=False,
+            highlight=False,
         )

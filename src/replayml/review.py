@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 import yaml
 
-from replayml.errors import ReplaymlError
+from replayml.errors import ReplaymlError, RunNotFoundError
 
 if TYPE_CHECKING:
     from replayml.tracking.read import RecordedRun, RunReader
@@ -152,10 +152,18 @@ class Review:
 # --------------------------------------------------------------------------- reading
 
 
+_YAML_SCALARS = {"True": "true", "False": "false", "None": "null"}
+
+
+def _yaml_style(value: str) -> str:
+    """A flattened config value as YAML writes it (params hold Python's `True`/`None`)."""
+    return _YAML_SCALARS.get(value, value)
+
+
 def _config(reader: RunReader, run: RecordedRun) -> dict[str, str]:
-    """The run's flattened config: its params, plus from the config artifact any value too
-    long for a param (listed in `replayml.params_skipped`)."""
-    params = dict(run.params)
+    """The run's flattened config, values YAML-style (true/false/null): its params, plus from
+    the config artifact any value too long for a param (listed in `replayml.params_skipped`)."""
+    params = {k: _yaml_style(v) for k, v in run.params.items()}
     skipped = [k for k in run.tag("params_skipped").split(",") if k]
     if skipped:
         from replayml.pipeline import flatten  # (pandas and numpy: only when needed)
@@ -165,7 +173,7 @@ def _config(reader: RunReader, run: RecordedRun) -> dict[str, str]:
             log.warning("run %s has no %s: long values not compared", run.run_id, CONFIG_ARTIFACT)
         else:
             full = flatten(yaml.safe_load(text) or {})
-            params.update({k: full[k] for k in skipped if k in full})
+            params.update({k: _yaml_style(full[k]) for k in skipped if k in full})
     return params
 
 
@@ -215,13 +223,22 @@ def _resolve_baseline(
         version = resolve_model_uri(baseline, spec=spec)
         if not version.run_id:
             raise ReplaymlError(f"{baseline} (version {version.version}) has no source run")
-        run = _finished(reader, version.run_id, "baseline")
+        given = f"--baseline {baseline} (the source run of version {version.version})"
+        run = _finished(reader, version.run_id, "baseline", given)
         return run, f"`{baseline}` = {version.name} version {version.version}", []
-    return _finished(reader, baseline, "baseline"), "", []
+    return _finished(reader, baseline, "baseline", f"--baseline {baseline}"), "", []
 
 
-def _finished(reader: RunReader, run_id: str, role: str) -> RecordedRun:
-    run = reader.run(run_id, finished=False)
+def _finished(reader: RunReader, run_id: str, role: str, given: str = "") -> RecordedRun:
+    try:
+        run = reader.run(run_id, finished=False)
+    except RunNotFoundError as exc:
+        if not given:
+            raise
+        raise RunNotFoundError(
+            f"the {role} run is not usable ({given}): {exc}. Pass the id of a finished replayml "
+            f"run as --baseline RUN_ID, or a registered model as --baseline models:/NAME@ALIAS"
+        ) from None
     if run.status != "FINISHED":
         raise ReplaymlError(
             f"the {role} run {run.run_id} in {reader.spec.display_uri} is {run.status}, not "
@@ -341,8 +358,30 @@ def _replayable(run: RecordedRun) -> str:
     return f"no: {run.tag('not_replayable_reasons') or '?'}"
 
 
+def _count(rows: str) -> str:
+    return f"{int(rows):,}" if rows.isdigit() else (rows or "?")
+
+
+def test_set_difference(run: RecordedRun, base: RecordedRun) -> str:
+    """How the test sets the two runs were scored on differ ("" when they have the same rows).
+
+    The recorded row counts decide: a test matrix whose slice hash differs with the same rows
+    usually has other feature values (another training window or feature set), which the
+    comparison is about, while other rows (another window or preprocessing) make the metrics
+    measure something else.
+    """
+    rows, base_rows = run.tag("rows.test"), base.tag("rows.test")
+    if rows == base_rows:
+        return ""
+    return (
+        f"the test sets differ: {_count(base_rows)} rows in the baseline, {_count(rows)} in the "
+        f"run (rows.test)"
+    )
+
+
 def same_data(run: RecordedRun, base: RecordedRun) -> tuple[bool, str]:
-    """Whether both runs read the same data (DVC version and date windows), and why not."""
+    """Whether both runs read the same data (DVC version, date windows and test set), and
+    why not."""
     why = []
     if run.tag("data.dvc_hash") != base.tag("data.dvc_hash"):
         why.append("the DVC data versions differ")
@@ -351,15 +390,18 @@ def same_data(run: RecordedRun, base: RecordedRun) -> tuple[bool, str]:
     windows = [w for w in WINDOWS if _window(run, w) != _window(base, w)]
     if windows:
         why.append(f"the {', '.join(windows)} date windows differ")
+    test_set = test_set_difference(run, base)
+    if test_set:
+        why.append(test_set)
     if why:
         return False, "; ".join(why)
     slices = [w for w in WINDOWS if run.tag(f"slice_hash.{w}") != base.tag(f"slice_hash.{w}")]
     if slices:
         return True, (
-            f"same DVC version and date windows; the {', '.join(slices)} feature matrices "
-            f"differ (preprocessing or features changed)"
+            f"same DVC version, date windows and test rows; the {', '.join(slices)} feature "
+            f"matrices differ (slice_hash: preprocessing or features changed)"
         )
-    return True, "same DVC version, date windows and feature matrices"
+    return True, "same DVC version, date windows, test rows and feature matrices"
 
 
 def render(r: Review) -> str:
@@ -400,6 +442,13 @@ def render(r: Review) -> str:
         out += _table(
             ["metric", "run", "baseline", "delta", "rel. delta", "better", "verdict"], rows
         )
+        test_set = test_set_difference(run, base)
+        if test_set:
+            out += [
+                "",
+                f"> **Different test sets:** {test_set}. The metrics were measured on different "
+                f"test data, so the deltas and verdicts do not compare like with like.",
+            ]
         if r.comparable:
             regressed = r.regressions
             out += ["", f"Regressions: {', '.join(regressed) if regressed else 'none'}"]

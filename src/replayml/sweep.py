@@ -9,9 +9,12 @@ overrides that never ran. A sweep with a failed or missing job ends FAILED.
 from __future__ import annotations
 
 import atexit
+import json
 import logging
 import os
 import re
+import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +26,10 @@ log = logging.getLogger(__name__)
 PARENT_ENV = "REPLAYML_PARENT_RUN_ID"
 SWEEP_ENV = "REPLAYML_SWEEP_ID"
 JOBS_ENV = "REPLAYML_PARALLEL_JOBS"
+OBJECTIVE_TAG = "replayml.sweep.objective"
+DIRECTION_TAG = "replayml.sweep.objective_direction"
+NEVER_RAN_TAG = "replayml.sweep.never_ran"
+SUMMARY_JSON = "sweep_summary.json"
 SUMMARY_METRICS = ["test_auc", "test_avg_precision", "test_logloss", "test_ndcg_at_10",
                    "test_recall_at_10", "baseline_auc"]  # fmt: skip
 
@@ -77,6 +84,13 @@ class SweepCallback(Callback):
         handle = start_parent(
             spec, sweep_id, [redact_override(o) for o in overrides], len(expected)
         )
+        # what `replayml sweep` needs to print the sweep's table again as the sweep did
+        handle.set_tags(
+            {
+                OBJECTIVE_TAG: cfg.tracking.objective,
+                DIRECTION_TAG: cfg.tracking.objective_direction,
+            }
+        )
         os.environ[PARENT_ENV] = handle.run_id
         os.environ[SWEEP_ENV] = sweep_id
         self._state = {"handle": handle, "spec": spec, "expected": expected,
@@ -120,6 +134,48 @@ class SweepCallback(Callback):
             f"best {best.url if best else '-'}",
             flush=True,
         )
+
+
+@dataclass(frozen=True)
+class RecordedSweep:
+    """What a sweep's parent run recorded about the sweep itself."""
+
+    objective: str
+    direction: str
+    never_ran: list[list[str]] | None  # None while the sweep has not finished
+
+
+def recorded_sweep(spec: Any, parent_run_id: str) -> RecordedSweep:
+    """The objective, its direction and the jobs that never ran, as the parent recorded them.
+
+    A parent made before the objective was tagged falls back to its `best_<metric>` metric and
+    that metric's usual direction, else `TrackingConfig`'s defaults.
+    """
+    from replayml.config.schema import TrackingConfig
+    from replayml.review import direction as usual_direction
+    from replayml.tracking.store import open_experiment
+
+    client: Any
+    client, _ = open_experiment(spec)
+    run = client.get_run(parent_run_id)
+    tags = run.data.tags
+    objective = tags.get(OBJECTIVE_TAG)
+    if not objective:
+        best = sorted(k.removeprefix("best_") for k in run.data.metrics if k.startswith("best_"))
+        objective = best[0] if best else TrackingConfig().objective
+    direction = tags.get(DIRECTION_TAG) or usual_direction(objective) or "max"
+    never_ran: list[list[str]] | None = None
+    if NEVER_RAN_TAG in tags:
+        try:
+            never_ran = [list(map(str, job)) for job in json.loads(tags[NEVER_RAN_TAG])]
+        except ValueError:  # cut at MLflow's tag limit: the summary artifact has all of it
+            with tempfile.TemporaryDirectory(prefix="replayml-sweep-") as tmp:
+                path = client.download_artifacts(parent_run_id, SUMMARY_JSON, tmp)
+                rows = json.loads(Path(path).read_text())
+            never_ran = [
+                [str(o) for o in r["overrides"]] for r in rows if r.get("status") == "NEVER_RAN"
+            ]
+    return RecordedSweep(objective, direction, never_ran)
 
 
 def _mark_dead_children(spec: Any, parent_run_id: str) -> None:

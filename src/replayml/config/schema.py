@@ -188,7 +188,8 @@ def register_configs() -> None:
 
 
 def _unique_suffix() -> str:
-    """A per-process suffix so two runs started in the same second never share a folder."""
+    """A per-process suffix so two runs started in the same second never share a folder
+    (resolved once per config: a sweep's jobs in other processes keep the sweep's)."""
     import os
 
     return str(os.getpid())
@@ -210,6 +211,9 @@ def register_resolvers() -> None:
     from omegaconf import OmegaConf
 
     if not OmegaConf.has_resolver("replayml_unique"):
-        OmegaConf.register_new_resolver("replayml_unique", _unique_suffix)
+        # cached in the config, like Hydra's `${now:}`: a sweep's job configs copy the sweep
+        # config's cache, so jobs in other processes (joblib's workers) resolve
+        # hydra.sweep.dir to the folder the sweep announced, not to their own pid
+        OmegaConf.register_new_resolver("replayml_unique", _unique_suffix, use_cache=True)
     if not OmegaConf.has_resolver("replayml_threads"):
         OmegaConf.register_new_resolver("replayml_threads", _threads_per_job)
