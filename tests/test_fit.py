@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pandas as pd
+import pytest
 
 from replayml.config.schema import ModelConfig
 from replayml.model.fit import TRAIN_CURVE_ROWS, Split, fit
@@ -33,3 +38,19 @@ def test_early_stopping_follows_the_validation_loss_not_the_training_curve() -> 
     # the training curve (a fixed prefix of the training rows) kept improving meanwhile
     assert train_loss[-1] < train_loss[result.best_iteration - 1]
     assert len(train_loss) == len(valid_loss) and len(train.y) > TRAIN_CURVE_ROWS
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [({}, "10000"), ({"GOMP_SPINCOUNT": "5"}, "5"), ({"OMP_WAIT_POLICY": "ACTIVE"}, "unset")],
+)
+def test_openmp_threads_spin_briefly_unless_the_user_says_otherwise(
+    env: dict[str, str], expected: str
+) -> None:
+    clean = {k: v for k, v in os.environ.items() if k not in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY")}
+    proc = subprocess.run(
+        [sys.executable, "-c",
+         "import os, replayml, lightgbm; print(os.environ.get('GOMP_SPINCOUNT', 'unset'))"],
+        env={**clean, **env}, capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert proc.stdout.strip() == expected
