@@ -248,14 +248,15 @@ def test_sigkill_leaves_running_and_doctor_marks_it_killed(project: Path) -> Non
     proc.wait(timeout=30)
     assert _only_run(project).info.status == "RUNNING"  # what MLflow alone leaves behind
 
-    def doctor(*args: str) -> subprocess.CompletedProcess[str]:
+    def doctor(*args: str, cwd: Path = project) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-m", "replayml", "doctor", *args], cwd=project,
+            [sys.executable, "-m", "replayml", "doctor", *args], cwd=cwd,
             capture_output=True, text=True, check=False,
         )  # fmt: skip
 
-    listed = doctor()
-    assert listed.returncode == 0 and f"process {proc.pid}" in listed.stdout
+    listed = doctor(cwd=project / "conf")  # like git, from any folder of the project
+    assert listed.returncode == 0 and f"process {proc.pid}" in listed.stdout, listed.stderr
+    assert not (project / "conf" / "mlruns").exists()
     assert _only_run(project).info.status == "RUNNING"  # listing changes nothing
     fixed = doctor("--fix")
     assert fixed.returncode == 0

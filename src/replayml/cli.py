@@ -97,7 +97,7 @@ def features(
     register_resolvers()
     try:
         cfg = to_run_config(OmegaConf.load(params_file))
-        root = project.resolve()
+        root = _root(project)
         resolved, windows, version, m = prepare(cfg, root, Steps())
         matrices.save(root / out, resolved, windows, version, m)
     except ReplaymlError as exc:
@@ -125,7 +125,7 @@ def sweep_table(
     if direction not in (None, "max", "min"):
         _fail(ReplaymlError(f"--direction {direction!r} is not valid: use --direction max or min"))
     try:
-        spec = store_spec(TrackingConfig(uri=tracking_uri), project.resolve())
+        spec = store_spec(TrackingConfig(uri=tracking_uri), _root(project))
         parent = find_parent(spec, sweep)
         recorded = recorded_sweep(spec, parent)
         summary = collect(
@@ -155,7 +155,7 @@ def doctor(
     from replayml.tracking.store import store_spec
 
     try:
-        spec = store_spec(TrackingConfig(uri=tracking_uri), project.resolve())
+        spec = store_spec(TrackingConfig(uri=tracking_uri), _root(project))
         ghosts = find_ghosts(spec, stale_after)
         if fix:
             mark_killed(spec, ghosts)
@@ -167,11 +167,25 @@ def doctor(
                "; run with --fix to mark them KILLED"))  # fmt: skip
 
 
+def _root(project: Path) -> Path:
+    """The project folder: `--project`, else the nearest folder up from here with `conf/`.
+
+    Like git, the commands work from any subfolder of the project.
+    """
+    start = project.resolve()
+    if project != Path("."):
+        return start
+    for folder in (start, *start.parents):
+        if (folder / "conf" / "config.yaml").is_file() and (folder / "train.py").is_file():
+            return folder
+    return start
+
+
 def _store(tracking_uri: str | None, project: Path):  # noqa: ANN202
     from replayml.config.schema import TrackingConfig
     from replayml.tracking.store import store_spec
 
-    return store_spec(TrackingConfig(uri=tracking_uri), project.resolve())
+    return store_spec(TrackingConfig(uri=tracking_uri), _root(project))
 
 
 _TRACKING_HELP = "Tracking store; default: $MLFLOW_TRACKING_URI, else the project's mlruns/."
@@ -390,7 +404,7 @@ def replay_run(
     try:
         report = replay(
             run_id,
-            project=project.resolve(),
+            project=_root(project),
             tracking_uri=tracking_uri,
             keep=keep,
             strict_env=strict_env,
