@@ -176,6 +176,7 @@ def auth_runs(
     assert proc.returncode == 0, proc.stderr[-3000:]
     found = re.search(r"run: \S+/runs/([0-9a-f]{32})", proc.stdout)
     assert found, proc.stdout
+    assert "View run" not in proc.stdout  # one run link: ours, not MLflow's second one
     runs = AuthRuns(s, found.group(1), [proc.stdout, proc.stderr])
     args = ["register", runs.run_id, "--name", "secure-reco", "--alias", "prod"]
     # versions 1 and 2 (a process with verbose logs, then in-process); prod ends on 2, with 1

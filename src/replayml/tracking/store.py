@@ -78,6 +78,9 @@ def bound_http(spec: StoreSpec) -> None:
     os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
     # we pass exact pip requirements with the model; no uv export or requirement inference
     os.environ.setdefault("MLFLOW_UV_AUTO_DETECT", "false")
+    # the command prints its own run link (tracking.ui_url); MLflow's second one, printed when
+    # a run on a server ends, would point at the server's own address
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
 
 
 def explain(exc: BaseException, spec: StoreSpec) -> TrackingError:
