@@ -78,6 +78,12 @@ def parse_options(argv: Sequence[str] | None, description: str) -> argparse.Name
     args = parser.parse_args(argv)
     if args.omp_passive:
         os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+        os.environ.pop("GOMP_SPINCOUNT", None)  # it would override the policy's spinning
+    elif "OMP_WAIT_POLICY" not in os.environ:
+        from replayml import OPENMP_SPINCOUNT
+
+        # every contender, the hand-written baselines too, waits as replayml's processes do
+        os.environ.setdefault("GOMP_SPINCOUNT", OPENMP_SPINCOUNT)
     if args.quick:
         args.repeats = 1
     if args.repeats < 1:
@@ -118,11 +124,15 @@ def child_env(tracking_uri: str) -> dict[str, str]:
 
 
 def machine() -> str:
-    """CPU count, 1-minute load average and OpenMP wait policy, for reading the numbers."""
-    policy = os.environ.get("OMP_WAIT_POLICY", "default (active spin)")
-    return (
-        f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}, OMP_WAIT_POLICY={policy}"
-    )
+    """CPU count, 1-minute load average and how OpenMP threads wait (the same for every
+    contender), for reading the numbers."""
+    policy = os.environ.get("OMP_WAIT_POLICY")
+    spin = os.environ.get("GOMP_SPINCOUNT")
+    if policy:
+        openmp = f"OMP_WAIT_POLICY={policy}"
+    else:
+        openmp = f"GOMP_SPINCOUNT={spin}" if spin else "OpenMP's default spinning"
+    return f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}, {openmp}"
 
 
 def progress(message: str) -> None:
