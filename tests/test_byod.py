@@ -175,8 +175,9 @@ def test_bad_event_values_are_named(tmp_path: Path, change, message: str) -> Non
     [
         (pd.DataFrame({"iid": [1, 2, 2], "cat": ["a", "b", "c"]}), r"'iid' \(data.items.id=iid\) has 1 ids on more than one row \(e.g. 2\)"),  # noqa: E501
         (pd.DataFrame({"iid": ["1", "2"], "cat": ["a", "b"]}), r"holds strings but the events' ids \(data.events.item=iid\) hold integers"),  # noqa: E501
+        (pd.DataFrame({"iid": [1, 2], "cat": [0.5, 1.5]}), r"'cat' \(data.items.category=cat\) should be text or integer, found double"),  # noqa: E501
     ],
-    ids=["duplicate-ids", "id-types-differ"],
+    ids=["duplicate-ids", "id-types-differ", "fractional-categories"],
 )  # fmt: skip
 def test_bad_item_tables_are_named(tmp_path: Path, items: pd.DataFrame, message: str) -> None:
     from replayml.config.schema import ItemsTable
@@ -207,3 +208,15 @@ def test_one_column_can_fill_two_roles(tmp_path: Path) -> None:
     events = _load(tmp_path, _events_frame(), click="y").events
     assert events["click"].tolist() == events["label"].tolist()
     assert events["label"].sum() > 0
+
+
+def test_integer_category_codes_are_categories(tmp_path: Path) -> None:
+    from replayml.config.schema import ItemsTable
+
+    (tmp_path / "data").mkdir()
+    pd.DataFrame({"iid": range(30), "cat": [i % 4 for i in range(30)]}).to_parquet(
+        tmp_path / "data" / "items.parquet", index=False
+    )
+    table = ItemsTable(path="items.parquet", id="iid", category="cat")
+    items = _load(tmp_path, _events_frame(), items=table).items
+    assert items is not None and set(items["category"]) == {"0", "1", "2", "3"}

@@ -152,8 +152,12 @@ _KINDS = {
         pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t)
     ),
     "id": lambda t: pa.types.is_integer(t) or pa.types.is_string(t) or pa.types.is_large_string(t),
-    "string": lambda t: (
-        pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_dictionary(t)
+    # a category or region: names, or integer codes (read as their decimal text)
+    "text or integer": lambda t: (
+        pa.types.is_string(t)
+        or pa.types.is_large_string(t)
+        or pa.types.is_dictionary(t)
+        or pa.types.is_integer(t)
     ),
 }
 
@@ -350,10 +354,10 @@ def _load_items(cfg: DataConfig, project_root: Path) -> pd.DataFrame | None:
         return None
     wanted = {
         "data.items.id": (it.id, "id"),
-        "data.items.category": (it.category, "string"),
+        "data.items.category": (it.category, "text or integer"),
         "data.items.price": (it.price, "number"),
         "data.items.created": (it.created, "timestamp"),
-        "data.items.region": (it.region, "string"),
+        "data.items.region": (it.region, "text or integer"),
     }
     names = {
         "data.items.id": "item_id",
@@ -376,7 +380,7 @@ def _load_users(cfg: DataConfig, project_root: Path) -> pd.DataFrame | None:
     us = cfg.users
     if not us.path:
         return None
-    wanted = {"data.users.id": (us.id, "id"), "data.users.region": (us.region, "string")}
+    wanted = {"data.users.id": (us.id, "id"), "data.users.region": (us.region, "text or integer")}
     names = {"data.users.id": "user_id", "data.users.region": "user_region"}
     users = _load_attr(_root(cfg, project_root) / us.path, "users", wanted, names)
     if "user_region" in users:
