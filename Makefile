@@ -45,7 +45,8 @@ bench: data ## Benchmarks against hand-written baselines (prints tables)
 	$(PY) benchmarks/run_all.py $(ARGS)
 
 ui: install ## MLflow UI on 127.0.0.1:$(UI_PORT) over the project's store
-	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(VENV)/bin/mlflow server --host 127.0.0.1 --port $(UI_PORT) --workers 1 \
+	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false PYTHONWARNINGS="ignore:starlette.middleware.wsgi is deprecated" \
+		$(VENV)/bin/mlflow server --host 127.0.0.1 --port $(UI_PORT) --workers 1 \
 		--backend-store-uri sqlite:///$(CURDIR)/mlruns/mlflow.db \
 		--default-artifact-root file://$(CURDIR)/mlruns/artifacts
 
