@@ -66,6 +66,9 @@ def test_sweep_table_keeps_the_sweeps_objective_and_the_jobs_that_never_ran(
         "dates.train_days=3,7,200",
     )  # fmt: skip
     assert proc.returncode != 0  # one job's window is outside the data: it never runs
+    # the job's error is named once as it happens and once at the end, without a traceback
+    assert proc.stderr.count("error: dates: the windows") == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
     parents, children = _by_role(project)
     assert len(parents) == 1 and len(children) == 2
     parent = parents[0]

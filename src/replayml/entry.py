@@ -56,8 +56,12 @@ def train_from_hydra(cfg: DictConfig) -> float | None:
             message += "; the run is marked KILLED"
         _to_log_files(message)
         print(message, file=sys.stderr)
-        if parent_run_id:  # in a sweep: fail this job, let the others run
-            raise
+        if parent_run_id and isinstance(exc, ReplaymlError):
+            # in a sweep: fail this job, let the others run; Hydra reports a compact
+            # exception at the end by its message alone, without a traceback
+            from hydra.errors import CompactHydraException
+
+            raise CompactHydraException(message) from None
         raise SystemExit(exc.exit_code) from None
     print(f"run: {result.url}")
     return result.metrics.get("test_auc")
