@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import all_runs, dvc, git, run_train_py
+from conftest import all_runs, dvc, git, run_train_py, train
 
 pytestmark = pytest.mark.slow
 
@@ -220,3 +220,75 @@ def test_integer_category_codes_are_categories(tmp_path: Path) -> None:
     table = ItemsTable(path="items.parquet", id="iid", category="cat")
     items = _load(tmp_path, _events_frame(), items=table).items
     assert items is not None and set(items["category"]) == {"0", "1", "2", "3"}
+
+
+def test_a_wrong_epoch_unit_names_the_right_one(tmp_path: Path) -> None:
+    from replayml.config.schema import DataConfig, EventsTable, TimeUnit
+    from replayml.data.load import date_range, load
+    from replayml.errors import DataSchemaError
+
+    frame = _events_frame()
+    millis = frame.assign(when=(frame["when"] - pd.Timestamp(0)) // pd.Timedelta(milliseconds=1))
+    (tmp_path / "data").mkdir()
+    millis.to_csv(tmp_path / "data" / "ms.csv", index=False)
+    one_file = DataConfig(
+        name="m",
+        events=EventsTable(
+            path="ms.csv",
+            user="uid",
+            item="iid",
+            timestamp="when",
+            label="y",
+            timestamp_unit=TimeUnit.s,
+        ),  # fmt: skip
+    )
+    with pytest.raises(DataSchemaError, match=r"timestamp_unit=s gives times outside.*unit=ms"):
+        date_range(one_file, tmp_path)  # what every run asks first
+    # a partitioned folder: the first file's statistics tell
+    for day, part in millis.groupby(frame["when"].dt.strftime("%Y-%m-%d")):
+        folder = tmp_path / "data" / "hive" / f"date={day}"
+        folder.mkdir(parents=True)
+        part.to_parquet(folder / "part-0.parquet", index=False)
+    cfg = DataConfig(
+        name="h",
+        events=EventsTable(
+            path="hive",
+            user="uid",
+            item="iid",
+            timestamp="when",
+            label="y",
+            timestamp_unit=TimeUnit.us,
+        ),  # fmt: skip
+    )
+    first, last = date_range(cfg, tmp_path)
+    with pytest.raises(DataSchemaError, match=r"timestamp_unit=us gives times outside.*unit=ms"):
+        load(cfg, tmp_path, first, last)
+    cfg.events.timestamp_unit = TimeUnit.ms
+    assert len(load(cfg, tmp_path, first, last).events) == len(frame)
+
+
+def test_attribute_tables_may_be_csv(tmp_path: Path) -> None:
+    from replayml.config.schema import ItemsTable
+    from replayml.errors import DataSchemaError
+
+    (tmp_path / "data").mkdir()
+    table = pd.DataFrame({"iid": range(30), "cat": [f"c{i % 3}" for i in range(30)]})
+    table.to_csv(tmp_path / "data" / "items.csv", index=False)
+    items = _load(tmp_path, _events_frame(), items=ItemsTable(path="items.csv", id="iid",
+                                                             category="cat")).items  # fmt: skip
+    assert items is not None and items["category"].tolist() == table["cat"].tolist()
+    table.to_json(tmp_path / "data" / "items.json")
+    with pytest.raises(DataSchemaError, match="neither .parquet nor .csv; .*data.items.path"):
+        _load(tmp_path, _events_frame(), items=ItemsTable(path="items.json", id="iid"))
+
+
+def test_a_window_without_events_says_so(project: Path) -> None:
+    import shutil
+
+    from replayml.errors import ConfigError, DataVersionError
+
+    # the validation day (the day before the last) is missing: gaps happen in exported logs
+    shutil.rmtree(sorted((project / "data" / "events").glob("date=*"))[-2])
+    with pytest.raises((ConfigError, DataVersionError), match="no events on those days"):
+        train(project, ["features=minimal"])
+    assert all_runs(project) == []

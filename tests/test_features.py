@@ -218,3 +218,41 @@ def test_validation_auc_matches_sklearn_with_ties() -> None:
     scores = np.round(rng.random(5000) + y * 0.3, 2)  # rounded: many ties
     assert _auc(y, scores) == pytest.approx(roc_auc_score(y, scores), abs=1e-12)
     assert np.isnan(_auc(np.zeros(10), rng.random(10)))
+
+
+def test_bot_users_are_judged_on_days_up_to_the_training_window_end() -> None:
+    from replayml.config.schema import PreprocessingConfig
+
+    days = pd.to_datetime(["2024-01-01"] * 3 + ["2024-01-05"] * 5 + ["2024-01-02"] * 5)
+    events = pd.DataFrame(
+        {
+            "user_id": ["calm"] * 3 + ["calm"] * 5 + ["bot"] * 5,  # calm is busy on a test day
+            "item_id": range(13),
+            "ts": days,
+            "day": days,
+            "label": [0, 1] * 6 + [0],
+        }
+    )
+    cfg = PreprocessingConfig(bot_max_events_per_day=4, min_item_support=0, dedup=True)
+    out, stats = preprocess(events, cfg, pd.Timestamp("2024-01-01"), pd.Timestamp("2024-01-03"))
+    assert set(out["user_id"]) == {"calm"} and len(out) == 8
+    assert (stats.bot_users, stats.bot_rows) == (1, 5)
+
+
+def test_region_match_is_unknown_where_a_region_is_missing(tables) -> None:  # noqa: ANN001
+    from dataclasses import replace
+
+    cfg, events, items, users = tables
+    only = replace(cfg.features, builders=["region_match"])
+    targets = events[events["day"] == pd.Timestamp("2024-04-20")].reset_index(drop=True)
+    full = build_features(targets, events, items, users, only)["region_match"]
+    some_users = users.iloc[: len(users) // 2]  # new users are not in the users table yet
+    items_na = items.assign(item_region=items["item_region"].where(items.index % 3 > 0))
+    part = build_features(targets, events, items_na, some_users, only)["region_match"]
+    known = (
+        targets["user_id"].isin(some_users["user_id"]).to_numpy()
+        & targets["item_id"].map(items_na.set_index("item_id")["item_region"]).notna().to_numpy()
+    )
+    assert 0 < known.sum() < len(targets)
+    assert part[~known].isna().all()
+    np.testing.assert_array_equal(part[known].to_numpy(), full[known].to_numpy())

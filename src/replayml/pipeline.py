@@ -206,10 +206,18 @@ def prepare(
                 )
             n_pos = int(targets["label"].sum()) if len(targets) else 0
             if len(targets) == 0 or n_pos == 0 or n_pos == len(targets):
+                read = int(((tables.events["day"] >= _day(w.start))
+                            & (tables.events["day"] <= _day(w.end))).sum())  # fmt: skip
+                where = (
+                    "the data has no events on those days (a missing partition?)"
+                    if read == 0
+                    else f"{read} events were read for it"
+                )
                 raise ConfigError(
                     f"dates: the {name} window {w} has {len(targets)} rows and {n_pos} positives "
-                    f"after preprocessing; it needs both classes. Widen dates.{name}_days or "
-                    f"relax preprocessing (e.g. preprocessing=none)"
+                    f"after preprocessing ({where}); it needs both classes. Widen "
+                    f"dates.{name}_days, move dates.anchor, or relax preprocessing "
+                    f"(e.g. preprocessing=none)"
                 )
             # sort by (user, day, ts) so ranking groups are contiguous; stable for determinism
             parts.append(

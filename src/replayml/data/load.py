@@ -27,13 +27,13 @@ PARTITION_PREFIX = "date="
 FORMATS = {".parquet": "parquet", ".csv": "csv"}
 
 
-def _file_dataset(files: list[Path]) -> ds.Dataset:
+def _file_dataset(files: list[Path], key: str = "data.events.path") -> ds.Dataset:
     """A pyarrow dataset over Parquet or CSV files (one format per table)."""
     fmt = FORMATS.get(files[0].suffix)
     if fmt is None:
         raise DataSchemaError(
-            f"{files[0]} is neither .parquet nor .csv; convert it or point data.events.path "
-            f"at a supported file"
+            f"{files[0]} is neither .parquet nor .csv; convert it or point {key} at a "
+            f"supported file"
         )
     return ds.dataset([str(f) for f in files], format=fmt)
 
@@ -89,9 +89,44 @@ def date_range(cfg: DataConfig, project_root: Path) -> tuple[date, date]:
             )
         return min(days), max(days)
     column = _file_dataset([path]).to_table(columns=[cfg.events.timestamp]).column(0)
+    if pa.types.is_integer(column.type):
+        _check_epoch_unit(pc.min(column).as_py(), pc.max(column).as_py(), cfg.events)
     column = as_naive_timestamps(column, cfg.events)
     ts = pd.Series(column.to_pandas())
     return ts.min().date(), ts.max().date()
+
+
+#: the years epoch times of event data plausibly fall in; outside them the unit is wrong
+PLAUSIBLE_YEARS = (1990, 2100)
+
+
+def _check_epoch_unit(low: int | None, high: int | None, events: EventsTable) -> None:
+    """Refuse integer times that the configured unit puts outside plausible years."""
+    unit = events.timestamp_unit
+    if low is None or high is None or unit is None:
+        return
+    lo, hi = (pd.Timestamp(f"{y}-01-01") for y in PLAUSIBLE_YEARS)
+
+    def plausible(u: str) -> bool:
+        try:
+            first, last = pd.to_datetime([low, high], unit=u)
+        except (OverflowError, ValueError, pd.errors.OutOfBoundsDatetime):
+            return False
+        return bool(lo <= first and last < hi)
+
+    if plausible(unit.value):
+        return
+    fits = [u for u in ("s", "ms", "us", "ns") if plausible(u)]
+    fix = (
+        f"set data.events.timestamp_unit={fits[0]}"
+        if fits
+        else "check data.events.timestamp and data.events.timestamp_unit"
+    )
+    raise DataSchemaError(
+        f"events column {events.timestamp!r} read with data.events.timestamp_unit={unit.value} "
+        f"gives times outside {PLAUSIBLE_YEARS[0]}..{PLAUSIBLE_YEARS[1]} (values {low}..{high}); "
+        f"{fix}"
+    )
 
 
 def _timestamp_type(found: pa.DataType, events: EventsTable) -> pa.DataType:
@@ -151,6 +186,9 @@ _KINDS = {
     "number": lambda t: (
         pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t)
     ),
+    "0/1 or true/false": lambda t: (
+        pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t)
+    ),
     "id": lambda t: pa.types.is_integer(t) or pa.types.is_string(t) or pa.types.is_large_string(t),
     # a category or region: names, or integer codes (read as their decimal text)
     "text or integer": lambda t: (
@@ -192,8 +230,8 @@ def _events_columns(cfg: DataConfig) -> dict[str, tuple[str | None, str]]:
         "data.events.user": (e.user, "id"),
         "data.events.item": (e.item, "id"),
         "data.events.timestamp": (e.timestamp, "any"),  # `_timestamp_type` checks it
-        "data.events.label": (e.label, "number"),
-        "data.events.click": (e.click, "number"),
+        "data.events.label": (e.label, "0/1 or true/false"),
+        "data.events.click": (e.click, "0/1 or true/false"),
         "data.events.position": (e.position, "integer"),
     }
 
@@ -224,6 +262,8 @@ def load(cfg: DataConfig, project_root: Path, start: date, end: date) -> Tables:
             shared[name] = rename[col]
         else:
             rename[col] = name
+    if path.is_dir() and cfg.events.timestamp_unit is not None:
+        _check_epoch_unit(*_parquet_min_max(event_list[0], cfg.events.timestamp), cfg.events)
     table = dataset.to_table(columns=list(rename), filter=_window_filter(cfg, dataset, start, end))
     _check_values(table, cfg.events, start, end)
     ts_col = table.schema.get_field_index(cfg.events.timestamp)
@@ -245,6 +285,19 @@ def load(cfg: DataConfig, project_root: Path, start: date, end: date) -> Tables:
     _check_ids_match(events, "item_id", items, cfg.events.item, "data.items.id", cfg.items.id)
     _check_ids_match(events, "user_id", users, cfg.events.user, "data.users.id", cfg.users.id)
     return Tables(events=events, items=items, users=users)
+
+
+def _parquet_min_max(path: Path, column: str) -> tuple[int | None, int | None]:
+    """A column's smallest and largest value in a Parquet file, from its statistics."""
+    meta = pq.ParquetFile(path).metadata
+    index = meta.schema.to_arrow_schema().get_field_index(column)
+    lows, highs = [], []
+    for g in range(meta.num_row_groups):
+        stats = meta.row_group(g).column(index).statistics
+        if stats is not None and stats.has_min_max:
+            lows.append(stats.min)
+            highs.append(stats.max)
+    return (min(lows), max(highs)) if lows else (None, None)
 
 
 def _window_filter(cfg: DataConfig, dataset: ds.Dataset, start: date, end: date) -> ds.Expression:
@@ -329,7 +382,8 @@ def _check_ids_match(
     elif len(events) and _id_kind(ids) != _id_kind(events[column]):
         problem = (
             f"holds {_id_kind(ids)} but the events' ids (data.events.{name.rstrip('s')}="
-            f"{events_col}) hold {_id_kind(events[column])}; store both with the same type"
+            f"{events_col}) hold {_id_kind(events[column])}; store both with the same type "
+            f"(CSV columns are typed by guessing: Parquet keeps ids like '00123' as text)"
         )
     if problem:
         raise DataSchemaError(f"{name} column {table_col!r} ({key}={table_col}) {problem}")
@@ -340,10 +394,14 @@ def _load_attr(
 ) -> pd.DataFrame:
     if not path.is_file():
         raise _missing(path, f"the {table} table")
-    schema = pq.read_schema(path)
-    _check_schema(table, schema, wanted, path)
     cols = [c for c, _ in wanted.values() if c]
-    frame = pq.read_table(path, columns=cols).to_pandas()
+    if path.suffix == ".parquet":
+        _check_schema(table, pq.read_schema(path), wanted, path)
+        frame = pq.read_table(path, columns=cols).to_pandas()
+    else:
+        dataset = _file_dataset([path], f"data.{table}.path")
+        _check_schema(table, dataset.schema, wanted, path)
+        frame = dataset.to_table(columns=cols).to_pandas()
     rename = {col: names[key] for key, (col, _) in wanted.items() if col}
     return frame.rename(columns=rename)
 

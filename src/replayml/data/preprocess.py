@@ -39,7 +39,10 @@ def preprocess(
     bot_users = 0
     n1 = len(out)
     if cfg.bot_max_events_per_day is not None:
-        per_day = out.groupby(["user_id", "day"], sort=False).size()
+        # judged on the days up to the end of the training window: what a user does in the
+        # validation or test window must not decide which rows the model trains on
+        known = out[out["day"] <= train_end]
+        per_day = known.groupby(["user_id", "day"], sort=False).size()
         bots = per_day[per_day > cfg.bot_max_events_per_day].index.get_level_values(0).unique()
         bot_users = len(bots)
         out = out[~out["user_id"].isin(bots)].reset_index(drop=True)
@@ -54,7 +57,20 @@ def preprocess(
     rare = n2 - len(out)
     stats = PreprocessStats(duplicates, bot_users, bot_rows, rare)
     log.info("preprocessing removed %s", stats)
+    if n0 and (n0 - len(out)) / n0 > LARGE_REMOVAL:
+        log.warning(
+            "preprocessing removed %.0f%% of the %d events read (%s); if that is not what this "
+            "dataset needs, tune preprocessing.bot_max_events_per_day / min_item_support / "
+            "dedup or use preprocessing=none",
+            100 * (n0 - len(out)) / n0,
+            n0,
+            stats,
+        )
     return out, stats
+
+
+#: share of the events read that preprocessing may remove before it says so loudly
+LARGE_REMOVAL = 0.25
 
 
 def sample_negatives(frame: pd.DataFrame, rate: float, seed: int) -> pd.DataFrame:

@@ -247,7 +247,10 @@ def region_match(targets: pd.DataFrame, ctx: FeatureContext) -> pd.DataFrame:
     j = _with_items(targets, ctx.items, ["item_region"])
     u = targets[["user_id"]].merge(ctx.users[["user_id", "user_region"]], on="user_id", how="left")
     out = pd.DataFrame(index=targets.index)
-    out["region_match"] = (j["item_region"].to_numpy() == u["user_region"].to_numpy()).astype(
-        "float64"
-    )
+    item_region = j["item_region"].to_numpy(dtype=object, na_value=None)
+    user_region = u["user_region"].to_numpy(dtype=object, na_value=None)
+    same = (item_region == user_region).astype("float64")
+    # an item or user without a region (or missing from its table): unknown, not a mismatch
+    unknown = pd.isna(item_region) | pd.isna(user_region)
+    out["region_match"] = np.where(unknown, np.nan, same)
     return out
