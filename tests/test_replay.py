@@ -321,6 +321,12 @@ def test_replay_of_a_dvc_repro_run_rebuilds_its_cached_features(code_project: Pa
     root = code_project
     for name in ("dvc.yaml", "params.yaml"):
         shutil.copy2(REPO / name, root / name)
+    # as after `dvc exp run -S model.learning_rate=0.1`: params.yaml, not conf/, has the value
+    params = (root / "params.yaml").read_text()
+    assert "  learning_rate: 0.05\n" in params
+    (root / "params.yaml").write_text(
+        params.replace("  learning_rate: 0.05\n", "  learning_rate: 0.1\n")
+    )
     dvc(root, "config", "hydra.enabled", "true")
     git(root, "add", "-A")
     git(root, "commit", "-qm", "pipeline")
@@ -333,8 +339,11 @@ def test_replay_of_a_dvc_repro_run_rebuilds_its_cached_features(code_project: Pa
     (run,) = all_runs(root)
     assert run.data.tags["replayml.features_cache"] == "artifacts/features"
 
+    assert run.data.params["model.learning_rate"] == "0.1"
     report = replay(run.info.run_id, project=root)
     assert report.verdict is Verdict.IDENTICAL, _explain(report)
+    # recomposed as the stage composed it (params.yaml), so no config warning
+    assert not [w for w in report.warnings if w.startswith("config:")], report.warnings
     new = mlflow_client(root).get_run(report.replay_run_id).data.tags
     assert new["replayml.features_cache"] == ""  # rebuilt from the data, not read from a cache
     for split in ("train", "valid", "test"):

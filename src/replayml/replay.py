@@ -247,7 +247,17 @@ from replayml.config.resolve import (
     config_to_container, resolve_dates, to_run_config, with_absolute_dates)
 from replayml.data.load import date_range
 from replayml.redact import env_interpolated_keys, redact_tree
-raw = compose(Path.cwd() / "conf", json.loads(sys.argv[1]))
+overrides = json.loads(sys.argv[1])
+if len(sys.argv) > 2:  # the run composed a config file at the root (DVC: params.yaml)
+    from hydra import compose as hydra_compose, initialize_config_dir
+    from replayml.config.schema import register_configs
+    register_configs()
+    with initialize_config_dir(config_dir=str(Path.cwd()), version_base="1.3"):
+        node = hydra_compose(config_name=sys.argv[2], overrides=overrides)
+    raw = OmegaConf.to_container(node, resolve=False, enum_to_str=True)
+    raw.pop("hydra", None)
+else:
+    raw = compose(Path.cwd() / "conf", overrides)
 env_keys = env_interpolated_keys(OmegaConf.create(raw))
 cfg = to_run_config(raw)
 windows = resolve_dates(cfg.dates, *date_range(cfg.data, Path.cwd()))
@@ -743,8 +753,11 @@ def _start_recompose(
         overrides = [str(o) for o in json.loads(run.tag("overrides"))]
     else:
         return None
+    # the DVC stage composes the root's params.yaml (`--config-name params`), not conf/
+    command = run.tag("command").replace("--config-name=", "--config-name ").split()
+    named = command[command.index("--config-name") + 1 :][:1] if "--config-name" in command else []
     return subprocess.Popen(
-        [sys.executable, "-c", _RECOMPOSE, json.dumps(overrides)],
+        [sys.executable, "-c", _RECOMPOSE, json.dumps(overrides), *named],
         cwd=worktree,
         env=env,
         stdout=subprocess.PIPE,
