@@ -292,3 +292,28 @@ def test_a_window_without_events_says_so(project: Path) -> None:
     with pytest.raises((ConfigError, DataVersionError), match="no events on those days"):
         train(project, ["features=minimal"])
     assert all_runs(project) == []
+
+
+def test_partition_rows_outside_their_window_are_reported(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from replayml.config.schema import DataConfig, EventsTable
+    from replayml.data.load import load
+
+    frame = _events_frame()
+    local_day = (frame["when"] + pd.Timedelta(hours=3)).dt.strftime("%Y-%m-%d")  # UTC+3 days
+    for day, part in frame.groupby(local_day):
+        folder = tmp_path / "data" / "hive" / f"date={day}"
+        folder.mkdir(parents=True)
+        part.to_parquet(folder / "part-0.parquet", index=False)
+    cfg = DataConfig(
+        name="h",
+        events=EventsTable(path="hive", user="uid", item="iid", timestamp="when", label="y"),
+    )
+    start, end = pd.Timestamp("2025-03-03").date(), pd.Timestamp("2025-03-06").date()
+    in_files = int(local_day.between("2025-03-03", "2025-03-06").sum())
+    with caplog.at_level("WARNING", logger="replayml.data.load"):
+        events = load(cfg, tmp_path, start, end).events
+    outside = in_files - len(events)
+    assert outside > 0
+    assert f"{outside} events in the {start}..{end} partitions have times outside" in caplog.text

@@ -266,6 +266,18 @@ def load(cfg: DataConfig, project_root: Path, start: date, end: date) -> Tables:
         _check_epoch_unit(*_parquet_min_max(event_list[0], cfg.events.timestamp), cfg.events)
     table = dataset.to_table(columns=list(rename), filter=_window_filter(cfg, dataset, start, end))
     _check_values(table, cfg.events, start, end)
+    if path.is_dir():  # the window's partitions were read whole: say what fell outside it
+        outside = sum(pq.ParquetFile(f).metadata.num_rows for f in event_list) - table.num_rows
+        if outside:
+            log.warning(
+                "%d events in the %s..%s partitions have times outside those days and are not "
+                "used (partitions by local date and UTC times?); partition by the UTC day of "
+                "data.events.timestamp=%s to keep them",
+                outside,
+                start,
+                end,
+                cfg.events.timestamp,
+            )
     ts_col = table.schema.get_field_index(cfg.events.timestamp)
     table = table.set_column(
         ts_col, cfg.events.timestamp, as_naive_timestamps(table.column(ts_col), cfg.events)
