@@ -106,8 +106,29 @@ def _events_frame(n: int = 2_000, seed: int = 5) -> pd.DataFrame:
     )
 
 
-def _load(root: Path, frame: pd.DataFrame, name: str = "events.parquet", **events: object):
+def _cfg(path: str, **events: object):  # noqa: ANN202
+    """A DataConfig over `data/<path>` with the test frames' column names."""
     from replayml.config.schema import DataConfig, EventsTable, ItemsTable
+
+    items = events.pop("items", ItemsTable())
+    return DataConfig(
+        name="t",
+        events=EventsTable(
+            path=path, user="uid", item="iid", timestamp="when", label="y", **events
+        ),  # fmt: skip
+        items=items,
+    )
+
+
+def _partitions(root: Path, frame: pd.DataFrame, days: pd.Series) -> None:
+    """Write `frame` as data/hive/date=DAY/part-0.parquet, one folder per value of `days`."""
+    for day, part in frame.groupby(days):
+        folder = root / "data" / "hive" / f"date={day}"
+        folder.mkdir(parents=True)
+        part.to_parquet(folder / "part-0.parquet", index=False)
+
+
+def _load(root: Path, frame: pd.DataFrame, name: str = "events.parquet", **events: object):
     from replayml.data.load import load
 
     (root / "data").mkdir(exist_ok=True)
@@ -116,14 +137,7 @@ def _load(root: Path, frame: pd.DataFrame, name: str = "events.parquet", **event
         frame.to_csv(path, index=False)
     else:
         frame.to_parquet(path, index=False)
-    items = events.pop("items", ItemsTable())
-    cfg = DataConfig(
-        name="t",
-        events=EventsTable(
-            path=name, user="uid", item="iid", timestamp="when", label="y", **events
-        ),  # fmt: skip
-        items=items,
-    )
+    cfg = _cfg(name, **events)
     return load(cfg, root, pd.Timestamp("2025-03-02").date(), pd.Timestamp("2025-03-05").date())
 
 
@@ -223,7 +237,7 @@ def test_integer_category_codes_are_categories(tmp_path: Path) -> None:
 
 
 def test_a_wrong_epoch_unit_names_the_right_one(tmp_path: Path) -> None:
-    from replayml.config.schema import DataConfig, EventsTable, TimeUnit
+    from replayml.config.schema import TimeUnit
     from replayml.data.load import date_range, load
     from replayml.errors import DataSchemaError
 
@@ -231,35 +245,12 @@ def test_a_wrong_epoch_unit_names_the_right_one(tmp_path: Path) -> None:
     millis = frame.assign(when=(frame["when"] - pd.Timestamp(0)) // pd.Timedelta(milliseconds=1))
     (tmp_path / "data").mkdir()
     millis.to_csv(tmp_path / "data" / "ms.csv", index=False)
-    one_file = DataConfig(
-        name="m",
-        events=EventsTable(
-            path="ms.csv",
-            user="uid",
-            item="iid",
-            timestamp="when",
-            label="y",
-            timestamp_unit=TimeUnit.s,
-        ),  # fmt: skip
-    )
+    one_file = _cfg("ms.csv", timestamp_unit=TimeUnit.s)
     with pytest.raises(DataSchemaError, match=r"timestamp_unit=s gives times outside.*unit=ms"):
         date_range(one_file, tmp_path)  # what every run asks first
     # a partitioned folder: the first file's statistics tell
-    for day, part in millis.groupby(frame["when"].dt.strftime("%Y-%m-%d")):
-        folder = tmp_path / "data" / "hive" / f"date={day}"
-        folder.mkdir(parents=True)
-        part.to_parquet(folder / "part-0.parquet", index=False)
-    cfg = DataConfig(
-        name="h",
-        events=EventsTable(
-            path="hive",
-            user="uid",
-            item="iid",
-            timestamp="when",
-            label="y",
-            timestamp_unit=TimeUnit.us,
-        ),  # fmt: skip
-    )
+    _partitions(tmp_path, millis, frame["when"].dt.strftime("%Y-%m-%d"))
+    cfg = _cfg("hive", timestamp_unit=TimeUnit.us)
     first, last = date_range(cfg, tmp_path)
     with pytest.raises(DataSchemaError, match=r"timestamp_unit=us gives times outside.*unit=ms"):
         load(cfg, tmp_path, first, last)
@@ -297,19 +288,12 @@ def test_a_window_without_events_says_so(project: Path) -> None:
 def test_partition_rows_outside_their_window_are_reported(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from replayml.config.schema import DataConfig, EventsTable
     from replayml.data.load import load
 
     frame = _events_frame()
     local_day = (frame["when"] + pd.Timedelta(hours=3)).dt.strftime("%Y-%m-%d")  # UTC+3 days
-    for day, part in frame.groupby(local_day):
-        folder = tmp_path / "data" / "hive" / f"date={day}"
-        folder.mkdir(parents=True)
-        part.to_parquet(folder / "part-0.parquet", index=False)
-    cfg = DataConfig(
-        name="h",
-        events=EventsTable(path="hive", user="uid", item="iid", timestamp="when", label="y"),
-    )
+    _partitions(tmp_path, frame, local_day)
+    cfg = _cfg("hive")
     start, end = pd.Timestamp("2025-03-03").date(), pd.Timestamp("2025-03-06").date()
     in_files = int(local_day.between("2025-03-03", "2025-03-06").sum())
     with caplog.at_level("WARNING", logger="replayml.data.load"):

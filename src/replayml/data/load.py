@@ -179,16 +179,16 @@ def event_files(cfg: DataConfig, project_root: Path, start: date, end: date) -> 
     return files
 
 
+def _is_number(t: pa.DataType) -> bool:
+    return pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t)
+
+
 _KINDS = {
     "any": lambda t: True,
     "integer": pa.types.is_integer,
     "timestamp": pa.types.is_timestamp,
-    "number": lambda t: (
-        pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t)
-    ),
-    "0/1 or true/false": lambda t: (
-        pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t)
-    ),
+    "number": _is_number,
+    "0/1 or true/false": _is_number,  # the values are checked on load (`_check_values`)
     "id": lambda t: pa.types.is_integer(t) or pa.types.is_string(t) or pa.types.is_large_string(t),
     # a category or region: names, or integer codes (read as their decimal text)
     "text or integer": lambda t: (
