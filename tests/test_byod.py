@@ -301,3 +301,33 @@ def test_partition_rows_outside_their_window_are_reported(
     outside = in_files - len(events)
     assert outside > 0
     assert f"{outside} events in the {start}..{end} partitions have times outside" in caplog.text
+
+
+def test_categorical_columns_load_as_their_values(tmp_path: Path) -> None:
+    """Frames written from pandas categoricals (Parquet dictionaries) load like plain ones."""
+    from replayml.config.schema import ItemsTable
+    from replayml.data.load import load
+
+    frame = _events_frame().assign(uid=lambda f: "u" + f["uid"].astype(str))
+    plain = _load(tmp_path, frame).events
+    as_categories = frame.astype({"uid": "category", "iid": "category"})
+    categorical = _load(tmp_path, as_categories, "categorical.parquet").events
+    pd.testing.assert_frame_equal(categorical, plain)
+    # a partitioned folder: each file has its own dictionary
+    days = frame["when"].dt.strftime("%Y-%m-%d")
+    _partitions(tmp_path, as_categories, days)
+    start, end = pd.Timestamp("2025-03-02").date(), pd.Timestamp("2025-03-05").date()
+    hive = load(_cfg("hive"), tmp_path, start, end).events
+
+    def ordered(f: pd.DataFrame) -> pd.DataFrame:  # partitions are read day by day
+        return f.sort_values(list(f.columns), kind="stable", ignore_index=True)
+
+    pd.testing.assert_frame_equal(ordered(hive), ordered(plain))
+    items = pd.DataFrame({"iid": range(30), "cat": [f"c{i % 3}" for i in range(30)]})
+    items.astype({"iid": "category", "cat": "category"}).to_parquet(
+        tmp_path / "data" / "items.parquet", index=False
+    )
+    table = ItemsTable(path="items.parquet", id="iid", category="cat")
+    loaded = _load(tmp_path, frame, items=table).items
+    assert loaded is not None and loaded["item_id"].tolist() == list(range(30))
+    assert loaded["category"].tolist() == items["cat"].tolist()

@@ -192,17 +192,27 @@ _KINDS = {
     "id": lambda t: pa.types.is_integer(t) or pa.types.is_string(t) or pa.types.is_large_string(t),
     # a category or region: names, or integer codes (read as their decimal text)
     "text or integer": lambda t: (
-        pa.types.is_string(t)
-        or pa.types.is_large_string(t)
-        or pa.types.is_dictionary(t)
-        or pa.types.is_integer(t)
+        pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_integer(t)
     ),
 }
 
 
+def _value_type(t: pa.DataType) -> pa.DataType:
+    """The type of a column's values: a dictionary-encoded (pandas categorical) column's too."""
+    return t.value_type if pa.types.is_dictionary(t) else t
+
+
+def _decoded(table: pa.Table) -> pa.Table:
+    """The table with dictionary-encoded columns (pandas categoricals) as plain values."""
+    for i, field in enumerate(table.schema):
+        if pa.types.is_dictionary(field.type):
+            table = table.set_column(i, field.name, table.column(i).cast(field.type.value_type))
+    return table
+
+
 def check_type(table: str, column: str, found: pa.DataType, kind: str, key: str) -> None:
     """Raise `DataSchemaError` naming the column, expected kind and found type."""
-    if not _KINDS[kind](found):
+    if not _KINDS[kind](_value_type(found)):
         raise DataSchemaError(
             f"{table} column {column!r} ({key}={column}) should be {kind}, found {found}; "
             f"fix the data or map {key} to another column"
@@ -264,7 +274,9 @@ def load(cfg: DataConfig, project_root: Path, start: date, end: date) -> Tables:
             rename[col] = name
     if path.is_dir() and cfg.events.timestamp_unit is not None:
         _check_epoch_unit(*_parquet_min_max(event_list[0], cfg.events.timestamp), cfg.events)
-    table = dataset.to_table(columns=list(rename), filter=_window_filter(cfg, dataset, start, end))
+    table = _decoded(
+        dataset.to_table(columns=list(rename), filter=_window_filter(cfg, dataset, start, end))
+    )
     _check_values(table, cfg.events, start, end)
     if path.is_dir():  # the window's partitions were read whole: say what fell outside it
         outside = sum(pq.ParquetFile(f).metadata.num_rows for f in event_list) - table.num_rows
@@ -409,11 +421,11 @@ def _load_attr(
     cols = [c for c, _ in wanted.values() if c]
     if path.suffix == ".parquet":
         _check_schema(table, pq.read_schema(path), wanted, path)
-        frame = pq.read_table(path, columns=cols).to_pandas()
+        frame = _decoded(pq.read_table(path, columns=cols)).to_pandas()
     else:
         dataset = _file_dataset([path], f"data.{table}.path")
         _check_schema(table, dataset.schema, wanted, path)
-        frame = dataset.to_table(columns=cols).to_pandas()
+        frame = _decoded(dataset.to_table(columns=cols)).to_pandas()
     rename = {col: names[key] for key, (col, _) in wanted.items() if col}
     return frame.rename(columns=rename)
 
