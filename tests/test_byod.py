@@ -331,3 +331,30 @@ def test_categorical_columns_load_as_their_values(tmp_path: Path) -> None:
     loaded = _load(tmp_path, frame, items=table).items
     assert loaded is not None and loaded["item_id"].tolist() == list(range(30))
     assert loaded["category"].tolist() == items["cat"].tolist()
+
+
+def test_a_ranking_group_too_large_for_lightgbm_fails_before_any_run(project: Path) -> None:
+    from replayml.errors import ConfigError
+
+    events = _shop_events()
+    # guest traffic: one anonymous user id with 10,500 impressions on one training day
+    day = pd.Timestamp("2025-01-25")
+    guest = pd.DataFrame(
+        {
+            "visitor": "guest",
+            "product": np.arange(10_500) % 120,
+            "seen_at": day + pd.to_timedelta(np.arange(10_500), "s"),
+            "bought": (np.arange(10_500) % 50 == 0).astype(int),
+        }
+    )
+    (project / "shop_data").mkdir()
+    pd.concat([events, guest]).to_csv(project / "shop_data" / "events.csv", index=False)
+    (project / "conf" / "data" / "shop.yaml").write_text(SHOP_CONF)
+    dvc(project, "add", "-q", "shop_data")
+    args = ["data=shop", "features=minimal", "dates=last_7d", "model=lgbm_ranker"]
+    with pytest.raises(ConfigError, match=r"1 user-day\(s\) of the train window .* 10500\b.*"
+                       r"preprocessing.bot_max_events_per_day \(now None"):  # fmt: skip
+        train(project, [*args, "preprocessing=none"])
+    assert all_runs(project) == []
+    train(project, [*args, "preprocessing=none", "preprocessing.bot_max_events_per_day=1000"])
+    assert [r.info.status for r in all_runs(project)] == ["FINISHED"]

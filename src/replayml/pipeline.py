@@ -333,6 +333,27 @@ def resolve_windows(
     return with_absolute_dates(cfg, windows), windows
 
 
+#: LightGBM's lambdarank refuses a query (here one user-day) with more rows than this
+RANKER_MAX_GROUP_ROWS = 10_000
+
+
+def check_ranking_groups(cfg: RunConfig, m: Matrices) -> None:
+    """Refuse, before any run exists, user-days too large for LightGBM's lambdarank."""
+    if cfg.model.kind is not ModelKind.lgbm_ranker:
+        return
+    for name, split in (("train", m.train), ("validation", m.valid)):
+        sizes = np.bincount(split.groups)
+        too_big = int((sizes > RANKER_MAX_GROUP_ROWS).sum())
+        if too_big:
+            raise ConfigError(
+                f"model=lgbm_ranker: {too_big} user-day(s) of the {name} window have more than "
+                f"{RANKER_MAX_GROUP_ROWS} events (the largest {int(sizes.max())}), LightGBM's "
+                f"limit for one ranking group; drop such users with "
+                f"preprocessing.bot_max_events_per_day (now "
+                f"{cfg.preprocessing.bot_max_events_per_day}; e.g. =1000), or train model=lgbm"
+            )
+
+
 def prepare_cached(
     cfg: RunConfig,
     root: Path,
@@ -524,6 +545,7 @@ def run_experiment(cfg: RunConfig, ctx: RunContext) -> RunResult:
                 )
             else:
                 resolved, windows, data, m = prepare(cfg, root, steps, data_range)
+            check_ranking_groups(resolved, m)
         except BaseException:
             cancelled.set()  # leaving the block waits only for the step under way
             raise
