@@ -358,3 +358,33 @@ def test_a_ranking_group_too_large_for_lightgbm_fails_before_any_run(project: Pa
     assert all_runs(project) == []
     train(project, [*args, "preprocessing=none", "preprocessing.bot_max_events_per_day=1000"])
     assert [r.info.status for r in all_runs(project)] == ["FINISHED"]
+
+
+def test_attribute_tables_must_share_the_events_ids(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from replayml.config.schema import ItemsTable
+    from replayml.errors import DataSchemaError
+
+    frame = _events_frame().assign(iid=lambda f: "SKU-" + f["iid"].astype(str))
+    (tmp_path / "data").mkdir()
+    table = ItemsTable(path="items.parquet", id="iid", category="cat")
+
+    def items(ids: list[str]) -> None:
+        cats = [f"c{i % 3}" for i in range(len(ids))]
+        pd.DataFrame({"iid": ids, "cat": cats}).to_parquet(tmp_path / "data" / "items.parquet")
+
+    items([f" sku-{i} " for i in range(30)])  # another spelling of every id
+    with pytest.raises(DataSchemaError, match=r"matches none of the 30 ids .*'SKU-\d+' in the "
+                       r"events, ' sku-0 ' in the table.*normalise"):  # fmt: skip
+        _load(tmp_path, frame, items=table)
+    items([f"SKU-{i}" for i in range(10)] + [f"sku-{i}" for i in range(10, 30)])
+    with caplog.at_level("WARNING", logger="replayml.data.load"):
+        loaded = _load(tmp_path, frame, items=table).events
+    assert "holds only 33% of the 30 ids in the events" in caplog.text
+    assert len(loaded) > 0
+    caplog.clear()
+    items([f"SKU-{i}" for i in range(30)])
+    with caplog.at_level("WARNING", logger="replayml.data.load"):
+        _load(tmp_path, frame, items=table)
+    assert "holds only" not in caplog.text

@@ -411,6 +411,40 @@ def _check_ids_match(
         )
     if problem:
         raise DataSchemaError(f"{name} column {table_col!r} ({key}={table_col}) {problem}")
+    _check_overlap(events[column], ids, f"{name} column {table_col!r} ({key}={table_col})",
+                   f"data.events.{name.rstrip('s')}={events_col}")  # fmt: skip
+
+
+#: below this share of the events' ids found in an attribute table, a load warns
+LOW_ID_MATCH = 0.5
+
+
+def _check_overlap(event_ids: pd.Series, table_ids: pd.Series, table: str, events: str) -> None:
+    """Refuse an attribute table that matches none of the events' ids; warn when few match."""
+    used = pd.Series(event_ids.unique())
+    if used.empty:
+        return
+    found = used.isin(table_ids)
+    share = float(found.mean())
+    if share >= LOW_ID_MATCH:
+        return
+    in_table = f"{table_ids.iloc[0]!r} in the table" if len(table_ids) else "the table is empty"
+    example = f"e.g. {used[~found].iloc[0]!r} in the events, {in_table}"
+    if share == 0:
+        raise DataSchemaError(
+            f"{table} matches none of the {len(used)} ids in the events ({events}; {example}); "
+            f"map the key to the column holding the same ids, or normalise them (case, "
+            f"spaces, prefixes) in the data"
+        )
+    log.warning(
+        "%s holds only %.0f%% of the %d ids in the events (%s; %s); the others get unknown "
+        "attributes",
+        table,
+        100 * share,
+        len(used),
+        events,
+        example,
+    )
 
 
 def _load_attr(
