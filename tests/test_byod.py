@@ -151,7 +151,8 @@ def test_epoch_seconds_load_like_timestamps_with_their_unit(tmp_path: Path) -> N
     with pytest.raises(DataSchemaError, match=r"data.events.timestamp_unit.*MovieLens"):
         _load(tmp_path, epoch, "movielens.csv")
     as_seconds = _load(tmp_path, epoch, "movielens.csv", timestamp_unit=TimeUnit.s).events
-    pd.testing.assert_frame_equal(as_seconds, native)
+    # a CSV's ids are read as text
+    pd.testing.assert_frame_equal(as_seconds, native.astype({"user_id": str, "item_id": str}))
     assert native["day"].min() == pd.Timestamp("2025-03-02")
     assert native["day"].max() == pd.Timestamp("2025-03-05")
 
@@ -163,7 +164,8 @@ def test_zone_aware_times_are_read_in_utc(tmp_path: Path) -> None:
     pd.testing.assert_frame_equal(_load(tmp_path, berlin).events, native)
     # a CSV with `...Z` times is read by pyarrow as zone-aware
     iso_z = frame.assign(when=frame["when"].dt.strftime("%Y-%m-%dT%H:%M:%SZ"))
-    pd.testing.assert_frame_equal(_load(tmp_path, iso_z, "z.csv").events, native)
+    as_text = native.astype({"user_id": str, "item_id": str})  # a CSV's ids are text
+    pd.testing.assert_frame_equal(_load(tmp_path, iso_z, "z.csv").events, as_text)
 
 
 @pytest.mark.parametrize(
@@ -388,3 +390,78 @@ def test_attribute_tables_must_share_the_events_ids(
     with caplog.at_level("WARNING", logger="replayml.data.load"):
         _load(tmp_path, frame, items=table)
     assert "holds only" not in caplog.text
+
+
+def test_csv_ids_are_read_as_text(tmp_path: Path) -> None:
+    from replayml.config.schema import ItemsTable
+
+    frame = _events_frame(n=3_000)
+    ids = frame["iid"].astype(str)
+    sevens = frame.index[frame["iid"] == 7]
+    ids[sevens[::2]] = "0007"  # another product than '7'
+    in_window = frame.index[frame["when"].between("2025-03-02", "2025-03-05")]
+    ids[in_window[-1]] = "N156"  # a later id that is not a number, below pyarrow's first rows
+    (tmp_path / "data").mkdir()
+    pd.DataFrame({"iid": range(30), "cat": [f"c{i % 3}" for i in range(30)]}).to_parquet(
+        tmp_path / "data" / "items.parquet", index=False
+    )
+    table = ItemsTable(path="items.parquet", id="iid", category="cat")
+    loaded = _load(tmp_path, frame.assign(iid=ids), "events.csv", items=table)
+    events, items = loaded.events, loaded.items
+    assert {"0007", "7", "N156"} <= set(events["item_id"])
+    # integer ids of a Parquet table match the CSV's as their text
+    assert items is not None and items["item_id"].tolist() == [str(i) for i in range(30)]
+
+
+def _write_hive(root: Path, frame: pd.DataFrame) -> None:
+    _partitions(root, frame, frame["when"].dt.strftime("%Y-%m-%d"))
+
+
+@pytest.mark.parametrize(
+    ("spoil", "message"),
+    [
+        ("zero_bytes", r"cannot read .*date=2025-03-03/part-1.parquet .*not a readable Parquet "
+                       r"file.*dvc add"),
+        ("drift", r"do not share one schema: column 'when' is timestamp\[.s\] in .*date=2025-03-"
+                  r"02/part-0.parquet but timestamp\[.s, tz=UTC\] in .*date=2025-03-0[345]"),
+        ("late_precision", r"cannot read .*events.csv.*types a CSV column from its first rows"),
+    ],
+)  # fmt: skip
+def test_unreadable_files_are_named(tmp_path: Path, spoil: str, message: str) -> None:
+    from replayml.data.load import date_range, load
+    from replayml.errors import DataSchemaError
+
+    frame = _events_frame(n=80_000 if spoil == "late_precision" else 2_000)  # > 1 CSV block
+    start, end = pd.Timestamp("2025-03-02").date(), pd.Timestamp("2025-03-05").date()
+    cfg = _cfg("hive")
+    if spoil == "late_precision":  # times gain milliseconds after pyarrow's first block
+        when = frame["when"].dt.strftime("%Y-%m-%dT%H:%M:%S")
+        when.iloc[-1] = when.iloc[-1] + ".250"
+        (tmp_path / "data").mkdir()
+        frame.assign(when=when).to_csv(tmp_path / "data" / "events.csv", index=False)
+        with pytest.raises(DataSchemaError, match=message):
+            date_range(_cfg("events.csv"), tmp_path)
+        return
+    day = frame["when"].dt.strftime("%Y-%m-%d")
+    if spoil == "zero_bytes":
+        _write_hive(tmp_path, frame)
+        (tmp_path / "data" / "hive" / "date=2025-03-03" / "part-1.parquet").touch()
+    else:  # later days' times became zone-aware
+        later = frame["when"].dt.tz_localize("UTC").where(day > "2025-03-02")
+        _write_hive(tmp_path, frame[day <= "2025-03-02"])
+        _write_hive(tmp_path, frame[day > "2025-03-02"].assign(when=later.dropna()))
+    with pytest.raises(DataSchemaError, match=message):
+        load(cfg, tmp_path, start, end)
+
+
+def test_empty_files_in_partitions_are_skipped(tmp_path: Path) -> None:
+    from replayml.data.load import load
+
+    frame = _events_frame()
+    _write_hive(tmp_path, frame)
+    # an empty frame written by pandas: its columns have no values, so no types (double)
+    empty = pd.DataFrame({c: pd.Series(dtype="float64") for c in frame.columns})
+    empty.to_parquet(tmp_path / "data" / "hive" / "date=2025-03-02" / "empty.parquet")
+    start, end = pd.Timestamp("2025-03-02").date(), pd.Timestamp("2025-03-05").date()
+    events = load(_cfg("hive"), tmp_path, start, end).events
+    assert len(events) == int(frame["when"].between("2025-03-02", "2025-03-06").sum())

@@ -8,6 +8,8 @@ dataset calls them, so the rest of the pipeline is dataset-agnostic.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -15,6 +17,7 @@ from pathlib import Path
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.csv as pacsv
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
@@ -27,15 +30,72 @@ PARTITION_PREFIX = "date="
 FORMATS = {".parquet": "parquet", ".csv": "csv"}
 
 
-def _file_dataset(files: list[Path], key: str = "data.events.path") -> ds.Dataset:
-    """A pyarrow dataset over Parquet or CSV files (one format per table)."""
-    fmt = FORMATS.get(files[0].suffix)
+def _file_dataset(
+    files: list[Path], key: str = "data.events.path", ids: tuple[str | None, ...] = ()
+) -> ds.Dataset:
+    """A pyarrow dataset over Parquet or CSV files (one format per table).
+
+    A CSV's `ids` columns are read as text: typing them by guessing from the first rows would
+    turn '0007' into 7 (merging it with '7') and fail on a later id that is not a number.
+    """
+    fmt: str | ds.FileFormat | None = FORMATS.get(files[0].suffix)
     if fmt is None:
         raise DataSchemaError(
             f"{files[0]} is neither .parquet nor .csv; convert it or point {key} at a "
             f"supported file"
         )
-    return ds.dataset([str(f) for f in files], format=fmt)
+    if fmt == "csv":
+        text = {c: pa.string() for c in ids if c}
+        fmt = ds.CsvFileFormat(convert_options=pacsv.ConvertOptions(column_types=text))
+    with _read_errors(files):
+        return ds.dataset([str(f) for f in files], format=fmt)
+
+
+@contextmanager
+def _read_errors(files: list[Path]) -> Iterator[None]:
+    """Turn pyarrow's errors on reading `files` into errors that name the files and a fix."""
+    try:
+        yield
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, OSError) as exc:
+        if isinstance(exc, FileNotFoundError):
+            raise
+        raise DataSchemaError(_read_problem(exc, files)) from exc
+
+
+def _read_problem(exc: Exception, files: list[Path]) -> str:
+    text = str(exc).strip().splitlines()[0]
+    where = str(files[0]) if len(files) == 1 else f"{len(files)} files from {files[0]}"
+    if files[0].suffix == ".csv":
+        return (
+            f"cannot read {where}: {text}; pyarrow types a CSV column from its first rows, so "
+            f"write each column in one format all the way down (e.g. the same timestamp "
+            f"precision), or store the table as Parquet"
+        )
+    broken = []
+    schemas: dict[Path, pa.Schema] = {}
+    for f in files:
+        try:
+            meta = pq.read_metadata(f)
+        except (pa.ArrowInvalid, OSError) as err:
+            broken.append(f"{f} ({str(err).strip().splitlines()[0]})")
+            continue
+        if meta.num_rows:
+            schemas[f] = meta.schema.to_arrow_schema()
+    if broken:
+        return (
+            f"cannot read {broken[0]}: not a readable Parquet file (an interrupted write?); "
+            f"remove or rewrite it, then `dvc add` the data again"
+        )
+    first, *rest = list(schemas.items()) or [(files[0], pa.schema([]))]
+    for f, schema in rest:
+        for field in first[1]:
+            if field.name in schema.names and schema.field(field.name).type != field.type:
+                return (
+                    f"the files read do not share one schema: column {field.name!r} is "
+                    f"{field.type} in {first[0]} but {schema.field(field.name).type} in {f}; "
+                    f"write every file with the same column types ({text})"
+                )
+    return f"cannot read {where}: {text}"
 
 
 @dataclass(frozen=True)
@@ -88,7 +148,8 @@ def date_range(cfg: DataConfig, project_root: Path) -> tuple[date, date]:
                 f"point data.events.path at a partitioned folder or a single Parquet file"
             )
         return min(days), max(days)
-    column = _file_dataset([path]).to_table(columns=[cfg.events.timestamp]).column(0)
+    with _read_errors([path]):
+        column = _file_dataset([path]).to_table(columns=[cfg.events.timestamp]).column(0)
     if pa.types.is_integer(column.type):
         _check_epoch_unit(pc.min(column).as_py(), pc.max(column).as_py(), cfg.events)
     column = as_naive_timestamps(column, cfg.events)
@@ -257,7 +318,14 @@ def load(cfg: DataConfig, project_root: Path, start: date, end: date) -> Tables:
         if not f.is_file():
             raise _missing(f, "the event file")
     wanted = _events_columns(cfg)
-    dataset = _file_dataset(event_list)
+    rows_in_files = None
+    if path.is_dir():  # empty files (e.g. from an empty frame) may have any column types
+        with _read_errors(event_list):
+            counts = {f: pq.read_metadata(f).num_rows for f in event_list}
+        rows_in_files = sum(counts.values())
+        event_list = [f for f in event_list if counts[f]] or event_list[:1]
+    ids = (cfg.events.user, cfg.events.item)
+    dataset = _file_dataset(event_list, ids=ids)
     _check_schema("events", dataset.schema, wanted, path)
     canonical = {"user": "user_id", "item": "item_id", "timestamp": "ts"}
     roles = {}  # canonical name -> the dataset's column; one column may fill two roles
@@ -274,12 +342,14 @@ def load(cfg: DataConfig, project_root: Path, start: date, end: date) -> Tables:
             rename[col] = name
     if path.is_dir() and cfg.events.timestamp_unit is not None:
         _check_epoch_unit(*_parquet_min_max(event_list[0], cfg.events.timestamp), cfg.events)
-    table = _decoded(
-        dataset.to_table(columns=list(rename), filter=_window_filter(cfg, dataset, start, end))
-    )
+    with _read_errors(event_list):
+        table = dataset.to_table(
+            columns=list(rename), filter=_window_filter(cfg, dataset, start, end)
+        )
+    table = _decoded(table)
     _check_values(table, cfg.events, start, end)
-    if path.is_dir():  # the window's partitions were read whole: say what fell outside it
-        outside = sum(pq.ParquetFile(f).metadata.num_rows for f in event_list) - table.num_rows
+    if rows_in_files is not None:  # the window's partitions were read whole: say what fell out
+        outside = rows_in_files - table.num_rows
         if outside:
             log.warning(
                 "%d events in the %s..%s partitions have times outside those days and are not "
@@ -306,6 +376,13 @@ def load(cfg: DataConfig, project_root: Path, start: date, end: date) -> Tables:
             events[col] = events[col].astype("int8")
     log.info("loaded %d events for %s..%s from %d files", len(events), start, end, len(event_list))
     items, users = _load_items(cfg, project_root), _load_users(cfg, project_root)
+    events_csv = event_list[0].suffix == ".csv"
+    for column, table, table_path in (
+        ("item_id", items, cfg.items.path),
+        ("user_id", users, cfg.users.path),
+    ):
+        if table is not None:
+            _align_csv_ids(events, table, column, events_csv, str(table_path).endswith(".csv"))
     _check_ids_match(events, "item_id", items, cfg.events.item, "data.items.id", cfg.items.id)
     _check_ids_match(events, "user_id", users, cfg.events.user, "data.users.id", cfg.users.id)
     return Tables(events=events, items=items, users=users)
@@ -381,6 +458,17 @@ def _id_kind(series: pd.Series) -> str:
     return "integers" if pd.api.types.is_integer_dtype(series) else "strings"
 
 
+def _align_csv_ids(
+    events: pd.DataFrame, table: pd.DataFrame, column: str, events_csv: bool, table_csv: bool
+) -> None:
+    """Integer ids matched against a CSV's ids (read as text) are matched as their text."""
+    kinds = _id_kind(events[column]), _id_kind(table[column])
+    if kinds == ("strings", "integers") and events_csv and len(events):
+        table[column] = table[column].astype(str)
+    elif kinds == ("integers", "strings") and table_csv:
+        events[column] = events[column].astype(str)
+
+
 def _check_ids_match(
     events: pd.DataFrame,
     column: str,
@@ -454,12 +542,15 @@ def _load_attr(
         raise _missing(path, f"the {table} table")
     cols = [c for c, _ in wanted.values() if c]
     if path.suffix == ".parquet":
-        _check_schema(table, pq.read_schema(path), wanted, path)
-        frame = _decoded(pq.read_table(path, columns=cols)).to_pandas()
+        with _read_errors([path]):
+            _check_schema(table, pq.read_schema(path), wanted, path)
+            frame = _decoded(pq.read_table(path, columns=cols)).to_pandas()
     else:
-        dataset = _file_dataset([path], f"data.{table}.path")
+        key = f"data.{table}.id"
+        dataset = _file_dataset([path], f"data.{table}.path", ids=(wanted[key][0],))
         _check_schema(table, dataset.schema, wanted, path)
-        frame = _decoded(dataset.to_table(columns=cols)).to_pandas()
+        with _read_errors([path]):
+            frame = _decoded(dataset.to_table(columns=cols)).to_pandas()
     rename = {col: names[key] for key, (col, _) in wanted.items() if col}
     return frame.rename(columns=rename)
 
