@@ -465,3 +465,15 @@ def test_empty_files_in_partitions_are_skipped(tmp_path: Path) -> None:
     start, end = pd.Timestamp("2025-03-02").date(), pd.Timestamp("2025-03-05").date()
     events = load(_cfg("hive"), tmp_path, start, end).events
     assert len(events) == int(frame["when"].between("2025-03-02", "2025-03-06").sum())
+
+
+def test_one_item_column_can_fill_two_roles(tmp_path: Path) -> None:
+    from replayml.config.schema import ItemsTable
+
+    (tmp_path / "data").mkdir()
+    table = pd.DataFrame({"iid": range(30), "zone": [f"z{i % 4}" for i in range(30)]})
+    table.to_parquet(tmp_path / "data" / "items.parquet", index=False)
+    roles = ItemsTable(path="items.parquet", id="iid", category="zone", region="zone")
+    items = _load(tmp_path, _events_frame(), items=roles).items
+    assert items is not None
+    assert items["category"].tolist() == items["item_region"].tolist() == table["zone"].tolist()

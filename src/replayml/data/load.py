@@ -540,7 +540,7 @@ def _load_attr(
 ) -> pd.DataFrame:
     if not path.is_file():
         raise _missing(path, f"the {table} table")
-    cols = [c for c, _ in wanted.values() if c]
+    cols = list(dict.fromkeys(c for c, _ in wanted.values() if c))
     if path.suffix == ".parquet":
         with _read_errors([path]):
             _check_schema(table, pq.read_schema(path), wanted, path)
@@ -551,8 +551,11 @@ def _load_attr(
         _check_schema(table, dataset.schema, wanted, path)
         with _read_errors([path]):
             frame = _decoded(dataset.to_table(columns=cols)).to_pandas()
-    rename = {col: names[key] for key, (col, _) in wanted.items() if col}
-    return frame.rename(columns=rename)
+    out = pd.DataFrame(index=frame.index)
+    for key, (col, _) in wanted.items():  # one column may fill two roles
+        if col:
+            out[names[key]] = frame[col]
+    return out
 
 
 def _load_items(cfg: DataConfig, project_root: Path) -> pd.DataFrame | None:
