@@ -133,7 +133,7 @@ def _load(root: Path, frame: pd.DataFrame, name: str = "events.parquet", **event
 
     (root / "data").mkdir(exist_ok=True)
     path = root / "data" / name
-    if name.endswith(".csv"):
+    if ".csv" in name:
         frame.to_csv(path, index=False)
     else:
         frame.to_parquet(path, index=False)
@@ -477,3 +477,65 @@ def test_one_item_column_can_fill_two_roles(tmp_path: Path) -> None:
     items = _load(tmp_path, _events_frame(), items=roles).items
     assert items is not None
     assert items["category"].tolist() == items["item_region"].tolist() == table["zone"].tolist()
+
+
+def test_more_time_and_number_shapes_load(tmp_path: Path) -> None:
+    from replayml.config.schema import ItemsTable, TimeUnit
+    from replayml.errors import DataSchemaError
+
+    frame = _events_frame()
+    native = _load(tmp_path, frame).events
+    as_text = native.astype({"user_id": str, "item_id": str})  # a CSV's ids are text
+    # float epoch seconds, as `time.time()` writes them (fractions of a second kept)
+    seconds = (frame["when"] - pd.Timestamp(0)) / pd.Timedelta(seconds=1) + 0.25
+    floats = _load(tmp_path, frame.assign(when=seconds), timestamp_unit=TimeUnit.s).events
+    shifted = native.assign(ts=native["ts"] + pd.Timedelta(milliseconds=250))
+    pd.testing.assert_frame_equal(floats, shifted)
+    with pytest.raises(DataSchemaError, match="holds numbers .*timestamp_unit"):
+        _load(tmp_path, frame.assign(when=seconds))
+    # days without a time of day: each at its midnight
+    days = _load(tmp_path, frame.assign(when=frame["when"].dt.strftime("%Y-%m-%d")), "d.csv")
+    assert days.events["ts"].tolist() == days.events["day"].tolist()
+    assert days.events["day"].tolist() == as_text["day"].tolist()
+    # a gzip-compressed CSV
+    pd.testing.assert_frame_equal(_load(tmp_path, frame, "events.csv.gz").events, as_text)
+    # a SQL export's DECIMAL prices are numbers
+    import decimal
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    prices = [decimal.Decimal(f"{i}.25") for i in range(30)]
+    pq.write_table(
+        pa.table({"iid": range(30), "price": pa.array(prices, pa.decimal128(10, 2))}),
+        tmp_path / "data" / "items.parquet",
+    )
+    table = ItemsTable(path="items.parquet", id="iid", price="price")
+    items = _load(tmp_path, frame, items=table).items
+    assert items is not None and items["price"].tolist() == [i + 0.25 for i in range(30)]
+    # integer ids that became floats in pandas: the error says how to store them
+    with pytest.raises(DataSchemaError, match=r"'uid' .*found double; integer ids become floats"
+                       r".*astype\('int64'\)"):  # fmt: skip
+        _load(tmp_path, frame.astype({"uid": "float64"}))
+
+
+def test_partition_folder_names(tmp_path: Path) -> None:
+    from replayml.data.load import date_range, load
+    from replayml.errors import DataSchemaError
+
+    frame = _events_frame()
+    # pandas' partition_cols on a datetime column names folders by the midnight, URL-quoted
+    day = frame["when"].dt.floor("D")
+    frame.assign(date=day).to_parquet(tmp_path / "hive", partition_cols=["date"])
+    assert (tmp_path / "hive" / "date=2025-03-02%2000%3A00%3A00.000000").is_dir()
+    (tmp_path / "data").mkdir()
+    (tmp_path / "hive").rename(tmp_path / "data" / "hive")
+    first, last = date_range(_cfg("hive"), tmp_path)
+    assert (first, last) == (day.min().date(), day.max().date())
+    assert len(load(_cfg("hive"), tmp_path, first, last).events) == len(frame)
+    # other layouts: the error lists what it found
+    (tmp_path / "data" / "dt").mkdir()
+    (tmp_path / "data" / "dt" / "dt=2025-03-02").mkdir()
+    with pytest.raises(DataSchemaError, match=r"no `date=YYYY-MM-DD/\*.parquet` partitions "
+                       r"\(found: dt=2025-03-02/\); write one folder per day"):  # fmt: skip
+        date_range(_cfg("dt"), tmp_path)

@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from pathlib import Path
+from urllib.parse import unquote
 
 import pandas as pd
 import pyarrow as pa
@@ -27,7 +28,13 @@ from replayml.errors import DataSchemaError, DataVersionError
 log = logging.getLogger(__name__)
 
 PARTITION_PREFIX = "date="
-FORMATS = {".parquet": "parquet", ".csv": "csv"}
+FORMATS = {".parquet": "parquet", ".csv": "csv", ".csv.gz": "csv", ".csv.bz2": "csv"}
+
+
+def file_format(path: Path) -> str | None:
+    """'parquet' or 'csv' by the file's name (a CSV may be gzip- or bzip2-compressed)."""
+    name = path.name.lower()
+    return next((fmt for end, fmt in FORMATS.items() if name.endswith(end)), None)
 
 
 def _file_dataset(
@@ -38,11 +45,11 @@ def _file_dataset(
     A CSV's `ids` columns are read as text: typing them by guessing from the first rows would
     turn '0007' into 7 (merging it with '7') and fail on a later id that is not a number.
     """
-    fmt: str | ds.FileFormat | None = FORMATS.get(files[0].suffix)
+    fmt: str | ds.FileFormat | None = file_format(files[0])
     if fmt is None:
         raise DataSchemaError(
-            f"{files[0]} is neither .parquet nor .csv; convert it or point {key} at a "
-            f"supported file"
+            f"{files[0]} is neither .parquet nor .csv (or .csv.gz); convert it or point {key} "
+            f"at a supported file"
         )
     if fmt == "csv":
         text = {c: pa.string() for c in ids if c}
@@ -65,7 +72,7 @@ def _read_errors(files: list[Path]) -> Iterator[None]:
 def _read_problem(exc: Exception, files: list[Path]) -> str:
     text = str(exc).strip().splitlines()[0]
     where = str(files[0]) if len(files) == 1 else f"{len(files)} files from {files[0]}"
-    if files[0].suffix == ".csv":
+    if file_format(files[0]) == "csv" and "conversion error" in text:
         return (
             f"cannot read {where}: {text}; pyarrow types a CSV column from its first rows, so "
             f"write each column in one format all the way down (e.g. the same timestamp "
@@ -123,14 +130,28 @@ def _missing(path: Path, what: str) -> DataVersionError:
     )
 
 
+def _partition_day(name: str) -> date | None:
+    """The day of a `date=...` folder: `date=2024-05-01`, or the midnight pandas writes for a
+    datetime partition column (`date=2024-05-01%2000%3A00%3A00.000000`)."""
+    if not name.startswith(PARTITION_PREFIX):
+        return None
+    value = unquote(name.removeprefix(PARTITION_PREFIX))
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        pass
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return moment.date() if moment.time() == datetime.min.time() else None
+
+
 def _partitions(path: Path) -> dict[date, list[Path]]:
     parts: dict[date, list[Path]] = {}
     for sub in sorted(path.iterdir()):
-        if sub.is_dir() and sub.name.startswith(PARTITION_PREFIX):
-            try:
-                day = date.fromisoformat(sub.name.removeprefix(PARTITION_PREFIX))
-            except ValueError:
-                continue
+        day = _partition_day(sub.name) if sub.is_dir() else None
+        if day is not None:
             parts[day] = sorted(sub.glob("*.parquet"))
     return parts
 
@@ -143,14 +164,18 @@ def date_range(cfg: DataConfig, project_root: Path) -> tuple[date, date]:
     if path.is_dir():
         days = [d for d, files in _partitions(path).items() if files]
         if not days:
+            found = sorted(p.name + ("/" if p.is_dir() else "") for p in path.iterdir())
+            shown = ", ".join(found[:4]) + (f" (and {len(found) - 4} more)" if found[4:] else "")
             raise DataSchemaError(
-                f"{path} has no `{PARTITION_PREFIX}YYYY-MM-DD/*.parquet` partitions; "
-                f"point data.events.path at a partitioned folder or a single Parquet file"
+                f"{path} has no `{PARTITION_PREFIX}YYYY-MM-DD/*.parquet` partitions (found: "
+                f"{shown or 'nothing'}); write one folder per day named so (e.g. pandas "
+                f"`to_parquet(partition_cols=['date'])` with the day as text), or point "
+                f"data.events.path at a single Parquet or CSV file"
             )
         return min(days), max(days)
     with _read_errors([path]):
         column = _file_dataset([path]).to_table(columns=[cfg.events.timestamp]).column(0)
-    if pa.types.is_integer(column.type):
+    if _is_epoch(column.type):
         _check_epoch_unit(pc.min(column).as_py(), pc.max(column).as_py(), cfg.events)
     column = as_naive_timestamps(column, cfg.events)
     ts = pd.Series(column.to_pandas())
@@ -190,16 +215,23 @@ def _check_epoch_unit(low: int | None, high: int | None, events: EventsTable) ->
     )
 
 
+def _is_epoch(t: pa.DataType) -> bool:
+    """Numbers that may be times since the Unix epoch (integers, or floats like `time.time()`)."""
+    return pa.types.is_integer(t) or pa.types.is_floating(t)
+
+
 def _timestamp_type(found: pa.DataType, events: EventsTable) -> pa.DataType:
     """The timestamp type the events' time column is read as; a clear error if it can't be."""
     col, unit = events.timestamp, events.timestamp_unit
     if pa.types.is_timestamp(found) and unit is None:
         return pa.timestamp(found.unit)
-    if pa.types.is_integer(found) and unit is not None:
+    if (pa.types.is_date32(found) or pa.types.is_date64(found)) and unit is None:
+        return pa.timestamp("s")  # a day without a time: its midnight
+    if _is_epoch(found) and unit is not None:
         return pa.timestamp(unit.value)
-    if pa.types.is_integer(found):
+    if _is_epoch(found):
         raise DataSchemaError(
-            f"events column {col!r} (data.events.timestamp={col}) holds integers ({found}); "
+            f"events column {col!r} (data.events.timestamp={col}) holds numbers ({found}); "
             f"if they are times since the Unix epoch set data.events.timestamp_unit to their "
             f"unit (s, ms, us or ns; e.g. MovieLens: data.events.timestamp_unit=s)"
         )
@@ -217,9 +249,17 @@ def _timestamp_type(found: pa.DataType, events: EventsTable) -> pa.DataType:
     )
 
 
+#: microseconds in one unit of epoch time
+_MICROS = {"s": 1_000_000, "ms": 1_000, "us": 1, "ns": 0.001}
+
+
 def as_naive_timestamps(column: pa.ChunkedArray, events: EventsTable) -> pa.ChunkedArray:
     """The events' time column as naive timestamps (UTC wall time for zone-aware ones)."""
-    return column.cast(_timestamp_type(column.type, events))
+    as_ts = _timestamp_type(column.type, events)
+    if pa.types.is_floating(column.type) and events.timestamp_unit is not None:
+        micros = pc.round(pc.multiply(column, _MICROS[events.timestamp_unit.value]))
+        return micros.cast(pa.int64()).cast(pa.timestamp("us"))
+    return column.cast(as_ts)
 
 
 def event_files(cfg: DataConfig, project_root: Path, start: date, end: date) -> list[Path]:
@@ -241,7 +281,12 @@ def event_files(cfg: DataConfig, project_root: Path, start: date, end: date) -> 
 
 
 def _is_number(t: pa.DataType) -> bool:
-    return pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t)
+    return (
+        pa.types.is_integer(t)
+        or pa.types.is_floating(t)
+        or pa.types.is_boolean(t)
+        or pa.types.is_decimal(t)
+    )
 
 
 _KINDS = {
@@ -268,15 +313,24 @@ def _decoded(table: pa.Table) -> pa.Table:
     for i, field in enumerate(table.schema):
         if pa.types.is_dictionary(field.type):
             table = table.set_column(i, field.name, table.column(i).cast(field.type.value_type))
+        elif pa.types.is_decimal(field.type):  # e.g. prices exported from SQL as DECIMAL(10,2)
+            table = table.set_column(i, field.name, table.column(i).cast(pa.float64()))
     return table
 
 
 def check_type(table: str, column: str, found: pa.DataType, kind: str, key: str) -> None:
     """Raise `DataSchemaError` naming the column, expected kind and found type."""
     if not _KINDS[kind](_value_type(found)):
+        hint = "fix the data or map {key} to another column"
+        if kind == "id" and pa.types.is_floating(_value_type(found)):
+            hint = (
+                "integer ids become floats in pandas when a column had empty values: drop "
+                "those rows and store the ids as integers (`df[col].astype('int64')`), or map "
+                "{key} to another column"
+            )
         raise DataSchemaError(
             f"{table} column {column!r} ({key}={column}) should be {kind}, found {found}; "
-            f"fix the data or map {key} to another column"
+            + hint.format(key=key)
         )
 
 
@@ -309,7 +363,7 @@ def _events_columns(cfg: DataConfig) -> dict[str, tuple[str | None, str]]:
 
 def load(cfg: DataConfig, project_root: Path, start: date, end: date) -> Tables:
     """Load events with days in [start, end] plus the attribute tables, schema-checked."""
-    files = [f for f in event_files(cfg, project_root, start, end) if f.suffix in FORMATS]
+    files = [f for f in event_files(cfg, project_root, start, end) if file_format(f)]
     path = events_path(cfg, project_root)
     event_list = [f for f in files if f.is_relative_to(path) or f == path]
     if not event_list:
@@ -376,13 +430,14 @@ def load(cfg: DataConfig, project_root: Path, start: date, end: date) -> Tables:
             events[col] = events[col].astype("int8")
     log.info("loaded %d events for %s..%s from %d files", len(events), start, end, len(event_list))
     items, users = _load_items(cfg, project_root), _load_users(cfg, project_root)
-    events_csv = event_list[0].suffix == ".csv"
+    events_csv = file_format(event_list[0]) == "csv"
     for column, table, table_path in (
         ("item_id", items, cfg.items.path),
         ("user_id", users, cfg.users.path),
     ):
         if table is not None:
-            _align_csv_ids(events, table, column, events_csv, str(table_path).endswith(".csv"))
+            table_csv = file_format(Path(str(table_path))) == "csv"
+            _align_csv_ids(events, table, column, events_csv, table_csv)
     _check_ids_match(events, "item_id", items, cfg.events.item, "data.items.id", cfg.items.id)
     _check_ids_match(events, "user_id", users, cfg.events.user, "data.users.id", cfg.users.id)
     return Tables(events=events, items=items, users=users)
@@ -409,7 +464,7 @@ def _window_filter(cfg: DataConfig, dataset: ds.Dataset, start: date, end: date)
     for day in (start, end + timedelta(days=1)):
         naive = pa.scalar(datetime.combine(day, datetime.min.time()), pa.timestamp("us"))
         # integer epoch times compare with the bound in their unit; zone-aware times in UTC
-        bound = naive.cast(as_ts).cast(pa.int64()) if pa.types.is_integer(found) else naive
+        bound = naive.cast(as_ts).cast(pa.int64()) if _is_epoch(found) else naive
         bounds.append(bound.cast(found))
     ts = ds.field(cfg.events.timestamp)
     return ((ts >= bounds[0]) & (ts < bounds[1])) | ts.is_null()
@@ -541,7 +596,7 @@ def _load_attr(
     if not path.is_file():
         raise _missing(path, f"the {table} table")
     cols = list(dict.fromkeys(c for c, _ in wanted.values() if c))
-    if path.suffix == ".parquet":
+    if file_format(path) == "parquet":
         with _read_errors([path]):
             _check_schema(table, pq.read_schema(path), wanted, path)
             frame = _decoded(pq.read_table(path, columns=cols)).to_pandas()
