@@ -271,7 +271,7 @@ def test_attribute_tables_may_be_csv(tmp_path: Path) -> None:
                                                              category="cat")).items  # fmt: skip
     assert items is not None and items["category"].tolist() == table["cat"].tolist()
     table.to_json(tmp_path / "data" / "items.json")
-    with pytest.raises(DataSchemaError, match="neither .parquet nor .csv; .*data.items.path"):
+    with pytest.raises(DataSchemaError, match=r"neither .parquet nor .csv \(or .csv.gz\); .*data.items.path"):
         _load(tmp_path, _events_frame(), items=ItemsTable(path="items.json", id="iid"))
 
 
