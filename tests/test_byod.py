@@ -271,7 +271,9 @@ def test_attribute_tables_may_be_csv(tmp_path: Path) -> None:
                                                              category="cat")).items  # fmt: skip
     assert items is not None and items["category"].tolist() == table["cat"].tolist()
     table.to_json(tmp_path / "data" / "items.json")
-    with pytest.raises(DataSchemaError, match=r"neither .parquet nor .csv \(or .csv.gz\); .*data.items.path"):
+    with pytest.raises(
+        DataSchemaError, match=r"neither .parquet nor .csv \(or .csv.gz\); .*data.items.path"
+    ):
         _load(tmp_path, _events_frame(), items=ItemsTable(path="items.json", id="iid"))
 
 
@@ -539,3 +541,20 @@ def test_partition_folder_names(tmp_path: Path) -> None:
     with pytest.raises(DataSchemaError, match=r"no `date=YYYY-MM-DD/\*.parquet` partitions "
                        r"\(found: dt=2025-03-02/\); write one folder per day"):  # fmt: skip
         date_range(_cfg("dt"), tmp_path)
+
+
+def test_a_stray_late_event_is_named_as_the_windows_anchor(project: Path) -> None:
+    from replayml.errors import ConfigError
+
+    events = _shop_events()
+    stray = events.tail(1).assign(seen_at=pd.Timestamp("2031-06-01 12:00"))
+    (project / "shop_data").mkdir()
+    pd.concat([events, stray]).to_csv(project / "shop_data" / "events.csv", index=False)
+    (project / "conf" / "data" / "shop.yaml").write_text(SHOP_CONF)
+    dvc(project, "add", "-q", "shop_data")
+    args = ["data=shop", "features=minimal", "preprocessing=none", "dates=last_7d"]
+    with pytest.raises(ConfigError, match=r"no events on those days .*data's last day, "
+                       r"2031-06-01: if that is a stray event, set dates.anchor"):  # fmt: skip
+        train(project, args)
+    train(project, [*args, "dates.anchor=2025-01-30"])
+    assert [r.info.status for r in all_runs(project)] == ["FINISHED"]

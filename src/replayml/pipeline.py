@@ -31,7 +31,7 @@ from replayml.config.resolve import (
     resolve_dates,
     with_absolute_dates,
 )
-from replayml.config.schema import DataConfig, ModelKind, RunConfig
+from replayml.config.schema import DataConfig, DatesMode, ModelKind, RunConfig
 from replayml.errors import ConfigError
 from replayml.lineage.code import CodeVersion, code_version
 from replayml.lineage.data import DataVersion, verify_files
@@ -213,6 +213,11 @@ def prepare(
                     if read == 0
                     else f"{read} events were read for it"
                 )
+                if read == 0 and cfg.dates.mode is DatesMode.relative and not cfg.dates.anchor:
+                    where += (
+                        f"; relative windows end on the data's last day, {last}: if that is a "
+                        f"stray event, set dates.anchor to the last day of the real data"
+                    )
                 raise ConfigError(
                     f"dates: the {name} window {w} has {len(targets)} rows and {n_pos} positives "
                     f"after preprocessing ({where}); it needs both classes. Widen "
