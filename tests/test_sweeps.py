@@ -57,6 +57,24 @@ def test_sweep_has_a_parent_with_summary_and_children_with_lineage(project: Path
     assert rows and best.info.run_id in rows[0]
 
 
+def test_children_scored_on_different_test_sets_have_no_best(project: Path) -> None:
+    proc = run_train_py(project, "-m", *FAST, "dates.test_days=1,2")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "best - (the children were scored on 2 different test sets" in proc.stdout
+    parents, children = _by_role(project)
+    (parent,) = parents
+    assert len(children) == 2 and "replayml.sweep.best_run_id" not in parent.data.tags
+    assert len(json.loads(parent.data.tags["replayml.sweep.test_sets"])) == 2
+    table = Path(
+        mlflow_client(project).download_artifacts(parent.info.run_id, "sweep_summary.md")
+    ).read_text()
+    assert "No best child: the children were scored on 2 different test sets" in table
+    rows = [line for line in table.splitlines() if line.startswith(("| 1 |", "| 2 |"))]
+    windows = {c.data.tags["replayml.dates.test_start"] for c in children}
+    assert len(windows) == 2
+    assert all(any(w in line for line in rows) for w in windows)
+
+
 def test_sweep_table_keeps_the_sweeps_objective_and_the_jobs_that_never_ran(
     project: Path,
 ) -> None:

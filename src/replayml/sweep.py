@@ -131,7 +131,7 @@ class SweepCallback(Callback):
         print(
             f"sweep {summary.sweep_id} {status}: {len(summary.children)} runs, "
             f"{len(summary.failed)} failed, {len(summary.missing)} never ran; "
-            f"best {best.url if best else '-'}",
+            f"best {best.url if best else '- (' + summary.why_no_best + ')'}",
             flush=True,
         )
 

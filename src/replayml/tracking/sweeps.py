@@ -26,6 +26,8 @@ class ChildRow:
     overrides: list[str]
     metrics: dict[str, float]
     url: str
+    #: the test set the child was scored on: dataset, data version and test window
+    test_set: str = ""
 
 
 @dataclass
@@ -45,9 +47,31 @@ class SweepSummary:
         return [c for c in self.children if c.status != "FINISHED"]
 
     @property
+    def scored(self) -> list[ChildRow]:
+        return [c for c in self.children if c.status == "FINISHED" and self.objective in c.metrics]
+
+    @property
+    def test_sets(self) -> list[str]:
+        """The distinct test sets the scored children were scored on (one: comparable)."""
+        return sorted({c.test_set for c in self.scored})
+
+    @property
     def best(self) -> ChildRow | None:
-        done = [c for c in self.children if c.status == "FINISHED" and self.objective in c.metrics]
-        return done[0] if done else None
+        """The best scored child; None when they were scored on different test sets."""
+        done = self.scored
+        return done[0] if done and len(self.test_sets) == 1 else None
+
+    @property
+    def why_no_best(self) -> str:
+        if self.best is not None:
+            return ""
+        if not self.scored:
+            return f"no finished child has {self.objective}"
+        return (
+            f"the children were scored on {len(self.test_sets)} different test sets (dataset, "
+            f"data version or test window), so their {self.objective} values do not compare "
+            f"across them"
+        )
 
 
 def start_parent(spec: StoreSpec, sweep_id: str, overrides: list[str], n_jobs: int) -> RunHandle:
@@ -88,6 +112,7 @@ def collect(
             overrides=json.loads(r.data.tags.get(TAG_PREFIX + "overrides", "[]")),
             metrics=dict(r.data.metrics),
             url=run_url(spec, exp_id, r.info.run_id),
+            test_set=_test_set(r.data.tags),
         )
         for r in runs
     ]
@@ -112,9 +137,20 @@ def collect(
     )
 
 
+def _test_set(tags: dict[str, str]) -> str:
+    def tag(key: str) -> str:
+        return tags.get(TAG_PREFIX + key, "?")
+
+    return (
+        f"{tag('dataset')}@{tag('data.dvc_hash')[:8]} "
+        f"{tag('dates.test_start')}..{tag('dates.test_end')}"
+    )
+
+
 def summary_markdown(s: SweepSummary, metrics: list[str]) -> str:
     """The sweep's table: one row per child, best first, then the jobs that never ran."""
-    head = ["#", "status", "overrides", *metrics, "run"]
+    mixed = len(s.test_sets) > 1
+    head = ["#", "status", "overrides", *metrics, *(["test set"] if mixed else []), "run"]
     lines = [
         f"# Sweep {s.sweep_id}",
         "",
@@ -122,15 +158,17 @@ def summary_markdown(s: SweepSummary, metrics: list[str]) -> str:
         f"Objective: {s.objective} ({s.direction}); children: {len(s.children)}, "
         f"failed: {len(s.failed)}, never ran: {len(s.missing)}",
         "",
-        "| " + " | ".join(head) + " |",
-        "|" + "|".join("---" for _ in head) + "|",
     ]
+    if mixed:
+        lines += [f"No best child: {s.why_no_best}; compare rows of one test set.", ""]
+    lines += ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
     for i, c in enumerate(s.children, 1):
         vals = [f"{c.metrics[m]:.5f}" if m in c.metrics else "" for m in metrics]
+        vals += [f"`{c.test_set}`"] if mixed else []
         over = " ".join(c.overrides) or "(defaults)"
         lines.append(f"| {i} | {c.status} | `{over}` | " + " | ".join(vals) + f" | {c.url} |")
     for o in s.missing:
-        blanks = " | ".join("" for _ in metrics)
+        blanks = " | ".join("" for _ in head[3:-1])
         lines.append(f"| - | NEVER RAN | `{' '.join(o)}` | {blanks} | |")
     return "\n".join(lines) + "\n"
 
@@ -153,6 +191,8 @@ def finish_parent(handle: RunHandle, s: SweepSummary, metrics: list[str], aborte
         TAG_PREFIX + "sweep.never_ran": json.dumps(s.missing),
     }
     best = s.best
+    if len(s.test_sets) > 1:
+        tags[TAG_PREFIX + "sweep.test_sets"] = json.dumps(s.test_sets)
     if best is not None:
         tags[TAG_PREFIX + "sweep.best_run_id"] = best.run_id
         tags[TAG_PREFIX + "sweep.best_overrides"] = " ".join(best.overrides)
