@@ -75,6 +75,41 @@ def test_children_scored_on_different_test_sets_have_no_best(project: Path) -> N
     assert all(any(w in line for line in rows) for w in windows)
 
 
+def test_the_objectives_usual_direction_ranks_the_children(project: Path) -> None:
+    # no metric of this name has a usual direction: the sweep stops before any run
+    bad = run_train_py(project, "-m", *FAST, "tracking.objective=test_speed")
+    assert bad.returncode == 2
+    assert "tracking.objective='test_speed' has no usual direction: set " in bad.stderr
+    assert "tracking.objective_direction=max" in bad.stderr and all_runs(project) == []
+    proc = run_train_py(
+        project, "-m", "dates=last_7d", "model.num_boost_round=15", "model.num_leaves=3,31",
+        "tracking.objective=test_logloss",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    parents, children = _by_role(project)
+    (parent,) = parents
+    lowest = min(children, key=lambda r: r.data.metrics["test_logloss"])
+    assert parent.data.tags["replayml.sweep.objective_direction"] == "min"
+    assert parent.data.tags["replayml.sweep.best_run_id"] == lowest.info.run_id
+
+    def table(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "replayml", "sweep", parent.info.run_id, *args],
+            cwd=project, capture_output=True, text=True, check=False,
+        )  # fmt: skip
+
+    # another objective on the command line brings its own usual direction
+    by_auc = table("--objective", "test_auc")
+    assert "Objective: test_auc (max)" in by_auc.stdout, by_auc.stderr
+    highest = max(children, key=lambda r: r.data.metrics["test_auc"])
+    first = next(line for line in by_auc.stdout.splitlines() if line.startswith("| 1 |"))
+    assert highest.info.run_id in first
+    nosuch = table("--objective", "test_aucc")
+    assert nosuch.returncode == 2
+    assert "--objective 'test_aucc': no child of the sweep has that metric" in nosuch.stderr
+    assert "test_auc" in nosuch.stderr
+
+
 def test_sweep_table_keeps_the_sweeps_objective_and_the_jobs_that_never_ran(
     project: Path,
 ) -> None:

@@ -118,7 +118,7 @@ def sweep_table(
     """Print a sweep's children (overrides, metrics, links), best first, as Markdown, with the
     jobs that never ran: the table the sweep logged on its parent run, read again."""
     from replayml.config.schema import TrackingConfig
-    from replayml.sweep import SUMMARY_METRICS, recorded_sweep
+    from replayml.sweep import SUMMARY_METRICS, objective_direction, recorded_sweep
     from replayml.tracking.store import store_spec
     from replayml.tracking.sweeps import collect, find_parent, summary_markdown
 
@@ -128,13 +128,17 @@ def sweep_table(
         spec = store_spec(TrackingConfig(uri=tracking_uri), _root(project))
         parent = find_parent(spec, sweep)
         recorded = recorded_sweep(spec, parent)
-        summary = collect(
-            spec,
-            parent,
-            objective or recorded.objective,
-            direction or recorded.direction,
-            recorded.never_ran,
-        )
+        metric = objective or recorded.objective
+        if metric == recorded.objective:
+            direction = direction or recorded.direction
+        direction = objective_direction(metric, direction, "--objective", "--direction")
+        summary = collect(spec, parent, metric, direction, recorded.never_ran)
+        found = sorted({m for c in summary.children for m in c.metrics})
+        if summary.children and metric not in found:
+            raise ReplaymlError(
+                f"--objective {metric!r}: no child of the sweep has that metric; use one of "
+                f"{', '.join(found)}"
+            )
     except ReplaymlError as exc:
         _fail(exc)
     typer.echo(summary_markdown(summary, SUMMARY_METRICS), nl=False)

@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import re
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,6 +59,27 @@ def parallel_jobs(config: DictConfig) -> int:
     return cores if n in (None, -1) else max(1, min(int(n), cores))
 
 
+def objective_direction(
+    objective: str,
+    given: str | None,
+    objective_key: str = "tracking.objective",
+    direction_key: str = "tracking.objective_direction",
+) -> str:
+    """`max` or `min` for ranking by `objective`: `given`, else the metric's usual direction."""
+    from replayml.errors import ConfigError
+    from replayml.review import direction as usual_direction
+
+    if given not in (None, "max", "min"):
+        raise ConfigError(f"{direction_key}={given!r} is not valid: use max or min")
+    found = given or usual_direction(objective)
+    if found is None:
+        raise ConfigError(
+            f"{objective_key}={objective!r} has no usual direction: set {direction_key}=max "
+            f"if higher is better, min if lower is"
+        )
+    return found
+
+
 class SweepCallback(Callback):
     """Hydra callback grouping a multirun under one MLflow parent run."""
 
@@ -65,6 +87,17 @@ class SweepCallback(Callback):
         self._state: dict[str, Any] | None = None
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        from replayml.errors import ReplaymlError
+
+        # Hydra turns a callback's exception into a warning and runs the jobs anyway: a sweep
+        # that cannot be recorded as one (a bad objective, an unreachable store) stops here
+        try:
+            self._start(config)
+        except ReplaymlError as exc:
+            print(f"error: {exc}", file=sys.stderr, flush=True)
+            raise SystemExit(exc.exit_code) from None
+
+    def _start(self, config: DictConfig) -> None:
         from omegaconf import OmegaConf
 
         from replayml.config.resolve import to_run_config
@@ -77,6 +110,7 @@ class SweepCallback(Callback):
         install_log_redaction(secret_values(overrides, []))
         os.environ[JOBS_ENV] = str(parallel_jobs(config))
         cfg = to_run_config(config)
+        direction = objective_direction(cfg.tracking.objective, cfg.tracking.objective_direction)
         spec = store_spec(cfg.tracking, Path.cwd())
         sweep_dir = Path(str(config.hydra.sweep.dir))
         sweep_id = f"{sweep_dir.parent.name}_{sweep_dir.name}"
@@ -88,7 +122,7 @@ class SweepCallback(Callback):
         handle.set_tags(
             {
                 OBJECTIVE_TAG: cfg.tracking.objective,
-                DIRECTION_TAG: cfg.tracking.objective_direction,
+                DIRECTION_TAG: direction,
             }
         )
         os.environ[PARENT_ENV] = handle.run_id
@@ -96,7 +130,7 @@ class SweepCallback(Callback):
         self._state = {"handle": handle, "spec": spec, "expected": expected,
                        "sweep_dir": sweep_dir,
                        "objective": cfg.tracking.objective,
-                       "direction": cfg.tracking.objective_direction}  # fmt: skip
+                       "direction": direction}  # fmt: skip
         atexit.register(self._finish, True)
         print(f"sweep {sweep_id}: {handle.url}", flush=True)
 

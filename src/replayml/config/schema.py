@@ -160,7 +160,8 @@ class TrackingConfig:
     request_timeout: int = 5
     max_retries: int = 0
     objective: str = "test_auc"
-    objective_direction: str = "max"
+    #: max or min; null = the objective's usual direction (min for losses, max for AUC, NDCG...)
+    objective_direction: str | None = None
 
 
 @dataclass
