@@ -409,3 +409,22 @@ def test_served_prod_model_answers_like_the_run(
     with model_server(f"models:/{name}@prod", s.uri, tmp_path) as url:
         answer = post_json(url + "/invocations", example)
     assert answer["predictions"] == pytest.approx(expected, rel=0, abs=1e-12)
+
+
+@pytest.mark.parametrize("alias", ["bad alias", "latest", "v3"])
+def test_a_bad_alias_is_refused_before_any_version_is_created(
+    trained_store: TrainedStore, alias: str
+) -> None:
+    s = trained_store
+    name = f"reco-bad-alias-{alias.replace(' ', '-')}"  # the store is shared by the cases
+    result = _cli(s, "register", s.base, "--name", name, "--alias", alias)
+    assert result.exit_code == 2
+    assert f"--alias {alias!r} is not a valid alias" in result.output
+    assert "server" not in result.output  # bad input, not a store problem
+    client = _client(s)
+    assert client.search_model_versions(f"name = '{name}'") == []
+    register(s.base, name, spec=spec_for(s.uri))
+    for command in (["promote", name, "1"], ["rollback", name]):
+        moved = _cli(s, *command, "--alias", alias)
+        assert moved.exit_code == 2 and "is not a valid alias" in moved.output
+    assert client.get_registered_model(name).aliases == {}

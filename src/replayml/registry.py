@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from replayml.errors import ReplaymlError
+from replayml.errors import ConfigError, ReplaymlError
 from replayml.tracking.registry_store import ModelNotFoundError, RegistryStore, VersionRecord
 from replayml.tracking.store import StoreSpec
 
@@ -181,6 +181,8 @@ def register(
     """
     from replayml.tracking.read import RunReader
 
+    if alias:
+        check_alias(alias)  # before anything is created
     reader = RunReader(spec)
     run = reader.run(run_id, finished=False)
     model_uri = run.tag("model_uri")
@@ -298,6 +300,24 @@ def _audit_warnings(store: RegistryStore, name: str, alias: str, holder: str | N
     return []
 
 
+def check_alias(alias: str) -> None:
+    """Refuse an alias name MLflow would refuse, as bad input (checked with MLflow's own rules)."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.utils.validation import (
+        _validate_model_alias_name,
+        _validate_model_alias_name_reserved,
+    )
+
+    try:
+        _validate_model_alias_name(alias)
+        _validate_model_alias_name_reserved(alias)
+    except MlflowException as exc:
+        raise ConfigError(
+            f"--alias {alias!r} is not a valid alias: {exc.message} Use letters, digits, '_' "
+            f"and '-' (e.g. --alias prod or --alias ab-test), not 'latest' or v<number>"
+        ) from None
+
+
 def move_alias(
     store: RegistryStore,
     name: str,
@@ -315,6 +335,7 @@ def move_alias(
     or a concurrent move is found; before the alias is set nothing has been changed but the
     claim tag.
     """
+    check_alias(alias)
     version = str(version)
     store.version(name, version)  # the target must exist (clear error otherwise)
     holder = store.holder(name, alias)
@@ -409,6 +430,7 @@ def promote(
 
 def rollback(name: str, alias: str, *, spec: StoreSpec, expect: str | None = None) -> AliasMove:
     """Move `alias` back to the version that held it before its current holder."""
+    check_alias(alias)
     store = RegistryStore(spec)
     holder = store.holder(name, alias)
     if holder is None:

@@ -23,7 +23,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from replayml.errors import ReplaymlError, TrackingError
+from replayml.errors import ConfigError, ReplaymlError, TrackingError
 from replayml.tracking.store import (
     StoreSpec,
     client_for_existing_store,
@@ -90,6 +90,12 @@ def registry_error(exc: BaseException, spec: StoreSpec, action: str) -> Replayml
             f"cannot {action} in {where}: {first}. List what exists with `replayml models NAME` "
             f"or check --tracking-uri"
         )
+    if code == "INVALID_PARAMETER_VALUE" or status == 400:  # the request, not the store
+        from replayml.redact import redact_text
+
+        text = redact_text(str(exc)).strip()
+        first = text.splitlines()[0][:300] if text else code
+        return ConfigError(f"cannot {action} in {where}: {first}")
     return explain(exc, spec)
 
 
