@@ -158,6 +158,12 @@ def test_cli_fail_on_exit_codes_and_output_file(
     unknown = _cli(s, "review", s.weaker, "--baseline", s.base, "--fail-on", "test_nope")
     assert unknown.exit_code == 2 and "test_nope" in unknown.stderr
     assert "test_auc" in unknown.stderr  # names the metrics it knows
+    # bad input is exit 2 (1 means "regressed" to CI), before anything is read or written
+    nowhere = tmp_path / "missing" / "review.md"
+    lost = _cli(s, "review", s.weaker, "--baseline", s.base, "-o", str(nowhere))
+    assert lost.exit_code == 2 and f"the folder {nowhere.parent} does not exist" in lost.stderr
+    negative = _cli(s, "review", s.base, "--baseline", s.base, "--tolerance", "-1")
+    assert negative.exit_code == 2 and "--tolerance -1.0 is negative" in negative.stderr
 
 
 def test_summary_without_baseline_and_unknown_runs(trained_store: TrainedStore) -> None:

@@ -224,6 +224,12 @@ def review_run(
     from replayml.review import review
 
     _setup_logging(verbose)
+    if output is not None and not output.parent.is_dir():
+        _fail(ReplaymlError(f"--output {output}: the folder {output.parent} does not exist; "
+                            f"create it or write the review elsewhere"))  # fmt: skip
+    if tolerance < 0:
+        _fail(ReplaymlError(f"--tolerance {tolerance} is negative: use 0 (any worsening "
+                            f"counts) or the absolute change allowed, e.g. 0.002"))  # fmt: skip
     try:
         spec = _store(tracking_uri, project)
         result = review(run_id, baseline, spec=spec, name=name, alias=alias, tolerance=tolerance)
@@ -232,8 +238,12 @@ def review_run(
     typer.echo(result.markdown, nl=False)
     if output is not None:
         tmp = output.with_name(output.name + ".tmp")
-        tmp.write_text(result.markdown)
-        tmp.replace(output)
+        try:
+            tmp.write_text(result.markdown)
+            tmp.replace(output)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            _fail(ReplaymlError(f"--output {output}: cannot write it ({exc.strerror})"))
     try:
         regressed = [m for m in (fail_on or []) if result.regressed(m)]
     except ReplaymlError as exc:
