@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import date
 from pathlib import Path
 
@@ -53,6 +54,7 @@ def test_experiment_preset_says_only_what_differs() -> None:
         ("model.learning_rate=[1,2", "mismatched input|no viable|extraneous|Error parsing"),  # A3
         ("model.num_leaves=abc", "num_leaves"),  # A4
         ("dates.mode=sometimes", "mode"),
+        ("model.num_leaves=1", "model.num_leaves=1 is out of range: it must be 2 <= num_leaves"),
     ],
 )
 def test_bad_overrides_fail_before_anything_is_written(
@@ -63,6 +65,27 @@ def test_bad_overrides_fail_before_anything_is_written(
     assert any(part in proc.stderr for part in expected.split("|")), proc.stderr[-2000:]
     assert all_runs(project) == []
     assert not (project / "outputs").exists() or not any((project / "outputs").rglob("*.json"))
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("learning_rate", 0.0, "model.learning_rate=0.0 is out of range: it must be 0.0 < "),
+        ("feature_fraction", 1.5, "feature_fraction <= 1 (e.g. model.feature_fraction=0.9)"),
+        ("num_boost_round", 0, "1 <= num_boost_round (e.g. model.num_boost_round=400)"),
+        ("lambda_l2", -1.0, "0.0 <= lambda_l2"),
+    ],
+)
+def test_model_values_outside_lightgbms_ranges_are_named(
+    key: str, value: float, message: str
+) -> None:
+    from replayml.pipeline import check_model
+
+    model = to_run_config(compose(REPO / "conf", [])).model
+    check_model(model)  # the defaults are in range
+    setattr(model, key, value)
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        check_model(model)
 
 
 @pytest.mark.parametrize("override", ["+model.lerning_rate=0.1", "+tracking.extra=1", "+nope=1"])

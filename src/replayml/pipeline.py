@@ -125,6 +125,38 @@ def _day(d: date) -> pd.Timestamp:
     return pd.Timestamp(d)
 
 
+#: LightGBM's ranges for the model keys: (lowest, highest, whether the lowest is allowed)
+MODEL_RANGES: dict[str, tuple[float, float, bool]] = {
+    "learning_rate": (0.0, float("inf"), False),
+    "num_leaves": (2, 131_072, True),
+    "min_data_in_leaf": (0, float("inf"), True),
+    "feature_fraction": (0.0, 1.0, False),
+    "bagging_fraction": (0.0, 1.0, False),
+    "bagging_freq": (0, float("inf"), True),
+    "lambda_l2": (0.0, float("inf"), True),
+    "max_bin": (2, float("inf"), True),
+    "num_boost_round": (1, float("inf"), True),
+    "early_stopping_rounds": (0, float("inf"), True),
+    "num_threads": (1, float("inf"), True),
+    "eval_at": (1, float("inf"), True),
+}
+
+
+def check_model(model: Any) -> None:
+    """Refuse model values LightGBM would reject after the run started, naming key and range."""
+    for key, (low, high, low_ok) in MODEL_RANGES.items():
+        value = getattr(model, key)
+        if (value >= low if low_ok else value > low) and value <= high:
+            continue
+        lower = f"{low} <=" if low_ok else f"{low} <"
+        upper = "" if high == float("inf") else f" <= {high:g}"
+        default = getattr(type(model)(), key) if key != "num_threads" else 1
+        raise ConfigError(
+            f"model.{key}={value} is out of range: it must be {lower} {key}{upper} (e.g. "
+            f"model.{key}={default})"
+        )
+
+
 def check_config(cfg: RunConfig, root: Path) -> tuple[date, date]:
     """The checks that need only the config and the data's date range; returns that range.
 
@@ -135,6 +167,7 @@ def check_config(cfg: RunConfig, root: Path) -> tuple[date, date]:
 
     events_cols, item_cols, user_cols = _mapped_columns(cfg.data)
     check_builders(cfg.features, events_cols, item_cols, user_cols)
+    check_model(cfg.model)
     if not 0.0 < cfg.preprocessing.negative_rate <= 1.0:
         raise ConfigError(
             f"preprocessing.negative_rate={cfg.preprocessing.negative_rate} must be in (0, 1]"
