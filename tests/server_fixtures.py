@@ -257,6 +257,10 @@ def auth_server(_servers: _Boot) -> MlflowServer:
 # ----------------------------------------------------------------- a store of real runs
 
 
+def _crash(*args: object, **kwargs: object) -> None:
+    raise RuntimeError("crashed while training")
+
+
 @dataclass(frozen=True)
 class TrainedStore:
     """A project whose local store holds one real run of each kind the registry and the
@@ -269,7 +273,7 @@ class TrainedStore:
     ranker: str  # model=lgbm_ranker: another objective
     other_data: str  # data.name differs (and is too long for an MLflow param)
     not_replayable: str  # model.deterministic=false
-    failed: str  # LightGBM refused num_leaves=1 inside the run: FAILED
+    failed: str  # training crashed inside the run: FAILED
     dirty: str  # trained from a dirty tree, diff recorded
     dirty_no_diff: str  # trained from a dirty tree, its recorded diff since lost
 
@@ -311,8 +315,10 @@ def _train_store(template_project: Path, tmp_path_factory: pytest.TempPathFactor
         ranker = train(root, ["model=lgbm_ranker"]).run_id
         other = train(root, [f"data.name={OTHER_DATASET}"]).run_id
         not_replayable = train(root, ["model.deterministic=false"]).run_id
-        with pytest.raises(Exception, match="num_leaves"):
-            train(root, ["model.num_leaves=1", "tracking.run_name=failed"])
+        with pytest.MonkeyPatch.context() as patch:  # a crash inside training: FAILED
+            patch.setattr("replayml.model.fit.fit", _crash)
+            with pytest.raises(RuntimeError, match="crashed while training"):
+                train(root, ["tracking.run_name=failed"])
         (root / "NOTES.md").write_text("work in progress\n")  # untracked: the tree is dirty
         dirty = train(root, ["tracking.run_name=dirty"]).run_id
         dirty_no_diff = train(root, ["tracking.run_name=dirty-no-diff"]).run_id
@@ -328,7 +334,7 @@ def _train_store(template_project: Path, tmp_path_factory: pytest.TempPathFactor
         [e.experiment_id for e in client.search_experiments()],
         filter_string="attributes.status = 'FAILED'",
     )
-    assert len(failed) == 1, "the num_leaves=1 run should be the only FAILED run"
+    assert len(failed) == 1, "the crashed run should be the only FAILED run"
     # the diff artifact is lost (e.g. an artifact store cleaned up by hand)
     lost = Path(client.get_run(dirty_no_diff).info.artifact_uri.removeprefix("file://"))
     (lost / "replayml" / "code.diff").unlink()

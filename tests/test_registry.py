@@ -120,6 +120,16 @@ def test_replay_verdict_travels_with_the_version(trained_store: TrainedStore) ->
     assert tags["replayml.replay.verdict"] == "IDENTICAL"
     assert tags["replayml.replay.run_id"] == "0" * 32
     assert tags["replayml.model.kind"] == "lgbm_ranker"
+    # a later replay shows in the models table; a DIFFERENT one keeps the run out of the registry
+    try:
+        client.set_tag(s.ranker, "replayml.replay.verdict", "DIFFERENT")
+        (row,) = model_rows("reco-verdict", spec=spec_for(s.uri))
+        assert row.replay_verdict == "DIFFERENT"
+        assert row.run_url.endswith(f"/runs/{s.ranker}")
+        with pytest.raises(RegistrationRefused, match="replay came out DIFFERENT"):
+            register(s.ranker, "reco-verdict", spec=spec_for(s.uri))
+    finally:
+        client.set_tag(s.ranker, "replayml.replay.verdict", "IDENTICAL")
 
 
 @pytest.mark.parametrize(

@@ -368,7 +368,21 @@ def test_code_that_is_not_the_recorded_commit_is_different_and_says_why(
     builders.write_text(patched)
     git(root, "commit", "-qam", "smooth rates a little more")
     result = train(root)
+    # the run knows: its code is not the project's, so it is not replayable (nor registrable)
+    recorded = mlflow_client(root).get_run(result.run_id).data.tags
+    assert recorded["replayml.replayable"] == "false"
+    why = recorded["replayml.not_replayable_reasons"]
+    assert (
+        "differs from the project's src/replayml in 1 file(s) (e.g. features/builders.py)" in why
+    )
+    refused = replay(result.run_id, project=root)
+    assert refused.verdict is Verdict.NOT_REPLAYABLE
+    assert [r for r in refused.not_replayable if "features/builders.py" in r]
 
+    # a run recorded before this check: the replay runs the committed code and finds out
+    client = mlflow_client(root)
+    client.set_tag(result.run_id, "replayml.replayable", "true")
+    client.delete_tag(result.run_id, "replayml.not_replayable_reasons")
     report = replay(result.run_id, project=root)
     assert report.verdict is Verdict.DIFFERENT, _explain(report)
     assert report.exit_code == 1

@@ -422,9 +422,36 @@ def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, str]:
     return out
 
 
-def replayability(cfg: RunConfig, code: CodeVersion, data: DataVersion) -> list[str]:
+def foreign_package_files(project_root: Path, package: Path = _PACKAGE_DIR) -> list[str]:
+    """The package's source files that differ from (or are missing in) the project's
+    `src/replayml`: empty when the code that runs is the project's, or the project has none
+    (it then runs the installed package, as its replays do)."""
+    ours = project_root / "src" / "replayml"
+    if package.is_relative_to(project_root.resolve()) or not ours.is_dir():
+        return []  # the project's own code, or a project that uses the installed package
+    names = {p.relative_to(package) for p in package.rglob("*.py")}
+    names |= {p.relative_to(ours) for p in ours.rglob("*.py")}
+    differ = []
+    for name in sorted(names):
+        a, b = package / name, ours / name
+        if not (a.is_file() and b.is_file() and a.read_bytes() == b.read_bytes()):
+            differ.append(name.as_posix())
+    return differ
+
+
+def replayability(
+    cfg: RunConfig, code: CodeVersion, data: DataVersion, project_root: Path | None = None
+) -> list[str]:
     """Reasons this run could not be replayed exactly (empty when it can)."""
     reasons = []
+    foreign = foreign_package_files(project_root) if project_root is not None else []
+    if foreign:
+        reasons.append(
+            f"replayml ran from {_PACKAGE_DIR}, whose code differs from the project's "
+            f"src/replayml in {len(foreign)} file(s) (e.g. {foreign[0]}): the recorded commit "
+            f"is not the code that ran. Train with the project's environment (`make run`, "
+            f"or .venv/bin/python train.py)"
+        )
     if cfg.model.kind is not ModelKind.popularity and not cfg.model.deterministic:
         reasons.append("model.deterministic=false: LightGBM may build different trees")
     if not code.available:
@@ -591,7 +618,7 @@ def run_experiment(cfg: RunConfig, ctx: RunContext) -> RunResult:
             store_ready.result()
     code = code_version(root)
     env = current_environment(root)
-    reasons = replayability(resolved, code, data)
+    reasons = replayability(resolved, code, data, root)
     container = redact_tree(config_to_container(resolved), set(ctx.env_keys))
     config_yaml = yaml.safe_dump(container, sort_keys=False)
     config_hash = sections_hash(container)

@@ -26,7 +26,7 @@ import logging
 import os
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
@@ -120,6 +120,11 @@ def refusal_reasons(run: RecordedRun, diff: str | None) -> list[str]:
     if run.tag("replayable") != "true":
         why = run.tag("not_replayable_reasons") or "no replayable tag"
         reasons.append(f"run {run.run_id} is not replayable (replayml.replayable=false: {why})")
+    if run.tag("replay.verdict") == "DIFFERENT":
+        reasons.append(
+            f"run {run.run_id} was replayed and the replay came out DIFFERENT (replay run "
+            f"{run.tag('replay.run_id') or '?'}): see `replayml replay {run.run_id}`"
+        )
     if run.tag("code.dirty") == "true" and not (diff or "").strip():
         reasons.append(
             f"run {run.run_id} was trained from a dirty git tree and its diff "
@@ -501,8 +506,30 @@ def _row(v: VersionRecord) -> ModelRow:
 
 
 def model_rows(name: str, *, spec: StoreSpec) -> list[ModelRow]:
-    """The versions of `name`, newest first."""
-    return [_row(v) for v in RegistryStore(spec).versions(name)]
+    """The versions of `name`, newest first.
+
+    The replay verdict and the run link are read from the source run as it is now (a replay
+    after registration counts; links use this store's UI address), else from the version.
+    """
+    from replayml.tracking.store import run_url
+
+    store = RegistryStore(spec)
+    rows = [_row(v) for v in store.versions(name)]
+    client = store.client
+    for i, row in enumerate(rows):
+        try:
+            run = client.get_run(row.run_id) if row.run_id else None
+        except Exception:  # a deleted or unreadable run: keep what the version recorded
+            log.debug("source run %s of %s is not readable", row.run_id, name)
+            continue
+        if run is None:
+            continue
+        rows[i] = replace(
+            row,
+            run_url=run_url(spec, run.info.experiment_id, row.run_id),
+            replay_verdict=run.data.tags.get(P + "replay.verdict") or row.replay_verdict,
+        )
+    return rows
 
 
 HEADERS = (
