@@ -162,3 +162,25 @@ def test_a_dataset_in_its_own_folder_invalidates_the_features_stage(dvc_project:
     again = _dvc(dvc_project, "exp", "run", "features", "-S", "data=shop")
     assert again.returncode == 0, again.stderr[-3000:] + again.stdout[-3000:]
     assert "Running stage 'features'" in again.stdout, again.stdout
+
+
+def test_repro_refuses_a_params_yaml_that_conf_no_longer_composes(dvc_project: Path) -> None:
+    lgbm = dvc_project / "conf" / "model" / "lgbm.yaml"
+    lgbm.write_text(lgbm.read_text().replace("learning_rate: 0.05", "learning_rate: 0.07"))
+    git(dvc_project, "commit", "-qam", "faster learning")
+    stale = _dvc(dvc_project, "repro")
+    assert stale.returncode != 0
+    assert (
+        "params.yaml is stale: model.learning_rate: 0.05 in params.yaml, 0.07 from conf/"
+        in stale.stderr
+    ), stale.stderr[-3000:]
+    assert "make params" in stale.stderr and all_runs(dvc_project) == []
+    fresh = subprocess.run(
+        [sys.executable, "-m", "replayml", "params"], cwd=dvc_project, capture_output=True,
+        text=True, check=True,
+    )  # fmt: skip
+    (dvc_project / "params.yaml").write_text(fresh.stdout)
+    repro = _dvc(dvc_project, "repro")
+    assert repro.returncode == 0, repro.stderr[-3000:]
+    (run,) = all_runs(dvc_project)
+    assert run.data.params["model.learning_rate"] == "0.07"

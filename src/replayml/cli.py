@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sqlite3
 import sys
 from pathlib import Path
@@ -77,6 +78,22 @@ def params(
         _fail(exc)
 
 
+def _check_params_fresh(root: Path, params_file: Path) -> None:
+    """Refuse a params.yaml that no longer matches conf/ (the single source of truth)."""
+    from replayml.config.compose import stale_params
+
+    if not (root / "conf").is_dir():
+        return
+    stale = stale_params((root / "conf").resolve(), params_file)
+    if stale:
+        shown = "; ".join(stale[:3]) + (f" (and {len(stale) - 3} more)" if stale[3:] else "")
+        raise ReplaymlError(
+            f"{params_file} is stale: {shown}. conf/ is the source of the stages' config: "
+            f"regenerate it with `make params` and commit it (values from `dvc exp apply` go "
+            f"into conf/ first); for a one-off variant use `dvc exp run -S key=value`"
+        )
+
+
 @app.command("features")
 def features(
     params_file: Path = typer.Option(Path("params.yaml"), "--params", help="Composed config."),
@@ -96,8 +113,10 @@ def features(
     _setup_logging(verbose)
     register_resolvers()
     try:
-        cfg = to_run_config(OmegaConf.load(params_file))
         root = _root(project)
+        if not os.environ.get("DVC_EXP_NAME"):  # `dvc exp run` composes params.yaml itself
+            _check_params_fresh(root, params_file)
+        cfg = to_run_config(OmegaConf.load(params_file))
         resolved, windows, version, m = prepare(cfg, root, Steps())
         matrices.save(root / out, resolved, windows, version, m)
     except ReplaymlError as exc:

@@ -11,7 +11,7 @@ from replayml.config.schema import register_configs
 
 PARAMS_HEADER = (
     "# GENERATED from conf/ by `make params`; edit conf/, not this file "
-    "(a test fails when it is stale).\n"
+    "(`dvc repro` refuses it when it is stale).\n"
 )
 
 
@@ -32,3 +32,27 @@ def compose(config_dir: Path, overrides: list[str]) -> dict:
 def params_yaml(config_dir: Path, overrides: list[str]) -> str:
     """params.yaml text: the composed default config with a header saying it is generated."""
     return PARAMS_HEADER + yaml.safe_dump(compose(config_dir, overrides), sort_keys=False)
+
+
+def stale_params(config_dir: Path, params_file: Path) -> list[str]:
+    """The keys where `params_file` differs from the default composition of `config_dir`,
+    each as `key: <in params.yaml> vs <from conf/>` (empty when it is fresh)."""
+    fresh = _flat(compose(config_dir, []))
+    found = _flat(yaml.safe_load(params_file.read_text()) or {})
+    missing = "(absent)"
+    return [
+        f"{key}: {found.get(key, missing)} in {params_file.name}, {fresh.get(key, missing)} "
+        f"from conf/"
+        for key in sorted(fresh.keys() | found.keys())
+        if fresh.get(key, missing) != found.get(key, missing)
+    ]
+
+
+def _flat(tree: dict, prefix: str = "") -> dict[str, object]:
+    out: dict[str, object] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and value:
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
