@@ -11,8 +11,10 @@ import importlib
 import os
 import pkgutil
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -313,6 +315,46 @@ def test_replay_of_a_multirun_child(code_project: Path) -> None:
     report = replay(child.info.run_id, project=root)
     assert report.verdict is Verdict.IDENTICAL, _explain(report)
     assert not [w for w in report.warnings if w.startswith("config")], report.warnings
+
+
+def _cwds_under(folder_prefix: str) -> list[str]:
+    """Processes (Linux /proc) whose working folder's path contains `folder_prefix`."""
+    found = []
+    for cwd in Path("/proc").glob("[0-9]*/cwd"):
+        try:
+            target = os.readlink(cwd)
+        except OSError:
+            continue
+        if folder_prefix in target:
+            found.append(f"{cwd.parent.name}: {target}")
+    return found
+
+
+def test_a_terminated_replay_stops_its_trainer_and_removes_its_worktree(
+    code_project: Path,
+) -> None:
+    root = code_project
+    # many rounds without early stopping: the replay is still training when it is stopped
+    slow = ["model.num_boost_round=1000", "model.early_stopping_rounds=0"]
+    original = train(root, slow).run_id
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "replayml", "replay", original],
+        cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    deadline, training = time.monotonic() + 120, None
+    while training is None and time.monotonic() < deadline and proc.poll() is None:
+        running = [r for r in all_runs(root) if r.info.status == "RUNNING"]
+        training = running[0].info.run_id if running else None
+        time.sleep(0.1)
+    assert training is not None, "the replay never started training"
+    proc.send_signal(signal.SIGTERM)  # what a CI timeout does
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err[-2000:]
+    assert "error: received signal 15; the replay stopped" in err
+    assert "Traceback" not in err
+    assert mlflow_client(root).get_run(training).info.status == "KILLED"
+    assert _worktrees(root) == _worktrees(root)[:1]  # only the project's own checkout
+    assert _cwds_under("replayml-replay-") == []  # no trainer left behind
 
 
 def test_replay_of_a_dvc_repro_run_rebuilds_its_cached_features(code_project: Path) -> None:

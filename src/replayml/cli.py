@@ -10,7 +10,7 @@ from pathlib import Path
 
 import typer
 
-from replayml.errors import ReplaymlError
+from replayml.errors import ReplaymlError, RunKilled
 
 app = typer.Typer(help="Reproducible, reviewable ML experiments.", no_args_is_help=True)
 data_app = typer.Typer(help="The project's DVC-versioned data.", no_args_is_help=True)
@@ -445,5 +445,12 @@ def replay_run(
         )
     except ReplaymlError as exc:
         _fail(exc)
+    except RunKilled as exc:
+        typer.echo(
+            f"error: {exc}; the replay stopped, its training run (if it had started) is marked "
+            f"KILLED and its worktree is removed",
+            err=True,
+        )
+        raise typer.Exit(RunKilled.exit_code) from None
     print_report(report)
     raise typer.Exit(report.exit_code)

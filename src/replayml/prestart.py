@@ -88,11 +88,16 @@ class PrestartedPython:
         out, err = self.proc.communicate(json.dumps(job) + "\n")
         return subprocess.CompletedProcess(self.proc.args, self.proc.returncode, out, err)
 
-    def close(self) -> None:
-        """Stop the process if no job ran (idempotent)."""
+    def close(self, grace: float = 10.0) -> None:
+        """Stop the process if it is still running (idempotent): SIGTERM first, so a job under
+        way marks its run KILLED, then SIGKILL after `grace` seconds."""
         if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.communicate()
+            self.proc.terminate()
+            try:
+                self.proc.communicate(timeout=grace)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.communicate()
 
     def __enter__(self) -> PrestartedPython:
         return self

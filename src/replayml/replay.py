@@ -797,11 +797,13 @@ def replay(
     cannot be replayed exactly by construction gives a NOT_REPLAYABLE report with the reasons.
     """
     from replayml.config.schema import TrackingConfig
+    from replayml.tracking.run import sigterm_raises
     from replayml.tracking.store import store_spec
 
     project = (project or Path.cwd()).resolve()
     spec = store_spec(TrackingConfig(uri=tracking_uri), project)
-    with tempfile.TemporaryDirectory(prefix="replayml-trainer-") as idle:
+    # a SIGTERM (a CI timeout) stops the trainer and removes the worktree on the way out
+    with sigterm_raises(), tempfile.TemporaryDirectory(prefix="replayml-trainer-") as idle:
         # the process that will train imports its libraries while the run is read and the
         # worktree and data are prepared (a locked environment's interpreter comes later)
         early = None

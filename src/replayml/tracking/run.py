@@ -205,7 +205,9 @@ class RunHandle:
 
 
 @contextmanager
-def _sigterm_raises() -> Iterator[None]:
+def sigterm_raises() -> Iterator[None]:
+    """SIGTERM raises `RunKilled` in the main thread, so cleanup in `finally` blocks runs."""
+
     def handler(signum: int, frame: Any) -> None:
         raise RunKilled(f"received signal {signum}")
 
@@ -247,7 +249,7 @@ def tracked_run(
     )
     beat.start()
     try:
-        with _sigterm_raises():
+        with sigterm_raises():
             yield handle
     except RunKilled:
         _finish(handle, "KILLED", traceback.format_exc())
