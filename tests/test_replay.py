@@ -240,7 +240,8 @@ def test_replay_from_a_fresh_clone_with_an_empty_cache_and_one_openmp_thread(
     assert len(_worktrees(clone)) == 1
     thread = [d for d in report.differences if d.key == "env.thread_env"]
     assert thread and not thread[0].outcome  # reported as context, not as a difference
-    assert any("OMP_NUM_THREADS" in w for w in report.warnings)
+    assert "OMP_NUM_THREADS" in thread[0].replay
+    assert not [w for w in report.warnings if "OMP_NUM_THREADS" in w]  # said once, not twice
     tags = mlflow_client(root).get_run(report.replay_run_id).data.tags
     assert tags["replayml.env.thread_env"] == '{"OMP_NUM_THREADS": "1"}'
 
@@ -249,15 +250,29 @@ def test_strict_env_refuses_a_different_environment_before_running(
     trained: tuple[Path, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     root, run_id = trained
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    client = mlflow_client(root)
+    numpy = client.get_run(run_id).data.tags["replayml.env.numpy"]
+    # a run made with another NumPy: --strict-env refuses to replay it here
+    client.set_tag(run_id, "replayml.env.numpy", "1.0.0")
     runs = len(all_runs(root))
-    result = CliRunner().invoke(
-        app, ["replay", run_id, "--project", str(root), "--strict-env"], terminal_width=200
-    )
+    try:
+        result = CliRunner().invoke(
+            app, ["replay", run_id, "--project", str(root), "--strict-env"], terminal_width=200
+        )
+    finally:
+        client.set_tag(run_id, "replayml.env.numpy", numpy)
     assert result.exit_code == 1, result.output
-    assert "DIFFERENT" in result.output and "env.thread_env" in result.output
+    assert "DIFFERENT" in result.output and "env.numpy" in result.output
     assert len(all_runs(root)) == runs
     assert len(_worktrees(root)) == 1
+    # thread variables (a joblib sweep's children have some) cannot change the result: the
+    # replay runs, and says so once
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    threads = CliRunner().invoke(
+        app, ["replay", run_id, "--project", str(root), "--strict-env"], terminal_width=200
+    )
+    assert threads.exit_code == 0, threads.output
+    assert "IDENTICAL" in threads.output and threads.output.count("OMP_NUM_THREADS") == 1
 
 
 def test_corrupted_cache_file_is_named_and_repaired_from_the_remote(

@@ -279,6 +279,9 @@ def _config_differences(
 # ----------------------------------------------------------------------------- environment
 
 
+THREADS = "env.thread_env"
+
+
 def environment_differences(run: RecordedRun, project: Path, strict: bool) -> list[Difference]:
     """Recorded environment vs the one the replay will run in (this interpreter, uv.lock)."""
     from replayml.lineage.environment import TRACKED_PACKAGES, current_environment
@@ -303,7 +306,7 @@ def environment_differences(run: RecordedRun, project: Path, strict: bool) -> li
             f"another core count (model.num_threads={model_threads} is pinned by the config)",
         ),
         (
-            "env.thread_env",
+            THREADS,
             run.tag("env.thread_env"),
             json.dumps(env.thread_env, sort_keys=True),
             f"thread variables differ; LightGBM's threads are pinned by "
@@ -314,8 +317,9 @@ def environment_differences(run: RecordedRun, project: Path, strict: bool) -> li
         rows.append(
             (f"env.{pkg}", run.tag(f"env.{pkg}"), env.packages[pkg], f"another {pkg} version")
         )
+    # thread variables cannot change the result: LightGBM's threads are pinned by the config
     out = [
-        Difference("environment", key, old, new, cause=cause, outcome=strict)
+        Difference("environment", key, old, new, cause=cause, outcome=strict and key != THREADS)
         for key, old, new, cause in rows
         if old and old != new
     ]
@@ -844,17 +848,13 @@ def _replay(
         return report
 
     env_diffs = [] if locked_env else environment_differences(original, project, strict_env)
-    if env_diffs and strict_env:
+    if strict_env and [d for d in env_diffs if d.outcome]:
         report.verdict = Verdict.DIFFERENT
         report.differences = env_diffs
         report.warnings.append(
             "--strict-env: the environment differs from the run's; nothing was run"
         )
         return report
-    report.warnings.extend(
-        f"environment: {d.key} is {d.replay}, the run had {d.original} ({d.cause})"
-        for d in env_diffs
-    )
 
     git_root, rel = _git_location(project)
     commit = original.tag("code.commit")
