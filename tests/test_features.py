@@ -205,6 +205,7 @@ def test_user_recency_matches_a_direct_computation(tables) -> None:  # noqa: ANN
         contacts = before[before["label"] > 0]
         for name, frame in (("days_since_seen", before), ("days_since_contact", contacts)):
             want = (t["day"] - frame["day"].max()).days if len(frame) else np.nan
+            want = want if want <= 7 else np.nan  # within the longest lookback only
             assert got.loc[i, name] == pytest.approx(want, nan_ok=True), (i, name)
 
 
@@ -237,6 +238,30 @@ def test_bot_users_are_judged_on_days_up_to_the_training_window_end() -> None:
     out, stats = preprocess(events, cfg, pd.Timestamp("2024-01-01"), pd.Timestamp("2024-01-03"))
     assert set(out["user_id"]) == {"calm"} and len(out) == 8
     assert (stats.bot_users, stats.bot_rows) == (1, 5)
+
+
+def test_bot_users_are_judged_on_a_fixed_window_before_the_training_end() -> None:
+    from replayml.config.schema import PreprocessingConfig
+
+    # "old" was busy 10 days before the training window's end, "bot" 2 days before
+    days = pd.to_datetime(["2024-01-01"] * 5 + ["2024-01-09"] * 5 + ["2024-01-10"] * 2)
+    events = pd.DataFrame(
+        {
+            "user_id": ["old"] * 5 + ["bot"] * 5 + ["old", "bot"],
+            "item_id": range(12),
+            "ts": days,
+            "day": days,
+            "label": [0, 1] * 6,
+        }
+    )
+    end = pd.Timestamp("2024-01-11")
+    cfg = PreprocessingConfig(bot_max_events_per_day=4, bot_window_days=7)
+    # whatever the training window's start, the same users are bots
+    for start in (pd.Timestamp("2024-01-09"), pd.Timestamp("2024-01-01")):
+        out, stats = preprocess(events, cfg, start, end)
+        assert set(out["user_id"]) == {"old"} and (stats.bot_users, stats.bot_rows) == (1, 6)
+    wide = PreprocessingConfig(bot_max_events_per_day=4, bot_window_days=11)
+    assert preprocess(events, wide, end, end)[1].bot_users == 2
 
 
 def test_region_match_is_unknown_where_a_region_is_missing(tables) -> None:  # noqa: ANN001

@@ -308,3 +308,16 @@ def test_jobs_differing_only_in_the_model_reuse_the_matrices_exactly(
         d = train(project, ["dates=last_7d", "model.learning_rate=0.1"])
     assert "changed since it was built" in caplog.text and "reusing" not in caplog.text
     assert d.slice_hashes == c.slice_hashes
+
+
+def test_training_windows_of_any_length_are_scored_on_the_same_test_rows(project: Path) -> None:
+    # bots are judged on a fixed number of days before the training window's end, so a
+    # longer window (which reads more history) does not change who is dropped from the test
+    tags = [
+        train(project, ["model=popularity", f"dates={d}"]).run_id for d in ("last_7d", "last_28d")
+    ]
+    client = mlflow_client(project)
+    seven, twenty_eight = (client.get_run(r).data.tags for r in tags)
+    assert seven["replayml.rows.train"] != twenty_eight["replayml.rows.train"]
+    for key in ("replayml.rows.test", "replayml.slice_hash.test", "replayml.dates.test_start"):
+        assert seven[key] == twenty_eight[key], key

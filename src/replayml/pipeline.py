@@ -168,6 +168,11 @@ def check_config(cfg: RunConfig, root: Path) -> tuple[date, date]:
     events_cols, item_cols, user_cols = _mapped_columns(cfg.data)
     check_builders(cfg.features, events_cols, item_cols, user_cols)
     check_model(cfg.model)
+    if cfg.preprocessing.bot_window_days < 1:
+        raise ConfigError(
+            f"preprocessing.bot_window_days={cfg.preprocessing.bot_window_days} must be at "
+            f"least 1 (e.g. preprocessing.bot_window_days=28)"
+        )
     if not 0.0 < cfg.preprocessing.negative_rate <= 1.0:
         raise ConfigError(
             f"preprocessing.negative_rate={cfg.preprocessing.negative_rate} must be in (0, 1]"
@@ -196,9 +201,11 @@ def prepare(
     first, last = data_range or check_config(cfg, root)
     windows = resolve_dates(cfg.dates, first, last)
     resolved = with_absolute_dates(cfg, windows)
-    history_start = max(
-        first, windows.train.start - timedelta(days=max(cfg.features.lookback_days))
-    )
+    earliest = windows.train.start - timedelta(days=max(cfg.features.lookback_days))
+    if cfg.preprocessing.bot_max_events_per_day is not None:  # the days bots are judged on
+        bot_days = timedelta(days=cfg.preprocessing.bot_window_days - 1)
+        earliest = min(earliest, windows.train.end - bot_days)
+    history_start = max(first, earliest)
 
     with steps.step("verifying data version"):
         files = event_files(cfg.data, root, history_start, windows.test.end)

@@ -112,6 +112,9 @@ class PreprocessingConfig:
 
     dedup: bool = True
     bot_max_events_per_day: int | None = None
+    #: bots are judged on this many days up to the end of the training window, whatever the
+    #: window's length, so runs that differ only in train_days are scored on the same test rows
+    bot_window_days: int = 28
     min_item_support: int = 0
     negative_rate: float = 1.0
     sampling_seed: int = 7

@@ -39,9 +39,11 @@ def preprocess(
     bot_users = 0
     n1 = len(out)
     if cfg.bot_max_events_per_day is not None:
-        # judged on the days up to the end of the training window: what a user does in the
-        # validation or test window must not decide which rows the model trains on
-        known = out[out["day"] <= train_end]
+        # judged on the bot_window_days days up to the end of the training window: what a
+        # user does in the validation or test window must not decide which rows the model
+        # trains on, and the training window's length must not decide the test rows
+        since = train_end - pd.Timedelta(days=cfg.bot_window_days - 1)
+        known = out[(out["day"] >= since) & (out["day"] <= train_end)]
         per_day = known.groupby(["user_id", "day"], sort=False).size()
         bots = per_day[per_day > cfg.bot_max_events_per_day].index.get_level_values(0).unique()
         bot_users = len(bots)

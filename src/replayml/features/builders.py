@@ -214,7 +214,9 @@ def listing_age(targets: pd.DataFrame, ctx: FeatureContext) -> pd.DataFrame:
 
 @register("user_recency")
 def user_recency(targets: pd.DataFrame, ctx: FeatureContext) -> pd.DataFrame:
-    """Days since the user's last impression and last contact before the target day."""
+    """Days since the user's last impression and last contact before the target day, within
+    the longest lookback (NaN beyond it): the value never depends on how much history was
+    read, so a row's features are the same whatever the training window's length."""
     hist = ctx.history
     users, _ = pd.factorize(pd.concat([hist["user_id"], targets["user_id"]], ignore_index=True))
     users = users.astype("int64")
@@ -234,8 +236,9 @@ def user_recency(targets: pd.DataFrame, ctx: FeatureContext) -> pd.DataFrame:
         if len(cells):
             at = np.searchsorted(cells, tgt_user * n_days + tgt_day) - 1
             prev = cells[np.maximum(at, 0)]
-            found = (at >= 0) & (prev // n_days == tgt_user)
-            gap[found] = (tgt_day - prev % n_days)[found]
+            days = tgt_day - prev % n_days
+            found = (at >= 0) & (prev // n_days == tgt_user) & (days <= max(ctx.lookback_days))
+            gap[found] = days[found]
         out[name] = gap
     return out
 
