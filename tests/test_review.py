@@ -240,3 +240,32 @@ def test_baseline_scored_on_another_test_set_is_not_the_same_data(project: Path)
     assert f"Same data: **no** ({why} (rows.test))" in md
     metrics = md.split("## Metrics")[1].split("## Config")[0]
     assert f"**Different test sets:** {why}" in metrics
+
+
+def test_a_dirty_run_says_what_was_uncommitted_and_links_its_replay_here(
+    trained_store: TrainedStore,
+) -> None:
+    from mlflow.tracking import MlflowClient
+
+    s = trained_store
+    client = MlflowClient(s.uri)
+    # a replay recorded while the UI ran elsewhere: the link follows this store's UI address
+    client.set_tag(s.dirty, "replayml.replay.verdict", "IDENTICAL")
+    client.set_tag(s.dirty, "replayml.replay.run_id", "f" * 32)
+    client.set_tag(s.dirty, "replayml.replay.url", "http://127.0.0.1:5057/#/old")
+    try:
+        spec = spec_for(s.uri, s.root)
+        md = review(s.dirty, baseline=s.base, spec=spec).markdown
+    finally:
+        for key in ("verdict", "run_id", "url"):
+            client.delete_tag(s.dirty, f"replayml.replay.{key}")
+    notice = [line for line in md.splitlines() if "**Uncommitted changes:**" in line]
+    assert (
+        len(notice) == 1 and "the run was trained from a dirty tree (1 file, +1 −0)" in (notice[0])
+    ), md
+    dirty = _table_row(md, "dirty")
+    assert dirty[1] == "no" and dirty[2].startswith("yes: 1 file, +1 −0 ([replayml/code.diff](")
+    verdict = _table_row(md, "replay verdict")[2]
+    run_url = review(s.dirty, spec=spec).run.url
+    assert verdict == f"IDENTICAL ([replay]({run_url.rsplit('/runs/', 1)[0]}/runs/{'f' * 32}))"
+    assert "5057" not in md

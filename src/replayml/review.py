@@ -19,6 +19,8 @@ import yaml
 from replayml.errors import ReplaymlError, RunNotFoundError
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from replayml.tracking.read import RecordedRun, RunReader
     from replayml.tracking.store import StoreSpec
 
@@ -101,6 +103,8 @@ class Review:
     other_config: list[ConfigChange] = field(default_factory=list)
     tolerance: float = 0.0
     notes: list[str] = field(default_factory=list)
+    #: run id -> a summary of the uncommitted changes a dirty run was trained with
+    diffs: dict[str, str] = field(default_factory=dict)
     markdown: str = ""
 
     @property
@@ -267,6 +271,10 @@ def review(
     run = _finished(reader, run_id, "reviewed")
     base, label, notes = _resolve_baseline(reader, baseline, name, alias, spec)
     result = Review(run=run, baseline=base, baseline_label=label, tolerance=tolerance, notes=notes)
+    for recorded in (run, base):
+        if recorded is not None and recorded.tag("code.dirty") == "true":
+            diff = reader.text(recorded.run_id, DIFF_ARTIFACT)
+            result.diffs[recorded.run_id] = diff_summary(diff) if diff else "no diff recorded"
     names = {m for m in run.metrics if m.startswith("test_")}
     if base is not None:
         names |= {m for m in base.metrics if m.startswith("test_")}
@@ -340,16 +348,38 @@ def _rows(run: RecordedRun) -> str:
     return " / ".join(run.tag(f"rows.{w}") or "?" for w in WINDOWS)
 
 
-def _dirty(run: RecordedRun) -> str:
-    return {"true": "yes", "false": "no"}.get(run.tag("code.dirty"), "?")
+DIFF_ARTIFACT = "replayml/code.diff"
+
+
+def diff_summary(diff: str) -> str:
+    """`2 files, +3 −1` for a unified git diff."""
+    lines = diff.splitlines()
+    files = sum(1 for line in lines if line.startswith("diff --git "))
+    added = sum(1 for line in lines if line.startswith("+") and not line.startswith("+++"))
+    removed = sum(1 for line in lines if line.startswith("-") and not line.startswith("---"))
+    return f"{files} file{'s' if files != 1 else ''}, +{added} −{removed}"
+
+
+def _dirty_cell(r: Review) -> Callable[[RecordedRun], str]:
+    def cell(run: RecordedRun) -> str:
+        dirty = {"true": "yes", "false": "no"}.get(run.tag("code.dirty"), "?")
+        if run.run_id in r.diffs:
+            return f"{dirty}: {r.diffs[run.run_id]} ([{DIFF_ARTIFACT}]({run.url}))"
+        return dirty
+
+    return cell
 
 
 def _verdict(run: RecordedRun) -> str:
     verdict = run.tag("replay.verdict")
     if not verdict:
         return "not replayed"
-    url = run.tag("replay.url")
-    return f"{verdict} ([replay]({url}))" if url else verdict
+    replay_id = run.tag("replay.run_id")
+    if not replay_id:
+        return verdict
+    # replays are logged to the run's experiment: link it on this store's UI address
+    url = f"{run.url.rsplit('/runs/', 1)[0]}/runs/{replay_id}"
+    return f"{verdict} ([replay]({url}))"
 
 
 def _replayable(run: RecordedRun) -> str:
@@ -421,6 +451,12 @@ def render(r: Review) -> str:
         out.append(f"- Baseline: [{base.run_id}]({base.url}) ({base.experiment_name}){label}")
     for note in r.notes:
         out.append(f"- {note}")
+    for recorded, role in ((run, "run"), (base, "baseline")):
+        if recorded is not None and recorded.run_id in r.diffs:
+            out.append(
+                f"- **Uncommitted changes:** the {role} was trained from a dirty tree "
+                f"({r.diffs[recorded.run_id]}); its diff is the run's `{DIFF_ARTIFACT}` artifact"
+            )
     if base is None and not r.notes:
         out.append("- No baseline: a summary of the run (pass --baseline RUN_ID or --name NAME)")
     out.append("")
@@ -485,7 +521,7 @@ def render(r: Review) -> str:
     out += ["## Code", ""]
     code = [
         ("commit", lambda x: f"{x.tag('code.commit')[:12]} ({x.tag('code.branch')})"),
-        ("dirty", _dirty),
+        ("dirty", _dirty_cell(r)),
         ("replayable", _replayable),
         ("replay verdict", _verdict),
     ]
