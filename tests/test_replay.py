@@ -378,19 +378,15 @@ def test_replay_of_a_dvc_repro_run_rebuilds_its_cached_features(code_project: Pa
     root = code_project
     for name in ("dvc.yaml", "params.yaml"):
         shutil.copy2(REPO / name, root / name)
-    # as after `dvc exp run -S model.learning_rate=0.1`: params.yaml, not conf/, has the value
-    params = (root / "params.yaml").read_text()
-    assert "  learning_rate: 0.05\n" in params
-    (root / "params.yaml").write_text(
-        params.replace("  learning_rate: 0.05\n", "  learning_rate: 0.1\n")
-    )
     dvc(root, "config", "hydra.enabled", "true")
     git(root, "add", "-A")
     git(root, "commit", "-qm", "pipeline")
     path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"  # stages: `python`
+    # `dvc exp run -S`: params.yaml, not conf/, has the value
     repro = subprocess.run(
-        [sys.executable, "-m", "dvc", "repro"], cwd=root, capture_output=True, text=True,
-        env={**os.environ, "PATH": path}, check=False, timeout=600,
+        [sys.executable, "-m", "dvc", "exp", "run", "-S", "model.learning_rate=0.1"], cwd=root,
+        capture_output=True, text=True, env={**os.environ, "PATH": path}, check=False,
+        timeout=600,
     )  # fmt: skip
     assert repro.returncode == 0, repro.stderr[-3000:] + repro.stdout[-3000:]
     (run,) = all_runs(root)
