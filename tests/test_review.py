@@ -269,3 +269,13 @@ def test_a_dirty_run_says_what_was_uncommitted_and_links_its_replay_here(
     run_url = review(s.dirty, spec=spec).run.url
     assert verdict == f"IDENTICAL ([replay]({run_url.rsplit('/runs/', 1)[0]}/runs/{'f' * 32}))"
     assert "5057" not in md
+
+
+def test_a_run_reviewed_against_itself_says_so(trained_store: TrainedStore) -> None:
+    s = trained_store
+    md = review(s.base, baseline=s.base, spec=spec_for(s.uri, s.root)).markdown
+    assert "- The baseline is the run itself: every delta is zero by construction" in md
+    assert (
+        "The baseline is the run itself"
+        not in review(s.weaker, baseline=s.base, spec=spec_for(s.uri, s.root)).markdown
+    )

@@ -55,6 +55,20 @@ def test_sweep_has_a_parent_with_summary_and_children_with_lineage(project: Path
     assert cli.returncode == 0, cli.stderr
     rows = [line for line in cli.stdout.splitlines() if line.startswith("| 1 |")]
     assert rows and best.info.run_id in rows[0]
+    sweep_id = parent.data.tags["replayml.sweep_id"]
+    unknown = subprocess.run(
+        [sys.executable, "-m", "replayml", "sweep", "deadbeef"],
+        cwd=project, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert unknown.returncode == 2
+    assert "no sweep 'deadbeef' (sweep id or parent run id)" in unknown.stderr
+    assert f"the latest sweeps there: {sweep_id}" in unknown.stderr
+    # the parent trained nothing: a replay of it points at its children
+    from replayml.errors import RunNotFoundError
+    from replayml.replay import replay
+
+    with pytest.raises(RunNotFoundError, match=f"is the parent run of sweep {sweep_id}: it "):
+        replay(parent.info.run_id, project=project)
 
 
 def test_children_scored_on_different_test_sets_have_no_best(project: Path) -> None:

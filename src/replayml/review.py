@@ -270,6 +270,8 @@ def review(
     reader = RunReader(spec)
     run = _finished(reader, run_id, "reviewed")
     base, label, notes = _resolve_baseline(reader, baseline, name, alias, spec)
+    if base is not None and base.run_id == run.run_id:
+        notes = [*notes, "The baseline is the run itself: every delta is zero by construction"]
     result = Review(run=run, baseline=base, baseline_label=label, tolerance=tolerance, notes=notes)
     for recorded in (run, base):
         if recorded is not None and recorded.tag("code.dirty") == "true":

@@ -102,6 +102,12 @@ class RunReader:
             raise self._not_found(run_id, "is deleted (restore it in the MLflow UI first)")
         if self._experiment(run.info.experiment_id).lifecycle_stage == "deleted":
             raise self._not_found(run_id, "belongs to a deleted experiment")
+        if run.data.tags.get("replayml.sweep.role") == "parent":
+            sweep = run.data.tags.get("replayml.sweep_id", run_id)
+            raise RunNotFoundError(
+                f"run {run_id} is the parent run of sweep {sweep}: it trained nothing itself; "
+                f"use one of its children, listed by `replayml sweep {sweep}`"
+            )
         if MARKER_TAG not in run.data.tags:
             raise self._not_found(
                 run_id, "is not a replayml run (it has no replayml.* lineage tags)"

@@ -220,8 +220,16 @@ def find_parent(spec: StoreSpec, sweep: str) -> str:
         filter_string=f"tags.`{SWEEP_TAG}` = '{sweep}' and tags.`replayml.sweep.role` = 'parent'",
     )
     if not found:
+        recent = client.search_runs(
+            exps,
+            filter_string="tags.`replayml.sweep.role` = 'parent'",
+            order_by=["attributes.start_time DESC"],
+            max_results=5,
+        )
+        ids = ", ".join(r.data.tags.get(SWEEP_TAG, r.info.run_id) for r in recent)
         raise RunNotFoundError(
             f"no sweep {sweep!r} (sweep id or parent run id) in {spec.display_uri}; "
-            f"list parents with `replayml sweep --help` or check --tracking-uri"
+            + (f"the latest sweeps there: {ids}" if ids else "it has no sweeps")
+            + " (or check --tracking-uri)"
         )
     return str(found[0].info.run_id)
