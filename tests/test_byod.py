@@ -53,11 +53,16 @@ def _shop_events(n_days: int = 30, seed: int = 3) -> pd.DataFrame:
     return frame.sort_values("seen_at", kind="mergesort", ignore_index=True)
 
 
-def test_a_new_dataset_trains_through_the_same_entry(project: Path) -> None:
+def _add_shop(project: Path, events: pd.DataFrame) -> None:
+    """The shop dataset in its own DVC-tracked folder with its own .dvc file (README)."""
     (project / "shop_data").mkdir()
-    _shop_events().to_csv(project / "shop_data" / "events.csv", index=False)
+    events.to_csv(project / "shop_data" / "events.csv", index=False)
     (project / "conf" / "data" / "shop.yaml").write_text(SHOP_CONF)
-    dvc(project, "add", "-q", "shop_data")  # its own folder and .dvc file, as the README says
+    dvc(project, "add", "-q", "shop_data")
+
+
+def test_a_new_dataset_trains_through_the_same_entry(project: Path) -> None:
+    _add_shop(project, _shop_events())
     git(project, "add", "-A")
     git(project, "commit", "-qm", "add the shop dataset")
     args = ["data=shop", "features=minimal", "preprocessing=none", "dates=last_7d"]
@@ -351,10 +356,7 @@ def test_a_ranking_group_too_large_for_lightgbm_fails_before_any_run(project: Pa
             "bought": (np.arange(10_500) % 50 == 0).astype(int),
         }
     )
-    (project / "shop_data").mkdir()
-    pd.concat([events, guest]).to_csv(project / "shop_data" / "events.csv", index=False)
-    (project / "conf" / "data" / "shop.yaml").write_text(SHOP_CONF)
-    dvc(project, "add", "-q", "shop_data")
+    _add_shop(project, pd.concat([events, guest]))
     args = ["data=shop", "features=minimal", "dates=last_7d", "model=lgbm_ranker"]
     with pytest.raises(ConfigError, match=r"1 user-day\(s\) of the train window .* 10500\b.*"
                        r"preprocessing.bot_max_events_per_day \(now None"):  # fmt: skip
@@ -548,10 +550,7 @@ def test_a_stray_late_event_is_named_as_the_windows_anchor(project: Path) -> Non
 
     events = _shop_events()
     stray = events.tail(1).assign(seen_at=pd.Timestamp("2031-06-01 12:00"))
-    (project / "shop_data").mkdir()
-    pd.concat([events, stray]).to_csv(project / "shop_data" / "events.csv", index=False)
-    (project / "conf" / "data" / "shop.yaml").write_text(SHOP_CONF)
-    dvc(project, "add", "-q", "shop_data")
+    _add_shop(project, pd.concat([events, stray]))
     args = ["data=shop", "features=minimal", "preprocessing=none", "dates=last_7d"]
     with pytest.raises(ConfigError, match=r"no events on those days .*data's last day, "
                        r"2031-06-01: if that is a stray event, set dates.anchor"):  # fmt: skip
