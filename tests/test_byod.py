@@ -287,9 +287,15 @@ def test_a_window_without_events_says_so(project: Path) -> None:
 
     from replayml.errors import ConfigError, DataVersionError
 
-    # the validation day (the day before the last) is missing: gaps happen in exported logs
-    shutil.rmtree(sorted((project / "data" / "events").glob("date=*"))[-2])
-    with pytest.raises((ConfigError, DataVersionError), match="no events on those days"):
+    # the validation day (the day before the last) is deleted from the versioned data
+    gone = sorted((project / "data" / "events").glob("date=*"))[-2]
+    shutil.rmtree(gone)
+    with pytest.raises(DataVersionError, match=f"{gone.name}/part-0.parquet is part of the "
+                       f"data version in data.dvc .* \\(a deleted partition\\?\\)"):  # fmt: skip
+        train(project, ["features=minimal"])
+    # versioned without it (gaps happen in exported logs): the window has no events
+    dvc(project, "add", "-q", "data")
+    with pytest.raises(ConfigError, match="no events on those days"):
         train(project, ["features=minimal"])
     assert all_runs(project) == []
 
@@ -557,3 +563,44 @@ def test_a_stray_late_event_is_named_as_the_windows_anchor(project: Path) -> Non
         train(project, args)
     train(project, [*args, "dates.anchor=2025-01-30"])
     assert [r.info.status for r in all_runs(project)] == ["FINISHED"]
+
+
+@pytest.mark.parametrize("fmt", ["events.csv", "events.parquet"])
+def test_blank_ids_are_empty_ids(tmp_path: Path, fmt: str) -> None:
+    from replayml.errors import DataSchemaError
+
+    frame = _events_frame().assign(uid=lambda f: "u" + f["uid"].astype(str))
+    frame.loc[frame.index[::10], "uid"] = "" if fmt.endswith(".csv") else "  "
+    with pytest.raises(DataSchemaError, match=r"'uid' \(data.events.user=uid\) has \d+ empty"):
+        _load(tmp_path, frame, fmt)
+
+
+def test_more_shapes_are_named_or_read(tmp_path: Path) -> None:
+    from replayml.config.schema import ItemsTable, TimeUnit
+    from replayml.data.load import date_range, load
+    from replayml.errors import DataSchemaError
+
+    frame = _events_frame()
+    # a mistyped time column of a CSV: named like any missing column, not a broken file
+    (tmp_path / "data").mkdir()
+    frame.to_csv(tmp_path / "data" / "e.csv", index=False)
+    with pytest.raises(DataSchemaError, match=r"no column 'seen' \(data.events.timestamp=seen\)"):
+        cfg = _cfg("e.csv")
+        cfg.events.timestamp = "seen"
+        date_range(cfg, tmp_path)
+    # items listed on days (no time of day)
+    created = [f"2025-02-{1 + i % 20:02d}" for i in range(30)]
+    pd.DataFrame({"iid": range(30), "listed": created}).to_csv(
+        tmp_path / "data" / "items.csv", index=False
+    )
+    table = ItemsTable(path="items.csv", id="iid", created="listed")
+    items = _load(tmp_path, frame, items=table).items
+    assert items is not None and items["created"].tolist() == pd.to_datetime(created).tolist()
+    # epoch seconds, then milliseconds from one day on: the first file in the wrong unit named
+    seconds = (frame["when"] - pd.Timestamp(0)) // pd.Timedelta(seconds=1)
+    epoch = seconds.where(frame["when"] < "2025-03-04", seconds * 1000)
+    _partitions(tmp_path, frame.assign(when=epoch), frame["when"].dt.strftime("%Y-%m-%d"))
+    cfg = _cfg("hive", timestamp_unit=TimeUnit.s)
+    start, end = pd.Timestamp("2025-03-02").date(), pd.Timestamp("2025-03-05").date()
+    with pytest.raises(DataSchemaError, match=r"date=2025-03-04/part-0.parquet: .*unit=ms"):
+        load(cfg, tmp_path, start, end)

@@ -240,6 +240,10 @@ def test_baseline_scored_on_another_test_set_is_not_the_same_data(project: Path)
     assert f"Same data: **no** ({why} (rows.test))" in md
     metrics = md.split("## Metrics")[1].split("## Config")[0]
     assert f"**Different test sets:** {why}" in metrics
+    # a CI gate cannot judge a regression on other rows: exit 2, not 1
+    with pytest.raises(ReplaymlError, match=r"cannot judge whether test_auc regressed: the test "
+                       r"sets differ"):  # fmt: skip
+        r.regressed("test_auc")
 
 
 def test_a_dirty_run_says_what_was_uncommitted_and_links_its_replay_here(

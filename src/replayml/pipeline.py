@@ -90,6 +90,21 @@ class RunResult:
     config: dict[str, Any]
 
 
+def rows_hash(frame: pd.DataFrame) -> str:
+    """Which events a split holds (user, item, time, label in row order), whatever their
+    features: two runs scored on the same test rows have the same one."""
+    canonical = pd.DataFrame(
+        {
+            "user": frame["user_id"].astype(str),
+            "item": frame["item_id"].astype(str),
+            "ts": frame["ts"].astype("datetime64[ns]").astype("int64"),
+            "label": frame["label"].astype("int64"),
+        }
+    )
+    values = pd.util.hash_pandas_object(canonical, index=False).to_numpy()
+    return hashlib.sha256(values.tobytes()).hexdigest()
+
+
 def frame_hash(frame: pd.DataFrame, y: np.ndarray | None = None) -> str:
     """Content hash of a matrix: values in row order, column names and dtypes."""
     digest = hashlib.sha256()
@@ -190,7 +205,7 @@ def prepare(
     `data_range` is what `check_config` returned for this config, if it ran already.
     Raises `ConfigError` / `DataVersionError` / `DataSchemaError` before anything is written.
     """
-    from replayml.data.load import event_files, load
+    from replayml.data.load import event_files, in_window, load
     from replayml.data.preprocess import preprocess, sample_negatives
     from replayml.features.build import build_features
     from replayml.features.builders import item_history
@@ -209,7 +224,8 @@ def prepare(
 
     with steps.step("verifying data version"):
         files = event_files(cfg.data, root, history_start, windows.test.end)
-        version = verify_files(root, cfg.data.dvc_file, cfg.data.root, files)
+        belongs = in_window(cfg.data, history_start, windows.test.end)
+        version = verify_files(root, cfg.data.dvc_file, cfg.data.root, files, belongs)
     key = None
     if version.tracked:  # untracked data has no version that could tell a change
         key = (
@@ -390,12 +406,18 @@ def check_ranking_groups(cfg: RunConfig, m: Matrices) -> None:
         sizes = np.bincount(split.groups)
         too_big = int((sizes > RANKER_MAX_GROUP_ROWS).sum())
         if too_big:
+            fix = (
+                f"drop such users with preprocessing.bot_max_events_per_day (now "
+                f"{cfg.preprocessing.bot_max_events_per_day}; e.g. =1000), or train model=lgbm"
+                if name == "train"
+                else "bots are judged on the training days only, so preprocessing keeps "
+                "them: drop such users from the data (e.g. one id for all anonymous visitors), "
+                "move dates.anchor, or train model=lgbm"
+            )
             raise ConfigError(
                 f"model=lgbm_ranker: {too_big} user-day(s) of the {name} window have more than "
                 f"{RANKER_MAX_GROUP_ROWS} events (the largest {int(sizes.max())}), LightGBM's "
-                f"limit for one ranking group; drop such users with "
-                f"preprocessing.bot_max_events_per_day (now "
-                f"{cfg.preprocessing.bot_max_events_per_day}; e.g. =1000), or train model=lgbm"
+                f"limit for one ranking group; {fix}"
             )
 
 
@@ -519,6 +541,7 @@ def _lineage_tags(
     for name, h in m.slice_hashes.items():
         tags[f"slice_hash.{name}"] = h
         tags[f"rows.{name}"] = str(m.rows[name])
+    tags["test_rows_hash"] = rows_hash(m.test_frame)
     for group, choice in ctx.choices.items():
         tags[f"choice.{group}"] = choice
     out = {TAG + k: v for k, v in tags.items()}

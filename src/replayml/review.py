@@ -133,6 +133,12 @@ class Review:
                 f"cannot judge whether {metric} regressed: the baseline "
                 f"{self.baseline.run_id} is not comparable ({'; '.join(self.not_comparable)})"
             )
+        different = test_set_difference(self.run, self.baseline)
+        if different:
+            raise ReplaymlError(
+                f"cannot judge whether {metric} regressed: {different}, so the metrics do not "
+                f"measure the same thing; review against a baseline scored on the same test set"
+            )
         if row.run is None or row.baseline is None:
             raise ReplaymlError(
                 f"cannot judge whether {metric} regressed: it is recorded for only one of "
@@ -397,14 +403,20 @@ def _count(rows: str) -> str:
 def test_set_difference(run: RecordedRun, base: RecordedRun) -> str:
     """How the test sets the two runs were scored on differ ("" when they have the same rows).
 
-    The recorded row counts decide: a test matrix whose slice hash differs with the same rows
+    The recorded test rows decide (their hash, else their count): a test matrix whose slice
+    hash differs with the same rows
     usually has other feature values (another training window or feature set), which the
     comparison is about, while other rows (another window or preprocessing) make the metrics
     measure something else.
     """
     rows, base_rows = run.tag("rows.test"), base.tag("rows.test")
-    if rows == base_rows:
+    hashes = run.tag("test_rows_hash"), base.tag("test_rows_hash")
+    if rows == base_rows and (hashes[0] == hashes[1] or not all(hashes)):  # (older runs: none)
         return ""
+    if rows == base_rows:
+        return (
+            f"the test sets differ: {_count(rows)} rows in both, but other rows (test_rows_hash)"
+        )
     return (
         f"the test sets differ: {_count(base_rows)} rows in the baseline, {_count(rows)} in the "
         f"run (rows.test)"

@@ -8,11 +8,11 @@ dataset calls them, so the rest of the pipeline is dataset-agnostic.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from urllib.parse import unquote
 
 import pandas as pd
@@ -53,7 +53,8 @@ def _file_dataset(
         )
     if fmt == "csv":
         text = {c: pa.string() for c in ids if c}
-        fmt = ds.CsvFileFormat(convert_options=pacsv.ConvertOptions(column_types=text))
+        options = pacsv.ConvertOptions(column_types=text, strings_can_be_null=True)
+        fmt = ds.CsvFileFormat(convert_options=options)  # an empty field is a missing value
     with _read_errors(files):
         return ds.dataset([str(f) for f in files], format=fmt)
 
@@ -72,12 +73,14 @@ def _read_errors(files: list[Path]) -> Iterator[None]:
 def _read_problem(exc: Exception, files: list[Path]) -> str:
     text = str(exc).strip().splitlines()[0]
     where = str(files[0]) if len(files) == 1 else f"{len(files)} files from {files[0]}"
-    if file_format(files[0]) == "csv" and "conversion error" in text:
-        return (
-            f"cannot read {where}: {text}; pyarrow types a CSV column from its first rows, so "
-            f"write each column in one format all the way down (e.g. the same timestamp "
-            f"precision), or store the table as Parquet"
-        )
+    if file_format(files[0]) == "csv":
+        if "conversion error" in text:
+            return (
+                f"cannot read {where}: {text}; pyarrow types a CSV column from its first rows, "
+                f"so write each column in one format all the way down (e.g. the same "
+                f"timestamp precision), or store the table as Parquet"
+            )
+        return f"cannot read {where}: {text}; check that it is a CSV file with one header row"
     broken = []
     schemas: dict[Path, pa.Schema] = {}
     for f in files:
@@ -173,8 +176,11 @@ def date_range(cfg: DataConfig, project_root: Path) -> tuple[date, date]:
                 f"data.events.path at a single Parquet or CSV file"
             )
         return min(days), max(days)
+    dataset = _file_dataset([path])
+    _check_schema("events", dataset.schema, {"data.events.timestamp": (cfg.events.timestamp,
+                                                                      "any")}, path)  # fmt: skip
     with _read_errors([path]):
-        column = _file_dataset([path]).to_table(columns=[cfg.events.timestamp]).column(0)
+        column = dataset.to_table(columns=[cfg.events.timestamp]).column(0)
     if _is_epoch(column.type):
         _check_epoch_unit(pc.min(column).as_py(), pc.max(column).as_py(), cfg.events)
     column = as_naive_timestamps(column, cfg.events)
@@ -262,6 +268,21 @@ def as_naive_timestamps(column: pa.ChunkedArray, events: EventsTable) -> pa.Chun
     return column.cast(as_ts)
 
 
+def in_window(cfg: DataConfig, start: date, end: date) -> Callable[[str], bool]:
+    """Whether a file of the dataset (a path relative to `data.root`) is an events file of a
+    day in [start, end]: what a load of that window must read."""
+    events = PurePosixPath(cfg.events.path)
+
+    def belongs(rel: str) -> bool:
+        path = PurePosixPath(rel)
+        if path.parent.parent != events or path.suffix != ".parquet":
+            return False
+        day = _partition_day(path.parent.name)
+        return day is not None and start <= day <= end
+
+    return belongs
+
+
 def event_files(cfg: DataConfig, project_root: Path, start: date, end: date) -> list[Path]:
     """The data files a load of [start, end] reads (for hashing), in read order."""
     path = events_path(cfg, project_root)
@@ -292,7 +313,7 @@ def _is_number(t: pa.DataType) -> bool:
 _KINDS = {
     "any": lambda t: True,
     "integer": pa.types.is_integer,
-    "timestamp": pa.types.is_timestamp,
+    "timestamp": lambda t: pa.types.is_timestamp(t) or pa.types.is_date(t),
     "number": _is_number,
     "0/1 or true/false": _is_number,  # the values are checked on load (`_check_values`)
     "id": lambda t: pa.types.is_integer(t) or pa.types.is_string(t) or pa.types.is_large_string(t),
@@ -395,7 +416,11 @@ def load(cfg: DataConfig, project_root: Path, start: date, end: date) -> Tables:
         else:
             rename[col] = name
     if path.is_dir() and cfg.events.timestamp_unit is not None:
-        _check_epoch_unit(*_parquet_min_max(event_list[0], cfg.events.timestamp), cfg.events)
+        for f in event_list:  # every file: the unit may change between partitions
+            try:
+                _check_epoch_unit(*_parquet_min_max(f, cfg.events.timestamp), cfg.events)
+            except DataSchemaError as exc:
+                raise DataSchemaError(f"{f}: {exc}") from None
     with _read_errors(event_list):
         table = dataset.to_table(
             columns=list(rename), filter=_window_filter(cfg, dataset, start, end)
@@ -478,7 +503,11 @@ def _check_values(table: pa.Table, events: EventsTable, start: date, end: date) 
         ("item", events.item),
         ("timestamp", events.timestamp),
     ):
-        empty = table.column(col).null_count
+        values = table.column(col)
+        empty = values.null_count
+        if pa.types.is_string(values.type) or pa.types.is_large_string(values.type):
+            blank = pc.equal(pc.utf8_trim_whitespace(values), "")  # an id of only spaces
+            empty += int(pc.sum(blank).as_py() or 0)
         if empty:
             raise DataSchemaError(
                 f"events column {col!r} (data.events.{key}={col}) has {empty} empty values "
@@ -634,6 +663,8 @@ def _load_items(cfg: DataConfig, project_root: Path) -> pd.DataFrame | None:
     items = _load_attr(_root(cfg, project_root) / it.path, "items", wanted, names)
     if "created" in items and getattr(items["created"].dtype, "tz", None) is not None:
         items["created"] = items["created"].dt.tz_convert("UTC").dt.tz_localize(None)
+    elif "created" in items and items["created"].dtype == object:  # days: their midnight
+        items["created"] = pd.to_datetime(items["created"])
     if "category" in items:
         items["category"] = items["category"].astype("string")
     if "item_region" in items:

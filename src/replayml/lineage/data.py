@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -94,11 +95,19 @@ def load_manifest(cache_dir: Path, dir_hash: str) -> dict[str, str]:
     return {entry["relpath"]: entry["md5"] for entry in json.loads(path.read_text())}
 
 
-def verify_files(root: Path, dvc_file: str, data_root: str, files: list[Path]) -> DataVersion:
+def verify_files(
+    root: Path,
+    dvc_file: str,
+    data_root: str,
+    files: list[Path],
+    belongs: Callable[[str], bool] | None = None,
+) -> DataVersion:
     """Check that each file to be read is byte-identical to the version in `dvc_file`.
 
-    `files` are absolute paths inside the tracked folder. Raises `DataVersionError` naming the
-    path and both hashes on any difference, and pointing at `dvc pull` when data is missing.
+    `files` are absolute paths inside the tracked folder. `belongs(relpath)` tells which files
+    of the version the read should include: one of them missing from `files` (a deleted
+    partition) is an error too. Raises `DataVersionError` naming the path and both hashes on
+    any difference, and pointing at `dvc pull` when data is missing.
     """
     data_dir = (root / data_root).resolve()
     if not dvc_file:
@@ -134,6 +143,15 @@ def verify_files(root: Path, dvc_file: str, data_root: str, files: list[Path]) -
                 f"version with `dvc add {data_root}` and commit {dvc_file}"
             )
         rels.append(rel)
+    read = set(rels)
+    for rel in sorted(manifest):
+        if belongs is not None and rel not in read and belongs(rel):
+            raise DataVersionError(
+                f"{data_root}/{rel} is part of the data version in {dvc_file} ({dir_hash}) "
+                f"but missing from the workspace (a deleted partition?); restore it with "
+                f"`dvc checkout {dvc_file}`, or record the data without it with "
+                f"`dvc add {data_root}` and commit {dvc_file}"
+            )
     return DataVersion(dvc_file, dir_hash, data_root, nfiles, tuple(sorted(rels)))
 
 

@@ -141,6 +141,9 @@ def _test_set(tags: dict[str, str]) -> str:
     def tag(key: str) -> str:
         return tags.get(TAG_PREFIX + key, "?")
 
+    rows = tags.get(TAG_PREFIX + "test_rows_hash")
+    if rows:  # the test rows themselves (other preprocessing or data files change them)
+        return f"{tag('dataset')} {tag('dates.test_start')}..{tag('dates.test_end')} {rows[:8]}"
     return (
         f"{tag('dataset')}@{tag('data.dvc_hash')[:8]} "
         f"{tag('dates.test_start')}..{tag('dates.test_end')}"
