@@ -92,10 +92,14 @@ def test_children_scored_on_different_test_sets_have_no_best(project: Path) -> N
 
 def test_the_objectives_usual_direction_ranks_the_children(project: Path) -> None:
     # no metric of this name has a usual direction: the sweep stops before any run
-    bad = run_train_py(project, "-m", *FAST, "tracking.objective=test_speed")
+    bad = run_train_py(
+        project, "-m", *FAST, "tracking.objective=test_speed", "tracking.objective_direction=max"
+    )
     assert bad.returncode == 2
-    assert "tracking.objective='test_speed' has no usual direction: set " in bad.stderr
-    assert "tracking.objective_direction=max" in bad.stderr and all_runs(project) == []
+    assert "tracking.objective='test_speed' is not a metric runs record; use one of " in (
+        bad.stderr
+    )
+    assert "test_ndcg_at_10" in bad.stderr and all_runs(project) == []
     proc = run_train_py(
         project, "-m", "dates=last_7d", "model.num_boost_round=15", "model.num_leaves=3,31",
         "tracking.objective=test_logloss",

@@ -59,6 +59,19 @@ def parallel_jobs(config: DictConfig) -> int:
     return cores if n in (None, -1) else max(1, min(int(n), cores))
 
 
+def check_objective(objective: str, eval_at: int) -> None:
+    """Refuse an objective no run records (a typo would rank nothing), naming the known ones."""
+    from replayml.errors import ConfigError
+
+    bases = ["auc", "avg_precision", "logloss", f"ndcg_at_{eval_at}", f"recall_at_{eval_at}"]
+    known = [f"{prefix}_{b}" for prefix in ("test", "baseline") for b in bases]
+    if objective not in known:
+        raise ConfigError(
+            f"tracking.objective={objective!r} is not a metric runs record; use one of "
+            f"{', '.join(known)}"
+        )
+
+
 def objective_direction(
     objective: str,
     given: str | None,
@@ -110,6 +123,7 @@ class SweepCallback(Callback):
         install_log_redaction(secret_values(overrides, []))
         os.environ[JOBS_ENV] = str(parallel_jobs(config))
         cfg = to_run_config(config)
+        check_objective(cfg.tracking.objective, cfg.model.eval_at)
         direction = objective_direction(cfg.tracking.objective, cfg.tracking.objective_direction)
         spec = store_spec(cfg.tracking, Path.cwd())
         sweep_dir = Path(str(config.hydra.sweep.dir))
