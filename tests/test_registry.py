@@ -438,3 +438,35 @@ def test_a_bad_alias_is_refused_before_any_version_is_created(
         moved = _cli(s, *command, "--alias", alias)
         assert moved.exit_code == 2 and "is not a valid alias" in moved.output
     assert client.get_registered_model(name).aliases == {}
+
+
+def test_a_register_that_loses_the_alias_race_names_the_version_it_made(
+    trained_store: TrainedStore,
+) -> None:
+    s = trained_store
+    spec = spec_for(s.uri)
+    name = "reco-register-race"
+    register(s.base, name, spec=spec)
+    client = _client(s)
+    key = "replayml.alias.canary.claim"
+
+    def rival() -> None:  # another mover claims the alias right after the register's claim
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            raw = client.get_registered_model(name).tags.get(key)
+            if raw and json.loads(raw)["to"] == "2":
+                rival_claim = {"token": "rival", "action": "promote", "to": "1", "by": "bob",
+                               "at": "now", "from": "none"}  # fmt: skip
+                client.set_registered_model_tag(name, key, json.dumps(rival_claim))
+                return
+            time.sleep(0.005)
+
+    thread = threading.Thread(target=rival)
+    thread.start()
+    with pytest.raises(AliasConflictError, match=(
+        f"Version 2 of {name} was registered without the alias; move it later with "
+        f"`replayml promote {name} 2 --alias canary`"
+    )):  # fmt: skip
+        register(s.weaker, name, spec=spec, alias="canary")
+    thread.join(timeout=30)
+    assert "canary" not in client.get_registered_model(name).aliases

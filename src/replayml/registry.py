@@ -217,7 +217,13 @@ def register(
     created = store.create_version(name, model_uri, run.run_id, run.url, tags)
     move = None
     if alias:
-        move = move_alias(store, name, alias, created.version, action="register")
+        try:
+            move = move_alias(store, name, alias, created.version, action="register")
+        except AliasConflictError as exc:
+            raise AliasConflictError(
+                f"{exc}. Version {created.version} of {name} was registered without the alias; "
+                f"move it later with `replayml promote {name} {created.version} --alias {alias}`"
+            ) from None
     return Registration(
         name=name,
         version=created.version,
