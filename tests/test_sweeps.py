@@ -310,6 +310,42 @@ def test_killed_worker_is_marked_and_unrun_jobs_are_named(project: Path) -> None
     assert not any(c.info.status == "RUNNING" for c in _by_role(project)[1])
 
 
+def test_a_terminated_parallel_sweep_stops_its_workers_and_marks_its_runs(
+    project: Path,
+) -> None:
+    import signal
+    import time
+
+    import psutil
+
+    slow = ["model.num_boost_round=100000", "model.early_stopping_rounds=100000",
+            "model.learning_rate=0.001"]  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "train.py", "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
+         *slow, "model.num_leaves=7,15,31"],
+        cwd=project, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    running: list = []
+    deadline = time.monotonic() + 240
+    while len(running) < 2 and time.monotonic() < deadline:
+        time.sleep(1)
+        running = [
+            r for r in all_runs(project)
+            if r.data.tags.get("replayml.sweep.role") == "child" and r.info.status == "RUNNING"
+        ]  # fmt: skip
+    assert len(running) == 2, "the two parallel jobs never ran"
+    workers = psutil.Process(proc.pid).children(recursive=True)
+    proc.send_signal(signal.SIGTERM)  # what a CI timeout does
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err[-2000:]
+    assert "error: received signal 15; stopping the sweep" in err
+    parents, children = _by_role(project)
+    assert [p.info.status for p in parents] == ["FAILED"]
+    assert sorted(c.info.status for c in children) == ["KILLED", "KILLED"]
+    alive = [w for w in workers if w.is_running() and w.status() != psutil.STATUS_ZOMBIE]
+    assert alive == [], alive
+
+
 def test_a_parallel_sweep_that_succeeds_exits_zero_and_stops_its_workers(
     project: Path,
 ) -> None:

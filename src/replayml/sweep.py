@@ -9,12 +9,15 @@ overrides that never ran. A sweep with a failed or missing job ends FAILED.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import json
 import logging
 import os
 import re
+import signal
 import sys
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +34,8 @@ OBJECTIVE_TAG = "replayml.sweep.objective"
 DIRECTION_TAG = "replayml.sweep.objective_direction"
 NEVER_RAN_TAG = "replayml.sweep.never_ran"
 SUMMARY_JSON = "sweep_summary.json"
+#: seconds a stopped sweep's workers get to mark their runs KILLED before they are killed
+WORKER_GRACE = 15.0
 SUMMARY_METRICS = ["test_auc", "test_avg_precision", "test_logloss", "test_ndcg_at_10",
                    "test_recall_at_10", "baseline_auc"]  # fmt: skip
 
@@ -146,7 +151,59 @@ class SweepCallback(Callback):
                        "objective": cfg.tracking.objective,
                        "direction": direction}  # fmt: skip
         atexit.register(self._finish, True)
+        try:  # a SIGTERM (a CI timeout) stops the jobs of any launcher, then the parent
+            self._previous_sigterm = signal.signal(signal.SIGTERM, self._on_sigterm)
+        except ValueError:  # not the main thread: leave signals alone
+            self._previous_sigterm = None
         print(f"sweep {sweep_id}: {handle.url}", flush=True)
+
+    def _on_sigterm(self, signum: int, frame: Any) -> None:
+        """Stop the sweep: jobs under way are asked to stop (each marks its run KILLED), the
+        parent is summarised as FAILED, and the process exits 143 with no worker left."""
+        import psutil
+
+        print(
+            f"error: received signal {signum}; stopping the sweep (jobs under way are marked "
+            f"KILLED, the parent run FAILED)",
+            file=sys.stderr,
+            flush=True,
+        )
+        workers = psutil.Process().children(recursive=True)
+        for proc in workers:
+            with contextlib.suppress(psutil.Error):
+                proc.terminate()
+        # a worker marks its run KILLED and may then wait for more work: once no child run
+        # is RUNNING any more (or the grace time is over) the workers left are killed
+        deadline = time.monotonic() + WORKER_GRACE
+        while time.monotonic() < deadline and self._children_running():
+            workers = [p for p in workers if p.is_running()]
+            if not workers:
+                break
+            time.sleep(0.2)
+        for proc in workers:
+            with contextlib.suppress(psutil.Error):
+                proc.kill()
+        self._finish(True)
+        os._exit(143)
+
+    def _children_running(self) -> bool:
+        from replayml.tracking.store import open_experiment
+
+        if self._state is None:
+            return False
+        try:
+            client, exp_id = open_experiment(self._state["spec"])
+            parent = self._state["handle"].run_id
+            running = client.search_runs(
+                [exp_id],
+                filter_string=f"tags.mlflow.parentRunId = '{parent}' and "
+                "attributes.status = 'RUNNING'",
+                max_results=1,
+            )
+        except Exception:  # the store is unreachable: give the workers their grace time
+            log.debug("cannot read the sweep's children", exc_info=True)
+            return True
+        return bool(running)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         self._finish(False)
@@ -156,6 +213,9 @@ class SweepCallback(Callback):
 
         if self._state is None:
             return
+        if getattr(self, "_previous_sigterm", None) is not None:
+            with contextlib.suppress(ValueError):
+                signal.signal(signal.SIGTERM, self._previous_sigterm)
         state, self._state = self._state, None
         for var in (PARENT_ENV, SWEEP_ENV, JOBS_ENV):
             os.environ.pop(var, None)
