@@ -325,6 +325,10 @@ def test_a_terminated_parallel_sweep_stops_its_workers_and_marks_its_runs(
          *slow, "model.num_leaves=7,15,31"],
         cwd=project, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
+    assert proc.stdout is not None
+    for line in proc.stdout:  # the store is initialised (reading it earlier would race)
+        if line.startswith("sweep "):
+            break
     running: list = []
     deadline = time.monotonic() + 240
     while len(running) < 2 and time.monotonic() < deadline:
@@ -344,6 +348,50 @@ def test_a_terminated_parallel_sweep_stops_its_workers_and_marks_its_runs(
     assert sorted(c.info.status for c in children) == ["KILLED", "KILLED"]
     alive = [w for w in workers if w.is_running() and w.status() != psutil.STATUS_ZOMBIE]
     assert alive == [], alive
+
+
+def test_a_killed_sweeps_parent_is_found_by_doctor_and_a_live_one_is_not(
+    project: Path,
+) -> None:
+    import signal
+    import time
+
+    slow = ["model.num_boost_round=100000", "model.early_stopping_rounds=100000",
+            "model.learning_rate=0.001"]  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "train.py", "-m", *slow, "model.num_leaves=7,15"],
+        cwd=project, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    for line in proc.stdout:  # the store is initialised (reading it earlier would race)
+        if line.startswith("sweep "):
+            break
+    deadline, running = time.monotonic() + 240, []
+    while not running and time.monotonic() < deadline:
+        time.sleep(1)
+        running = [r for r in all_runs(project) if r.info.status == "RUNNING"
+                   and r.data.tags.get("replayml.sweep.role") == "child"]  # fmt: skip
+
+    def doctor(*args: str) -> str:
+        out = subprocess.run(
+            [sys.executable, "-m", "replayml", "doctor", *args], cwd=project,
+            capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        assert out.returncode == 0, out.stderr
+        return out.stdout
+
+    assert running, "no job started"
+    time.sleep(3)  # older than the stale limit below, but its heartbeat thread is alive
+    (parent,) = _by_role(project)[0]
+    assert parent.data.tags["replayml.pid"] == str(proc.pid)
+    assert parent.info.run_id not in doctor()  # alive: its process is there
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    listed = doctor()
+    assert parent.info.run_id in listed and f"process {proc.pid}" in listed
+    doctor("--fix")
+    assert _by_role(project)[0][0].info.status == "KILLED"
+    assert all(c.info.status == "KILLED" for c in _by_role(project)[1])
 
 
 def test_a_parallel_sweep_that_succeeds_exits_zero_and_stops_its_workers(

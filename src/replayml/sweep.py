@@ -17,6 +17,7 @@ import re
 import signal
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -98,11 +99,19 @@ def objective_direction(
     return found
 
 
+_PROCESS_LOCAL = ("_heartbeat", "_previous_sigterm")
+
+
 class SweepCallback(Callback):
     """Hydra callback grouping a multirun under one MLflow parent run."""
 
     def __init__(self) -> None:
         self._state: dict[str, Any] | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        # parallel launchers pickle the callbacks with each job: the heartbeat's event and
+        # the signal handler belong to the launching process only
+        return {k: v for k, v in self.__dict__.items() if k not in _PROCESS_LOCAL}
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         from replayml.errors import ReplaymlError
@@ -120,6 +129,7 @@ class SweepCallback(Callback):
 
         from replayml.config.resolve import to_run_config
         from replayml.redact import install_log_redaction, redact_override, secret_values
+        from replayml.tracking.run import start_heartbeat
         from replayml.tracking.store import store_spec
         from replayml.tracking.sweeps import start_parent
 
@@ -150,6 +160,7 @@ class SweepCallback(Callback):
                        "sweep_dir": sweep_dir,
                        "objective": cfg.tracking.objective,
                        "direction": direction}  # fmt: skip
+        self._heartbeat = start_heartbeat(handle.client, handle.run_id)
         atexit.register(self._finish, True)
         try:  # a SIGTERM (a CI timeout) stops the jobs of any launcher, then the parent
             self._previous_sigterm = signal.signal(signal.SIGTERM, self._on_sigterm)
@@ -213,6 +224,7 @@ class SweepCallback(Callback):
 
         if self._state is None:
             return
+        getattr(self, "_heartbeat", threading.Event()).set()
         if getattr(self, "_previous_sigterm", None) is not None:
             with contextlib.suppress(ValueError):
                 signal.signal(signal.SIGTERM, self._previous_sigterm)

@@ -230,12 +230,7 @@ def tracked_run(
     client, experiment_id = open_experiment(spec)
     # a leaked MLFLOW_RUN_ID must never make this process write into another run
     os.environ.pop("MLFLOW_RUN_ID", None)
-    start_tags = {
-        **tags,
-        f"{TAG_PREFIX}pid": str(os.getpid()),
-        f"{TAG_PREFIX}host": socket.gethostname(),
-        f"{TAG_PREFIX}heartbeat": str(int(time.time())),
-    }
+    start_tags = {**tags, **process_tags()}
     if parent_run_id:
         start_tags["mlflow.parentRunId"] = parent_run_id
     try:
@@ -243,11 +238,7 @@ def tracked_run(
     except Exception as exc:
         raise explain(exc, spec) from exc
     handle = RunHandle(client, spec, experiment_id, run.info.run_id)
-    stop = threading.Event()
-    beat = threading.Thread(
-        target=_heartbeat, args=(client, handle.run_id, stop), daemon=True, name="heartbeat"
-    )
-    beat.start()
+    stop = start_heartbeat(client, handle.run_id)
     try:
         with sigterm_raises():
             yield handle
@@ -265,6 +256,24 @@ def tracked_run(
 
 
 HEARTBEAT_SECONDS = 30.0
+
+
+def process_tags() -> dict[str, str]:
+    """Which process on which host keeps a run alive, and its first heartbeat (for doctor)."""
+    return {
+        f"{TAG_PREFIX}pid": str(os.getpid()),
+        f"{TAG_PREFIX}host": socket.gethostname(),
+        f"{TAG_PREFIX}heartbeat": str(int(time.time())),
+    }
+
+
+def start_heartbeat(client: Any, run_id: str) -> threading.Event:
+    """Refresh the run's heartbeat in a daemon thread until the returned event is set."""
+    stop = threading.Event()
+    threading.Thread(
+        target=_heartbeat, args=(client, run_id, stop), daemon=True, name="heartbeat"
+    ).start()
+    return stop
 
 
 def _heartbeat(client: Any, run_id: str, stop: threading.Event) -> None:

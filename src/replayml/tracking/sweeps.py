@@ -5,11 +5,10 @@ from __future__ import annotations
 import json
 import logging
 import math
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from replayml.tracking.run import TAG_PREFIX, RunHandle
+from replayml.tracking.run import TAG_PREFIX, RunHandle, process_tags
 from replayml.tracking.store import StoreSpec, explain, open_experiment, run_url
 
 log = logging.getLogger(__name__)
@@ -82,7 +81,7 @@ def start_parent(spec: StoreSpec, sweep_id: str, overrides: list[str], n_jobs: i
         TAG_PREFIX + "sweep.role": "parent",
         TAG_PREFIX + "sweep.overrides": json.dumps(overrides),
         TAG_PREFIX + "sweep.n_jobs": str(n_jobs),
-        TAG_PREFIX + "heartbeat": str(int(time.time())),
+        **process_tags(),  # `replayml doctor` finds a dead sweep by its pid, like any run
     }
     try:
         run = client.create_run(experiment_id, run_name=f"sweep-{sweep_id}", tags=tags)
