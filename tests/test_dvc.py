@@ -184,3 +184,18 @@ def test_repro_refuses_a_params_yaml_that_conf_no_longer_composes(dvc_project: P
     assert repro.returncode == 0, repro.stderr[-3000:]
     (run,) = all_runs(dvc_project)
     assert run.data.params["model.learning_rate"] == "0.07"
+
+
+def test_the_committed_dvc_lock_matches_the_code() -> None:
+    # a stale lock makes `dvc repro` on a fresh clone retrain and dirty the tree
+    status = _dvc(REPO, "status", "--json")
+    assert status.returncode == 0, status.stderr[-2000:]
+    code = ("src/", "conf", "train.py", "dvc.yaml", "params.yaml")
+    stale = {
+        stage: sorted(dep for dep in change.get("changed deps", {}) if dep.startswith(code))
+        for stage, changes in json.loads(status.stdout or "{}").items()
+        for change in changes
+        if isinstance(change, dict)
+    }
+    stale = {stage: deps for stage, deps in stale.items() if deps}
+    assert not stale, f"dvc.lock is stale for {stale}: run `dvc repro` and commit dvc.lock"
