@@ -604,3 +604,16 @@ def test_more_shapes_are_named_or_read(tmp_path: Path) -> None:
     start, end = pd.Timestamp("2025-03-02").date(), pd.Timestamp("2025-03-05").date()
     with pytest.raises(DataSchemaError, match=r"date=2025-03-04/part-0.parquet: .*unit=ms"):
         load(cfg, tmp_path, start, end)
+
+
+def test_a_dataset_without_its_dvc_file_says_which_key_to_set(project: Path) -> None:
+    from replayml.errors import DataVersionError
+
+    _add_shop(project, _shop_events())
+    conf = project / "conf" / "data" / "shop.yaml"
+    conf.write_text(conf.read_text().replace("dvc_file: shop_data.dvc\n", ""))  # forgotten
+    with pytest.raises(DataVersionError, match=r"set data.dvc_file to the .dvc file that tracks "
+                       r"shop_data \(e.g. data.dvc_file: shop_data.dvc after `dvc add "
+                       r"shop_data`\)"):  # fmt: skip
+        train(project, ["data=shop", "features=minimal", "dates=last_7d"])
+    assert all_runs(project) == []

@@ -313,6 +313,7 @@ def test_data_missing_from_both_cache_and_remote_is_refused(
     message = str(info.value)
     assert "data/items.parquet" in message and md5 in message
     assert "dvc push" in message and str(remote) in message
+    assert "the default dataset can also be rebuilt here: `make data`" in message
     assert len(all_runs(root)) == runs  # nothing trained, nothing logged
     assert len(_worktrees(root)) == 1
 

@@ -506,8 +506,14 @@ def materialise_data(project: Path, worktree: Path, run: RecordedRun, warnings: 
         raise DataVersionError(
             f"run {run.run_id} cannot be replayed: data version {expected} ({dvc_file}) is "
             f"{lost}. Remote: {setup.remote}. Push an intact copy with `dvc push {dvc_file}` "
-            f"from a checkout that has this version, then replay again. "
-            f"dvc said: {_tail(failure, 6)}"
+            f"from a checkout that has this version, then replay again"
+            + (
+                " (the default dataset can also be rebuilt here: `make data` regenerates it "
+                "from its seed and checks it against data.dvc)"
+                if dvc_file == "data.dvc"
+                else ""
+            )
+            + f". dvc said: {_tail(failure, 6)}"
         )
     bad = _bad_files(worktree, dvc_file, setup.cache_objects)
     if bad:

@@ -118,7 +118,9 @@ def verify_files(
     if tracked_dir != data_dir:
         raise DataVersionError(
             f"data.root={data_root!r} resolves to {data_dir}, but {dvc_file} tracks "
-            f"{tracked_dir}; point data.root at the folder the .dvc file tracks"
+            f"{tracked_dir}; set data.dvc_file to the .dvc file that tracks {data_root} (e.g. "
+            f"data.dvc_file: {Path(data_root).name}.dvc after `dvc add {data_root}`), or point "
+            f"data.root at the folder {dvc_file} tracks"
         )
     manifest = load_manifest(dvc_cache_dir(root), dir_hash)
     rels: list[str] = []
