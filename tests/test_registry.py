@@ -470,3 +470,16 @@ def test_a_register_that_loses_the_alias_race_names_the_version_it_made(
         register(s.weaker, name, spec=spec, alias="canary")
     thread.join(timeout=30)
     assert "canary" not in client.get_registered_model(name).aliases
+
+
+def test_promoting_a_forced_version_warns(trained_store: TrainedStore) -> None:
+    s = trained_store
+    name = "reco-forced-promote"
+    register(s.base, name, spec=spec_for(s.uri))
+    forced = register(s.not_replayable, name, spec=spec_for(s.uri), force=True).version
+    result = _cli(s, "promote", name, forced, "--alias", "prod")
+    assert result.exit_code == 0, result.output
+    assert f"version {forced} was registered with --force despite: " in result.output
+    assert "model.deterministic=false" in result.output
+    clean = _cli(s, "promote", name, "1", "--alias", "prod")
+    assert clean.exit_code == 0 and "--force" not in clean.output

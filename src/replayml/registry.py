@@ -329,6 +329,26 @@ def check_alias(alias: str) -> None:
         ) from None
 
 
+def _target_warnings(store: RegistryStore, target: VersionRecord) -> list[str]:
+    """What a reviewer should know about the version an alias moves to."""
+    out = []
+    if target.tag("forced") == "true":
+        out.append(
+            f"version {target.version} was registered with --force despite: "
+            f"{target.tag('forced_reason') or '(no reason recorded)'}"
+        )
+    try:
+        verdict = store.client.get_run(target.run_id).data.tags.get(P + "replay.verdict", "")
+    except Exception:  # a deleted or unreadable source run: the version's own record stands
+        verdict = target.tag("replay.verdict")
+    if verdict == "DIFFERENT":
+        out.append(
+            f"the run of version {target.version} was replayed and came out DIFFERENT: see "
+            f"`replayml replay {target.run_id}`"
+        )
+    return out
+
+
 def move_alias(
     store: RegistryStore,
     name: str,
@@ -348,7 +368,7 @@ def move_alias(
     """
     check_alias(alias)
     version = str(version)
-    store.version(name, version)  # the target must exist (clear error otherwise)
+    target = store.version(name, version)  # the target must exist (clear error otherwise)
     holder = store.holder(name, alias)
     if expect is not None and _norm(expect) != _norm(holder):
         raise AliasConflictError(
@@ -356,7 +376,7 @@ def move_alias(
             f"{_norm(expect)}: someone moved it meanwhile. Nothing was changed; check "
             f"`replayml models {name}` and retry with --expect-version {_norm(holder)}"
         )
-    warnings = _audit_warnings(store, name, alias, holder)
+    warnings = _audit_warnings(store, name, alias, holder) + _target_warnings(store, target)
     user, when = _user(), _now()
     token = uuid.uuid4().hex
     if holder == version:
