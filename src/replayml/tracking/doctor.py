@@ -57,8 +57,9 @@ def find_ghosts(
         beat = float(tags.get(TAG_PREFIX + "heartbeat", run.info.start_time / 1000))
         pid = tags.get(TAG_PREFIX + "pid")
         reason = ""
-        if tags.get(TAG_PREFIX + "host") == host and pid and not _alive(int(pid)):
-            reason = f"process {pid} on {host} is gone"
+        if tags.get(TAG_PREFIX + "host") == host and pid:  # this host: its process decides
+            if not _alive(int(pid)):
+                reason = f"process {pid} on {host} is gone"
         elif now - beat > stale_after:
             reason = f"no heartbeat for {int(now - beat)} s (limit {int(stale_after)} s)"
         if reason:
