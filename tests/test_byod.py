@@ -617,3 +617,16 @@ def test_a_dataset_without_its_dvc_file_says_which_key_to_set(project: Path) -> 
                        r"shop_data`\)"):  # fmt: skip
         train(project, ["data=shop", "features=minimal", "dates=last_7d"])
     assert all_runs(project) == []
+
+
+def test_hidden_files_in_partitions_are_not_data(tmp_path: Path) -> None:
+    from replayml.data.load import load
+
+    frame = _events_frame()
+    _write_hive(tmp_path, frame)
+    folder = tmp_path / "data" / "hive" / "date=2025-03-03"
+    (folder / "._part-0.parquet").write_bytes(b"\x00\x05\x16\x07 macOS metadata")  # AppleDouble
+    (folder / "_committed_123.parquet").write_bytes(b"")
+    start, end = pd.Timestamp("2025-03-02").date(), pd.Timestamp("2025-03-05").date()
+    events = load(_cfg("hive"), tmp_path, start, end).events
+    assert len(events) == int(frame["when"].between("2025-03-02", "2025-03-06").sum())

@@ -155,8 +155,14 @@ def _partitions(path: Path) -> dict[date, list[Path]]:
     for sub in sorted(path.iterdir()):
         day = _partition_day(sub.name) if sub.is_dir() else None
         if day is not None:
-            parts[day] = sorted(sub.glob("*.parquet"))
+            parts[day] = sorted(f for f in sub.glob("*.parquet") if _data_file(f.name))
     return parts
+
+
+def _data_file(name: str) -> bool:
+    """Files named `.x` or `_x` are not data (macOS `._part-0.parquet`, Spark's markers), as
+    in pyarrow's own dataset discovery."""
+    return not name.startswith((".", "_"))
 
 
 def date_range(cfg: DataConfig, project_root: Path) -> tuple[date, date]:
@@ -276,6 +282,8 @@ def in_window(cfg: DataConfig, start: date, end: date) -> Callable[[str], bool]:
     def belongs(rel: str) -> bool:
         path = PurePosixPath(rel)
         if path.parent.parent != events or path.suffix != ".parquet":
+            return False
+        if not _data_file(path.name):
             return False
         day = _partition_day(path.parent.name)
         return day is not None and start <= day <= end
