@@ -619,6 +619,7 @@ def run_experiment(cfg: RunConfig, ctx: RunContext) -> RunResult:
     """Train, evaluate and record one run with its full lineage; return what it produced."""
     from replayml.model.evaluate import evaluate, pr_curves, prediction_hash, save_figures
     from replayml.model.fit import fit, importance, predict, tree_hash
+    from replayml.tracking.read import CONFIG_ARTIFACT, DIFF_ARTIFACT
     from replayml.tracking.run import tracked_run
     from replayml.tracking.store import store_spec
 
@@ -666,7 +667,7 @@ def run_experiment(cfg: RunConfig, ctx: RunContext) -> RunResult:
         skipped = run.log_params(params)
         if skipped:
             run.set_tags({TAG + "params_skipped": ",".join(skipped)})
-        run.log_text(config_yaml, "replayml/config.yaml")
+        run.log_text(config_yaml, CONFIG_ARTIFACT)
         run.log_text(
             yaml.safe_dump(
                 {"overrides": [redact_override(o) for o in ctx.overrides], "choices": ctx.choices},
@@ -675,7 +676,7 @@ def run_experiment(cfg: RunConfig, ctx: RunContext) -> RunResult:
             "replayml/overrides.yaml",
         )
         if code.dirty:
-            run.log_text(code.diff, "replayml/code.diff")
+            run.log_text(code.diff, DIFF_ARTIFACT)
         if data.tracked:
             run.log_dataset(
                 m.train.X.head(100),

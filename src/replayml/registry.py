@@ -31,6 +31,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from replayml.errors import ConfigError, ReplaymlError
+from replayml.tracking.read import DIFF_ARTIFACT
 from replayml.tracking.registry_store import ModelNotFoundError, RegistryStore, VersionRecord
 from replayml.tracking.store import StoreSpec
 
@@ -57,7 +58,6 @@ __all__ = [
 ]
 
 P = "replayml."
-DIFF_ARTIFACT = "replayml/code.diff"
 KEY_METRICS = ("test_auc", "test_avg_precision", "test_logloss")
 KEY_METRIC_PREFIXES = ("test_ndcg_at_", "test_recall_at_")
 SHORT_NAMES = {"test_auc": "auc", "test_avg_precision": "ap", "test_logloss": "logloss"}

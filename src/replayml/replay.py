@@ -34,6 +34,7 @@ from replayml.errors import DataVersionError, ReplaymlError
 from replayml.prestart import PrestartedPython
 from replayml.progress import Steps
 from replayml.redact import PLACEHOLDER, redact_text
+from replayml.tracking.read import CONFIG_ARTIFACT, DIFF_ARTIFACT
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -43,9 +44,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-CONFIG_ARTIFACT = "replayml/config.yaml"
 OVERRIDES_ARTIFACT = "replayml/overrides.yaml"
-DIFF_ARTIFACT = "replayml/code.diff"
 SECRET_ENV_PREFIX = "REPLAYML_SECRET_"
 REPLAY_OF = "replayml.replay_of"
 REPLAY_ATTEMPT = "replayml.replay_attempt"  # finds the new run (not secret-like)

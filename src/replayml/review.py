@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 import yaml
 
 from replayml.errors import ReplaymlError, RunNotFoundError
+from replayml.tracking.read import CONFIG_ARTIFACT, DIFF_ARTIFACT
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -26,7 +27,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-CONFIG_ARTIFACT = "replayml/config.yaml"
 HIGHER_IS_BETTER = ("auc", "avg_precision", "ndcg", "recall", "precision", "map")
 LOWER_IS_BETTER = ("logloss", "loss", "rmse", "mae")
 KEY_ORDER = ("test_auc", "test_avg_precision", "test_logloss", "test_ndcg_at_", "test_recall_at_")
@@ -354,9 +354,6 @@ def _window(run: RecordedRun, name: str) -> str:
 
 def _rows(run: RecordedRun) -> str:
     return " / ".join(run.tag(f"rows.{w}") or "?" for w in WINDOWS)
-
-
-DIFF_ARTIFACT = "replayml/code.diff"
 
 
 def diff_summary(diff: str) -> str:

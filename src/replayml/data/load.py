@@ -402,11 +402,12 @@ def load(cfg: DataConfig, project_root: Path, start: date, end: date) -> Tables:
             raise _missing(f, "the event file")
     wanted = _events_columns(cfg)
     rows_in_files = None
+    metas: dict[Path, pq.FileMetaData] = {}
     if path.is_dir():  # empty files (e.g. from an empty frame) may have any column types
         with _read_errors(event_list):
-            counts = {f: pq.read_metadata(f).num_rows for f in event_list}
-        rows_in_files = sum(counts.values())
-        event_list = [f for f in event_list if counts[f]] or event_list[:1]
+            metas = {f: pq.read_metadata(f) for f in event_list}
+        rows_in_files = sum(m.num_rows for m in metas.values())
+        event_list = [f for f in event_list if metas[f].num_rows] or event_list[:1]
     ids = (cfg.events.user, cfg.events.item)
     dataset = _file_dataset(event_list, ids=ids)
     _check_schema("events", dataset.schema, wanted, path)
@@ -426,7 +427,7 @@ def load(cfg: DataConfig, project_root: Path, start: date, end: date) -> Tables:
     if path.is_dir() and cfg.events.timestamp_unit is not None:
         for f in event_list:  # every file: the unit may change between partitions
             try:
-                _check_epoch_unit(*_parquet_min_max(f, cfg.events.timestamp), cfg.events)
+                _check_epoch_unit(*_min_max(metas[f], cfg.events.timestamp), cfg.events)
             except DataSchemaError as exc:
                 raise DataSchemaError(f"{f}: {exc}") from None
     with _read_errors(event_list):
@@ -476,9 +477,8 @@ def load(cfg: DataConfig, project_root: Path, start: date, end: date) -> Tables:
     return Tables(events=events, items=items, users=users)
 
 
-def _parquet_min_max(path: Path, column: str) -> tuple[int | None, int | None]:
+def _min_max(meta: pq.FileMetaData, column: str) -> tuple[int | None, int | None]:
     """A column's smallest and largest value in a Parquet file, from its statistics."""
-    meta = pq.ParquetFile(path).metadata
     index = meta.schema.to_arrow_schema().get_field_index(column)
     lows, highs = [], []
     for g in range(meta.num_row_groups):

@@ -21,6 +21,9 @@ log = logging.getLogger(__name__)
 
 TAG_PREFIX = "replayml."
 MARKER_TAG = TAG_PREFIX + "schema_version"  # every run the pipeline creates has it
+#: the run's resolved config, and the uncommitted changes of a run from a dirty tree
+CONFIG_ARTIFACT = "replayml/config.yaml"
+DIFF_ARTIFACT = "replayml/code.diff"
 
 
 @dataclass(frozen=True)
