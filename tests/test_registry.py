@@ -440,6 +440,25 @@ def test_a_bad_alias_is_refused_before_any_version_is_created(
     assert client.get_registered_model(name).aliases == {}
 
 
+@pytest.mark.parametrize(
+    ("options", "named"),
+    [
+        (["--ab-group", "exp-9"], "--ab-group 'exp-9' without --ab-label"),
+        (["--ab-label", "treatment"], "--ab-label 'treatment' without --ab-group"),
+        (["--ab-label", " ", "--ab-group", "exp-9"], "--ab-label ' ' is blank"),
+    ],
+)
+def test_half_an_ab_tag_is_refused_before_any_version_is_created(
+    trained_store: TrainedStore, options: list[str], named: str
+) -> None:
+    s = trained_store
+    name = f"reco-half-ab-{len(options)}-{options[0]}"
+    result = _cli(s, "register", s.base, "--name", name, "--alias", "ab", *options)
+    assert result.exit_code == 2, result.output
+    assert named in result.output
+    assert _client(s).search_model_versions(f"name = '{name}'") == []
+
+
 def test_a_register_that_loses_the_alias_race_names_the_version_it_made(
     trained_store: TrainedStore,
 ) -> None:

@@ -157,6 +157,7 @@ def test_sweep_table_keeps_the_sweeps_objective_and_the_jobs_that_never_ran(
     assert "never ran: 1" in cli.stdout
     never = [line for line in cli.stdout.splitlines() if "| NEVER RAN |" in line]
     assert len(never) == 1 and "dates.train_days=200" in never[0]
+    assert "dates: the windows" in never[0]  # why it never ran
     ranked = [line for line in cli.stdout.splitlines() if line.startswith(("| 1 |", "| 2 |"))]
     by_loss = sorted(children, key=lambda r: r.data.metrics["test_logloss"])
     assert [r.info.run_id in line for r, line in zip(by_loss, ranked, strict=True)] == [True] * 2
@@ -191,6 +192,13 @@ def test_parallel_sweep_splits_threads_and_loses_nothing(project: Path) -> None:
     assert json.loads(parent.data.tags["replayml.sweep.never_ran"]) == [
         ["model=popularity", "dates=last_7d", "dates.train_days=200"]
     ]
+    rows = json.loads(
+        Path(
+            mlflow_client(project).download_artifacts(parent.info.run_id, "sweep_summary.json")
+        ).read_text()
+    )
+    never = [r for r in rows if r["status"] == "NEVER_RAN"]
+    assert len(never) == 1 and "dates: the windows" in never[0]["error"]  # from a worker
 
 
 def test_two_sweeps_in_the_same_second_do_not_collide(project: Path) -> None:  # C3

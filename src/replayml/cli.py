@@ -151,7 +151,7 @@ def sweep_table(
         if metric == recorded.objective:
             direction = direction or recorded.direction
         direction = objective_direction(metric, direction, "--objective", "--direction")
-        summary = collect(spec, parent, metric, direction, recorded.never_ran)
+        summary = collect(spec, parent, metric, direction, recorded.never_ran, recorded.errors)
         found = sorted({m for c in summary.children for m in c.metrics})
         if summary.children and metric not in found:
             raise ReplaymlError(

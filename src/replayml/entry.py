@@ -61,6 +61,15 @@ def train_from_hydra(cfg: DictConfig) -> float | None:
             # exception at the end by its message alone, without a traceback
             from hydra.errors import CompactHydraException
 
+            from replayml.redact import redact_override, scrub
+            from replayml.sweep import write_job_error
+
+            write_job_error(
+                Path(hc.runtime.output_dir),
+                [redact_override(o) for o in task_overrides],
+                scrub(str(exc)),
+            )
+
             raise CompactHydraException(message) from None
         raise SystemExit(exc.exit_code) from None
     print(f"run: {result.url}")

@@ -188,6 +188,7 @@ def register(
 
     if alias:
         check_alias(alias)  # before anything is created
+    check_ab(ab_label, ab_group)
     reader = RunReader(spec)
     run = reader.run(run_id, finished=False)
     model_uri = run.tag("model_uri")
@@ -327,6 +328,25 @@ def check_alias(alias: str) -> None:
             f"--alias {alias!r} is not a valid alias: {exc.message} Use letters, digits, '_' "
             f"and '-' (e.g. --alias prod or --alias ab-test), not 'latest' or v<number>"
         ) from None
+
+
+def check_ab(ab_label: str | None, ab_group: str | None) -> None:
+    """Refuse A/B options that would tag a version ambiguously: a group says which experiment
+    the version takes part in, the label which arm it is, and neither means much alone or
+    blank."""
+    for option, value in (("--ab-label", ab_label), ("--ab-group", ab_group)):
+        if value is not None and not value.strip():
+            raise ConfigError(f"{option} {value!r} is blank: give a name or leave the option out")
+    if ab_group and not ab_label:
+        raise ConfigError(
+            f"--ab-group {ab_group!r} without --ab-label: say which arm this version is in "
+            f"the A/B test (e.g. --ab-label control or --ab-label treatment)"
+        )
+    if ab_label and not ab_group:
+        raise ConfigError(
+            f"--ab-label {ab_label!r} without --ab-group: say which A/B test this arm belongs "
+            f"to (e.g. --ab-group 2026-12-homepage), so two tests' arms are not mixed up"
+        )
 
 
 def _target_warnings(store: RegistryStore, target: VersionRecord) -> list[str]:

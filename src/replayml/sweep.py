@@ -19,7 +19,7 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,8 @@ OBJECTIVE_TAG = "replayml.sweep.objective"
 DIRECTION_TAG = "replayml.sweep.objective_direction"
 NEVER_RAN_TAG = "replayml.sweep.never_ran"
 SUMMARY_JSON = "sweep_summary.json"
+#: a job that stopped before its run existed leaves its overrides and error here, in its folder
+JOB_ERROR_FILE = "replayml_job_error.json"
 #: seconds a stopped sweep's workers get to mark their runs KILLED before they are killed
 WORKER_GRACE = 15.0
 SUMMARY_METRICS = ["test_auc", "test_avg_precision", "test_logloss", "test_ndcg_at_10",
@@ -241,6 +243,7 @@ class SweepCallback(Callback):
                 state["objective"],
                 state["direction"],
                 state["expected"],
+                job_errors(state["sweep_dir"]),
             )
             status = finish_parent(handle, summary, SUMMARY_METRICS, aborted)
         except Exception:
@@ -256,6 +259,28 @@ class SweepCallback(Callback):
         )
 
 
+def write_job_error(job_dir: Path, overrides: list[str], error: str) -> None:
+    """Leave why a sweep job stopped before its run existed, for the sweep's table."""
+    with contextlib.suppress(OSError):  # the job's own error is what the user must see
+        job_dir.mkdir(parents=True, exist_ok=True)
+        payload = {"overrides": overrides, "error": error}
+        (job_dir / JOB_ERROR_FILE).write_text(json.dumps(payload), encoding="utf-8")
+
+
+def job_errors(sweep_dir: Path) -> dict[str, str]:
+    """The errors the sweep's jobs left in their folders, by `job_key` of their overrides."""
+    from replayml.tracking.sweeps import job_key
+
+    found = {}
+    for path in sorted(sweep_dir.glob(f"*/{JOB_ERROR_FILE}")):
+        try:
+            payload = json.loads(path.read_text(encoding="utf-8"))
+            found[job_key(payload["overrides"])] = str(payload["error"])
+        except (OSError, ValueError, KeyError, TypeError):
+            log.warning("unreadable job error file %s", path)
+    return found
+
+
 @dataclass(frozen=True)
 class RecordedSweep:
     """What a sweep's parent run recorded about the sweep itself."""
@@ -263,6 +288,8 @@ class RecordedSweep:
     objective: str
     direction: str
     never_ran: list[list[str]] | None  # None while the sweep has not finished
+    #: why each job that never ran stopped, by `job_key` of its overrides
+    errors: dict[str, str] = field(default_factory=dict)
 
 
 def recorded_sweep(spec: Any, parent_run_id: str) -> RecordedSweep:
@@ -274,6 +301,7 @@ def recorded_sweep(spec: Any, parent_run_id: str) -> RecordedSweep:
     from replayml.config.schema import TrackingConfig
     from replayml.review import direction as usual_direction
     from replayml.tracking.store import open_experiment
+    from replayml.tracking.sweeps import job_key
 
     client: Any
     client, _ = open_experiment(spec)
@@ -285,17 +313,20 @@ def recorded_sweep(spec: Any, parent_run_id: str) -> RecordedSweep:
         objective = best[0] if best else TrackingConfig().objective
     direction = tags.get(DIRECTION_TAG) or usual_direction(objective) or "max"
     never_ran: list[list[str]] | None = None
+    errors: dict[str, str] = {}
     if NEVER_RAN_TAG in tags:
         try:
             never_ran = [list(map(str, job)) for job in json.loads(tags[NEVER_RAN_TAG])]
         except ValueError:  # cut at MLflow's tag limit: the summary artifact has all of it
+            never_ran = [[]]
+        if never_ran:  # the summary artifact has every job that never ran, and why
             with tempfile.TemporaryDirectory(prefix="replayml-sweep-") as tmp:
                 path = client.download_artifacts(parent_run_id, SUMMARY_JSON, tmp)
                 rows = json.loads(Path(path).read_text())
-            never_ran = [
-                [str(o) for o in r["overrides"]] for r in rows if r.get("status") == "NEVER_RAN"
-            ]
-    return RecordedSweep(objective, direction, never_ran)
+            never = [r for r in rows if r.get("status") == "NEVER_RAN"]
+            never_ran = [[str(o) for o in r["overrides"]] for r in never]
+            errors = {job_key(r["overrides"]): str(r["error"]) for r in never if r.get("error")}
+    return RecordedSweep(objective, direction, never_ran, errors)
 
 
 def _mark_dead_children(spec: Any, parent_run_id: str) -> None:

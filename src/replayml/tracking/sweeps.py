@@ -16,6 +16,11 @@ log = logging.getLogger(__name__)
 SWEEP_TAG = TAG_PREFIX + "sweep_id"
 
 
+def job_key(overrides: list[str]) -> str:
+    """One job of a sweep, whatever the order its overrides were written in."""
+    return " ".join(sorted(overrides))
+
+
 @dataclass(frozen=True)
 class ChildRow:
     """One job of a sweep as the store holds it."""
@@ -40,6 +45,8 @@ class SweepSummary:
     direction: str
     children: list[ChildRow] = field(default_factory=list)
     missing: list[list[str]] = field(default_factory=list)
+    #: why a job that never ran stopped (its error), by `job_key`
+    errors: dict[str, str] = field(default_factory=dict)
 
     @property
     def failed(self) -> list[ChildRow]:
@@ -96,8 +103,10 @@ def collect(
     objective: str,
     direction: str,
     expected: list[list[str]] | None = None,
+    errors: dict[str, str] | None = None,
 ) -> SweepSummary:
-    """Read a sweep's parent and children from the store, best child first."""
+    """Read a sweep's parent and children from the store, best child first; `errors` says
+    why jobs that never ran stopped (by `job_key`)."""
     client, _ = open_experiment(spec)
     parent = client.get_run(parent_run_id)
     exp_id = parent.info.experiment_id
@@ -123,8 +132,9 @@ def collect(
         return (0 if ok else 1, sign * value if ok else 0.0, " ".join(c.overrides))
 
     children.sort(key=key)
-    seen = {tuple(sorted(c.overrides)) for c in children}
-    missing = [o for o in (expected or []) if tuple(sorted(o)) not in seen]
+    seen = {job_key(c.overrides) for c in children}
+    missing = [o for o in (expected or []) if job_key(o) not in seen]
+    why = {job_key(o): (errors or {})[job_key(o)] for o in missing if job_key(o) in (errors or {})}
     return SweepSummary(
         sweep_id=parent.data.tags.get(SWEEP_TAG, ""),
         parent_run_id=parent_run_id,
@@ -133,6 +143,7 @@ def collect(
         direction=direction,
         children=children,
         missing=missing,
+        errors=why,
     )
 
 
@@ -171,7 +182,10 @@ def summary_markdown(s: SweepSummary, metrics: list[str]) -> str:
         lines.append(f"| {i} | {c.status} | `{over}` | " + " | ".join(vals) + f" | {c.url} |")
     for o in s.missing:
         blanks = " | ".join("" for _ in head[3:-1])
-        lines.append(f"| - | NEVER RAN | `{' '.join(o)}` | {blanks} | |")
+        why = s.errors.get(job_key(o), "")
+        why = why if len(why) <= 300 else why[:299] + "…"
+        why = why.replace("|", "\\|").replace("\n", " ")
+        lines.append(f"| - | NEVER RAN | `{' '.join(o)}` | {blanks} | {why} |")
     return "\n".join(lines) + "\n"
 
 
@@ -181,8 +195,9 @@ def finish_parent(handle: RunHandle, s: SweepSummary, metrics: list[str], aborte
     handle.log_text(table, "sweep_summary.md")
     handle.log_text(
         json.dumps(
-            [c.__dict__ for c in s.children] + [{"overrides": o, "status": "NEVER_RAN"}
-                                                for o in s.missing],
+            [c.__dict__ for c in s.children]
+            + [{"overrides": o, "status": "NEVER_RAN", "error": s.errors.get(job_key(o), "")}
+               for o in s.missing],
             indent=2,
         ),
         "sweep_summary.json",
