@@ -346,8 +346,17 @@ def _cwds_under(folder_prefix: str) -> list[str]:
     return found
 
 
-def test_a_terminated_replay_stops_its_trainer_and_removes_its_worktree(
-    code_project: Path,
+@pytest.mark.parametrize(
+    ("stop", "code", "said"),
+    [
+        # what a CI timeout does: SIGTERM to the command
+        ("SIGTERM", 143, "error: received signal 15; the replay stopped"),
+        # Ctrl-C in a terminal: SIGINT to the command's whole process group, trainer included
+        ("SIGINT", 130, "error: interrupted; the replay stopped"),
+    ],
+)
+def test_a_stopped_replay_stops_its_trainer_and_removes_its_worktree(
+    code_project: Path, stop: str, code: int, said: str
 ) -> None:
     root = code_project
     # many rounds without early stopping: the replay is still training when it is stopped
@@ -356,6 +365,7 @@ def test_a_terminated_replay_stops_its_trainer_and_removes_its_worktree(
     proc = subprocess.Popen(
         [sys.executable, "-m", "replayml", "replay", original],
         cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        start_new_session=True,  # its own process group, as a terminal's foreground job has
     )  # fmt: skip
     deadline, training = time.monotonic() + 120, None
     while training is None and time.monotonic() < deadline and proc.poll() is None:
@@ -363,14 +373,18 @@ def test_a_terminated_replay_stops_its_trainer_and_removes_its_worktree(
         training = running[0].info.run_id if running else None
         time.sleep(0.1)
     assert training is not None, "the replay never started training"
-    proc.send_signal(signal.SIGTERM)  # what a CI timeout does
+    if stop == "SIGTERM":
+        proc.send_signal(signal.SIGTERM)
+    else:
+        os.killpg(proc.pid, signal.SIGINT)
     _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 143, err[-2000:]
-    assert "error: received signal 15; the replay stopped" in err
+    assert proc.returncode == code, err[-2000:]
+    assert said in err
     assert "Traceback" not in err
     assert mlflow_client(root).get_run(training).info.status == "KILLED"
     assert _worktrees(root) == _worktrees(root)[:1]  # only the project's own checkout
-    assert _cwds_under("replayml-replay-") == []  # no trainer left behind
+    commit = mlflow_client(root).get_run(original).data.tags["replayml.code.commit"]
+    assert _cwds_under(f"replayml-replay-{commit[:8]}-") == []  # no trainer left behind
 
 
 def test_replay_of_a_dvc_repro_run_rebuilds_its_cached_features(code_project: Path) -> None:
@@ -548,10 +562,15 @@ def test_replay_inside_the_runs_locked_environment(code_project: Path) -> None:
     root = code_project
     run_id = train(root).run_id
     report = replay(run_id, project=root, locked_env=True, keep=True)
-    assert report.verdict.value == "IDENTICAL", _explain(report)
     assert report.worktree is not None
-    venv_python = report.worktree.parent / "venv" / "bin" / "python"
-    assert venv_python.is_file()  # the replay ran in a venv built from the run's uv.lock
+    kept = report.worktree.parent
+    try:
+        assert report.verdict.value == "IDENTICAL", _explain(report)
+        venv_python = kept / "venv" / "bin" / "python"
+        assert venv_python.is_file()  # the replay ran in a venv built from the run's uv.lock
+    finally:  # --keep leaves the folder (a whole venv) for the user: remove it here
+        shutil.rmtree(kept, ignore_errors=True)
+        subprocess.run(["git", "worktree", "prune"], cwd=root, check=False)
     client = mlflow_client(root)
     new = client.get_run(report.replay_run_id).data.tags
     assert (

@@ -445,12 +445,13 @@ def replay_run(
         )
     except ReplaymlError as exc:
         _fail(exc)
-    except RunKilled as exc:
+    except (RunKilled, KeyboardInterrupt) as exc:
+        interrupted = isinstance(exc, KeyboardInterrupt)  # Ctrl-C
         typer.echo(
-            f"error: {exc}; the replay stopped, its training run (if it had started) is marked "
-            f"KILLED and its worktree is removed",
+            f"error: {'interrupted' if interrupted else exc}; the replay stopped, its training "
+            f"run (if it had started) is marked KILLED and its worktree is removed",
             err=True,
         )
-        raise typer.Exit(RunKilled.exit_code) from None
+        raise typer.Exit(130 if interrupted else RunKilled.exit_code) from None
     print_report(report)
     raise typer.Exit(report.exit_code)
