@@ -44,3 +44,38 @@ def test_server_dying_mid_run_fails_bounded_and_keeps_results(
     kept = Path(output.split("kept in ")[1].split()[0].rstrip("."))
     assert (kept / "model.txt").is_file() and (kept / "metrics.json").is_file()
     assert (kept / "lineage.json").is_file()
+
+
+def test_server_dying_mid_replay_is_a_clear_error(project: Path, tmp_path: Path) -> None:
+    from mlflow.tracking import MlflowClient
+
+    server = ready(start_server(tmp_path / "server"))
+    env = {**os.environ, "MLFLOW_TRACKING_URI": server.url}
+    # many rounds without early stopping: the replay is still training when the server dies
+    slow = ["model.num_boost_round=1000", "model.early_stopping_rounds=0"]
+    trained = subprocess.run(
+        [sys.executable, "train.py", *slow], cwd=project, env=env, capture_output=True,
+        text=True, check=False,
+    )  # fmt: skip
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    client = MlflowClient(server.url)
+    (original,) = client.search_runs(
+        ["0", *[e.experiment_id for e in client.search_experiments()]]
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "replayml", "replay", original.info.run_id],
+        cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    deadline, training = time.monotonic() + 120, False
+    while not training and time.monotonic() < deadline and proc.poll() is None:
+        runs = client.search_runs([original.info.experiment_id])
+        training = any(r.info.status == "RUNNING" for r in runs)
+        time.sleep(0.2)
+    assert training, "the replay never started training"
+    os.killpg(server.proc.pid, signal.SIGKILL)  # the server (and its workers) die mid-replay
+    server.proc.wait()
+    out, err = proc.communicate(timeout=180)
+    assert proc.returncode == 2, err[-3000:]  # an error, not DIFFERENT (1)
+    assert "Traceback" not in err, err[-3000:]
+    assert f"error: the replay of run {original.info.run_id} failed" in err
+    assert server.url in err  # the trainer's own message names the store

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from replayml.errors import DataVersionError, ReplaymlError
+from replayml.errors import DataVersionError, ReplaymlError, TrackingError
 from replayml.prestart import PrestartedPython
 from replayml.progress import Steps
 from replayml.redact import PLACEHOLDER, redact_text
@@ -730,9 +730,19 @@ def _train(
     ]
     with steps.step("training with the run's code"):
         proc = trainer.run("train.py", args, worktree, [worktree / "src"])
-    found = reader.find(original.experiment_id, REPLAY_ATTEMPT, token)
     hint = "" if keep else " (add --keep to inspect the worktree)"
     where = f"in the worktree of {original.tag('code.commit')[:12]}{hint}"
+    try:
+        found = reader.find(original.experiment_id, REPLAY_ATTEMPT, token)
+    except TrackingError as exc:
+        if proc.returncode == 0:
+            raise
+        # the trainer's own message says what went wrong first (often the same store)
+        raise TrackingError(
+            f"the replay of run {original.run_id} failed: `python train.py` exited "
+            f"{proc.returncode} {where}:\n{_tail(proc.stderr or proc.stdout)}\n"
+            f"and its run could not be looked up afterwards: {exc}"
+        ) from None
     if proc.returncode != 0 or (found and found[0].status != "FINISHED"):
         run = f" (run {found[0].url})" if found else ""
         raise ReplaymlError(

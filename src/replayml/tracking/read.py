@@ -134,16 +134,22 @@ class RunReader:
         if artifact_path not in {f.path for f in listed}:
             return None
         with tempfile.TemporaryDirectory(prefix="replayml-artifact-") as tmp:
-            local = self.client.download_artifacts(run_id, artifact_path, tmp)
+            try:
+                local = self.client.download_artifacts(run_id, artifact_path, tmp)
+            except Exception as exc:  # requests/sqlalchemy/OS errors of an unusable store
+                raise self._explain(exc) from exc
             return Path(local).read_text()
 
     def find(self, experiment_id: str, tag: str, value: str) -> list[RecordedRun]:
         """Runs of an experiment (any status) whose tag `tag` equals `value`."""
         escaped = value.replace("'", "\\'")
-        runs = self.client.search_runs(
-            [experiment_id], filter_string=f"tags.`{tag}` = '{escaped}'"
-        )
-        return [self._to_recorded(r) for r in runs]
+        try:
+            runs = self.client.search_runs(
+                [experiment_id], filter_string=f"tags.`{tag}` = '{escaped}'"
+            )
+            return [self._to_recorded(r) for r in runs]
+        except Exception as exc:  # requests/sqlalchemy raise many types for an unusable store
+            raise self._explain(exc) from exc
 
     def set_tags(self, run_id: str, tags: dict[str, str]) -> None:
         """Add tags to an existing run (e.g. a replay's verdict on the original)."""
