@@ -268,12 +268,24 @@ def test_sigkill_leaves_running_and_doctor_marks_it_killed(project: Path) -> Non
 def test_doctor_leaves_live_runs_alone(project: Path) -> None:
     from replayml.config.schema import TrackingConfig
     from replayml.tracking.doctor import find_ghosts
-    from replayml.tracking.run import tracked_run
+    from replayml.tracking.run import pid_space, tracked_run
     from replayml.tracking.store import store_spec
 
     spec = store_spec(TrackingConfig(), project)
     with tracked_run(spec, "alive", {}) as run:
         assert run.run_id not in {g.run_id for g in find_ghosts(spec, stale_after=600)}
+        # another container or CI runner with the same host name: its pid means nothing here,
+        # so a fresh heartbeat keeps the run alive and an old one does not
+        gone = subprocess.Popen(["true"])
+        gone.wait()
+        run.set_tags({"replayml.pid": str(gone.pid), "replayml.pid_space": "another-boot/pid:[1]"})
+        assert run.run_id not in {g.run_id for g in find_ghosts(spec, stale_after=600)}
+        (ghost,) = [g for g in find_ghosts(spec, stale_after=0) if g.run_id == run.run_id]
+        assert "no heartbeat" in ghost.reason
+        # the same boot and namespace: the pid decides
+        run.set_tags({"replayml.pid_space": pid_space()})
+        (ghost,) = [g for g in find_ghosts(spec, stale_after=600) if g.run_id == run.run_id]
+        assert f"process {gone.pid}" in ghost.reason
 
 
 def test_jobs_differing_only_in_the_model_reuse_the_matrices_exactly(

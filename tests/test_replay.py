@@ -509,6 +509,44 @@ def test_unknown_deleted_and_foreign_runs_are_refused(trained: tuple[Path, str])
     assert "s3cr3t" not in str(info.value) and "127.0.0.1:9" in str(info.value)
 
 
+def test_a_rewritten_commit_names_its_branch_and_how_to_get_it_back(code_project: Path) -> None:
+    root = code_project
+    (root / "conf" / "experiment" / "wip.yaml").write_text("# @package _global_\n")
+    git(root, "add", "-A")
+    git(root, "commit", "-qm", "wip")
+    run = train(root, ["experiment=wip", "model.num_boost_round=3"])
+    commit = mlflow_client(root).get_run(run.run_id).data.tags["replayml.code.commit"]
+    git(root, "commit", "-q", "--amend", "-m", "work in progress")  # the run's commit is gone
+    git(root, "reflog", "expire", "--expire=now", "--all")
+    git(root, "gc", "-q", "--prune=now")
+    branch = git(root, "rev-parse", "--abbrev-ref", "HEAD").strip()
+    with pytest.raises(ReplaymlError) as info:
+        replay(run.run_id, project=root)
+    said = str(info.value)
+    assert f"commit {commit} of run {run.run_id} on branch {branch} is not in" in said
+    assert "amend, rebase" in said
+    assert f"git push origin {commit}:refs/heads/run-{commit[:8]}" in said
+
+
+def test_artifacts_out_of_reach_are_named_with_their_location(trained: tuple[Path, str]) -> None:
+    # a team server started with --default-artifact-root file://... records each run's
+    # artifacts in a folder on the machine that logged it: elsewhere that folder is missing
+    root, _ = trained
+    result = train(root, ["model.num_boost_round=3"])
+    where = mlflow_client(root).get_run(result.run_id).info.artifact_uri
+    folder = Path(where.removeprefix("file://"))
+    moved = folder.with_name(folder.name + ".elsewhere")
+    folder.rename(moved)
+    try:
+        report = replay(result.run_id, project=root)
+    finally:
+        moved.rename(folder)
+    assert report.verdict is Verdict.NOT_REPLAYABLE and report.exit_code == 2
+    (reason,) = [r for r in report.not_replayable if "config.yaml" in r]
+    assert f"its artifact location {where} does not exist on this machine" in reason
+    assert "--artifacts-destination" in reason
+
+
 def test_a_redacted_secret_or_nondeterminism_is_not_replayable(
     trained: tuple[Path, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

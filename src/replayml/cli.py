@@ -280,7 +280,10 @@ def register_run(
     ab_label: str = typer.Option(None, "--ab-label", help="A/B label, e.g. treatment."),
     ab_group: str = typer.Option(None, "--ab-group", help="A/B group (experiment) name."),
     force: bool = typer.Option(
-        False, "--force", help="Register a failed, non-replayable or undiffed dirty run anyway."
+        False,
+        "--force",
+        help="Register anyway: a failed, non-replayable or undiffed dirty run, or one whose "
+        "commit or data others cannot fetch.",
     ),
     tracking_uri: str = typer.Option(None, "--tracking-uri", help=_TRACKING_HELP),
     project: Path = typer.Option(Path("."), "--project", help="Project root."),
@@ -299,6 +302,7 @@ def register_run(
             ab_label=ab_label,
             ab_group=ab_group,
             force=force,
+            project=_root(project),
         )
     except ReplaymlError as exc:
         _fail(exc)

@@ -36,6 +36,7 @@ from replayml.errors import ConfigError
 from replayml.lineage.code import CodeVersion, code_version
 from replayml.lineage.data import DataVersion, verify_files
 from replayml.lineage.environment import Environment, command_line, current_environment
+from replayml.lineage.sharing import commit_on_remote
 from replayml.progress import Steps
 from replayml.redact import redact_override, redact_text, redact_tree
 
@@ -648,6 +649,13 @@ def run_experiment(cfg: RunConfig, ctx: RunContext) -> RunResult:
         with steps.step("connecting to the tracking store"):
             store_ready.result()
     code = code_version(root)
+    pushed = commit_on_remote(root, code.commit)
+    if pushed.shared is False:
+        log.warning(
+            "%s: this run can be replayed only from a clone that has it; push it (`git push`) "
+            "before sharing the run's link",
+            pushed.where,
+        )
     env = current_environment(root)
     reasons = replayability(resolved, code, data, root)
     container = redact_tree(config_to_container(resolved), set(ctx.env_keys))
@@ -656,6 +664,8 @@ def run_experiment(cfg: RunConfig, ctx: RunContext) -> RunResult:
     tags = _lineage_tags(resolved, windows, data, code, env, m, ctx, reasons, config_hash)
     user_tags = redact_tree(dict(resolved.tags), set(ctx.env_keys), "tags.")
     tags.update({k: str(v) for k, v in {**user_tags, **ctx.extra_tags}.items()})
+    # as of this run's start: "true", "false", or "" when the repository has no git remote
+    tags[TAG + "code.on_remote"] = {True: "true", False: "false", None: ""}[pushed.shared]
     params = flatten(container)
     out = ctx.output_dir
     out.mkdir(parents=True, exist_ok=True)

@@ -28,6 +28,7 @@ import time
 import uuid
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from replayml.errors import ConfigError, ReplaymlError
@@ -177,12 +178,15 @@ def register(
     ab_label: str | None = None,
     ab_group: str | None = None,
     force: bool = False,
+    project: Path | None = None,
 ) -> Registration:
     """Create a version of registered model `name` from the run's logged model.
 
     Refuses (`RegistrationRefused`) a run that did not finish, is not replayable, or was dirty
     without its recorded diff, unless `force` (then `replayml.forced=true` and the reasons are
-    tagged). With `alias`, the alias then moves to the new version (compare-and-set, audited).
+    tagged); with `project`, also a run whose commit is on no git remote or whose data version
+    is not in the DVC remote (others could not rebuild the version). With `alias`, the alias
+    then moves to the new version (compare-and-set, audited).
     """
     from replayml.tracking.read import RunReader
 
@@ -194,6 +198,16 @@ def register(
     model_uri = run.tag("model_uri")
     diff = reader.text(run.run_id, DIFF_ARTIFACT) if run.tag("code.dirty") == "true" else None
     reasons = refusal_reasons(run, diff)
+    if project is not None:
+        from replayml.lineage.sharing import sharing_gaps
+
+        reasons += sharing_gaps(
+            project,
+            run.tag("code.commit"),
+            run.tag("code.branch"),
+            run.tag("data.dvc_hash"),
+            run.tag("data.dvc_file"),
+        )
     if reasons and not force:
         raise RegistrationRefused(
             "refusing to register: "

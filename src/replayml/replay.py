@@ -668,7 +668,8 @@ def _read_record(
             reasons.append(f"the run has no replayml.{key} tag")
     text = reader.text(run.run_id, CONFIG_ARTIFACT)
     if text is None:
-        reasons.append(f"the run has no {CONFIG_ARTIFACT} artifact")
+        hint = reader.missing_artifacts_hint(run.run_id)
+        reasons.append(f"the run has no {CONFIG_ARTIFACT} artifact{hint}")
     diff = None
     if run.tag("code.dirty") == "true":
         diff = reader.text(run.run_id, DIFF_ARTIFACT)
@@ -676,6 +677,7 @@ def _read_record(
             reasons.append(
                 f"the run was made from a dirty git tree (code.dirty=true) but has no "
                 f"{DIFF_ARTIFACT} artifact: its uncommitted changes are unknown"
+                f"{reader.missing_artifacts_hint(run.run_id) if text is not None else ''}"
             )
     recorded = yaml.safe_load(text or "") or {}
     config, changed, missing = replay_config(recorded, run.run_id, token, run.experiment_name)
@@ -874,9 +876,16 @@ def _replay(
     git_root, rel = _git_location(project)
     commit = original.tag("code.commit")
     if _run(["git", "cat-file", "-e", f"{commit}^{{commit}}"], git_root).returncode != 0:
+        who = original.tags.get("mlflow.user", "")
+        host = original.tag("host")
+        by = f" ({who or 'its author'}{' on ' + host if host else ''})"
+        branch = original.tag("code.branch")
+        on = f" on branch {branch}" if branch and branch != "HEAD" else ""
         raise ReplaymlError(
-            f"commit {commit} of run {original.run_id} is not in the git repository at "
-            f"{git_root}: fetch it (`git fetch --all`) or replay from a clone that has it"
+            f"commit {commit} of run {original.run_id}{on} is not in the git repository at "
+            f"{git_root}: fetch it (`git fetch --all`). If it is still missing, it was never "
+            f"pushed or was rewritten since (amend, rebase): the clone that trained the "
+            f"run{by} can push it, e.g. `git push origin {commit}:refs/heads/run-{commit[:8]}`"
         )
     with _worktree(git_root, commit, keep) as worktree_root:
         tmp = worktree_root.parent

@@ -12,7 +12,7 @@ import socket
 import time
 from dataclasses import dataclass
 
-from replayml.tracking.run import TAG_PREFIX
+from replayml.tracking.run import TAG_PREFIX, pid_space
 from replayml.tracking.store import StoreSpec, explain, open_experiment, run_url
 
 
@@ -42,6 +42,7 @@ def find_ghosts(
     `stale_after` seconds."""
     client, _ = open_experiment(spec)
     host = socket.gethostname()
+    own_space = pid_space()
     now = time.time()
     ghosts = []
     try:
@@ -57,7 +58,11 @@ def find_ghosts(
         beat = float(tags.get(TAG_PREFIX + "heartbeat", run.info.start_time / 1000))
         pid = tags.get(TAG_PREFIX + "pid")
         reason = ""
-        if tags.get(TAG_PREFIX + "host") == host and pid:  # this host: its process decides
+        # this host, seen from the same pid namespace: its process decides (a run recorded
+        # before pid spaces were recorded has none: the host name alone decides)
+        space = tags.get(TAG_PREFIX + "pid_space")
+        here = tags.get(TAG_PREFIX + "host") == host and space in (None, "", own_space)
+        if here and pid:
             if not _alive(int(pid)):
                 reason = f"process {pid} on {host} is gone"
         elif now - beat > stale_after:

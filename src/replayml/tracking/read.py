@@ -140,6 +140,25 @@ class RunReader:
                 raise self._explain(exc) from exc
             return Path(local).read_text()
 
+    def missing_artifacts_hint(self, run_id: str) -> str:
+        """Why a run's artifacts may look missing: "" unless they are in a local folder that
+        does not exist here (logged on another machine through a server that stores only
+        their location)."""
+        from urllib.parse import unquote, urlparse
+
+        try:
+            uri = str(self.client.get_run(run_id).info.artifact_uri)
+        except Exception as exc:  # requests/sqlalchemy raise many types for an unusable store
+            raise self._explain(exc) from exc
+        parsed = urlparse(uri)
+        if parsed.scheme not in ("", "file") or Path(unquote(parsed.path)).exists():
+            return ""
+        return (
+            f" (its artifact location {uri} does not exist on this machine: the run was "
+            f"logged where its artifacts stayed on the logging machine's disk; a team server "
+            f"should store them itself: `mlflow server --artifacts-destination ...`)"
+        )
+
     def find(self, experiment_id: str, tag: str, value: str) -> list[RecordedRun]:
         """Runs of an experiment (any status) whose tag `tag` equals `value`."""
         escaped = value.replace("'", "\\'")

@@ -258,11 +258,23 @@ def tracked_run(
 HEARTBEAT_SECONDS = 30.0
 
 
+def pid_space() -> str:
+    """Where this process's pid means something: the kernel's boot id and the pid namespace
+    (Linux). Containers and CI runners often share a host name; a pid is only worth checking
+    from the same boot and namespace. "" where the system does not say."""
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        return f"{boot}/{os.readlink('/proc/self/ns/pid')}"
+    except OSError:
+        return ""
+
+
 def process_tags() -> dict[str, str]:
     """Which process on which host keeps a run alive, and its first heartbeat (for doctor)."""
     return {
         f"{TAG_PREFIX}pid": str(os.getpid()),
         f"{TAG_PREFIX}host": socket.gethostname(),
+        f"{TAG_PREFIX}pid_space": pid_space(),
         f"{TAG_PREFIX}heartbeat": str(int(time.time())),
     }
 

@@ -107,8 +107,11 @@ def explain(exc: BaseException, spec: StoreSpec) -> TrackingError:
         cause = f"no answer within {spec.request_timeout} s (tracking.request_timeout)"
     if os.environ.get("MLFLOW_TRACKING_URI") == spec.uri:
         other = "or point MLFLOW_TRACKING_URI at a running server (unset it for the local store)"
-    else:
-        other = "or set tracking.uri to a running server (tracking=local for the local store)"
+    else:  # tracking=server reads MLFLOW_TRACKING_URI, else its default address
+        other = (
+            "or point MLFLOW_TRACKING_URI (or tracking.uri) at a running server "
+            "(tracking=local for the local store)"
+        )
     return TrackingError(
         f"cannot use the tracking store at {where}: {cause}. Check that the server is "
         f"running (`make ui` starts one on the local store) {other}"

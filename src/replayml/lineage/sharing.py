@@ -1,0 +1,103 @@
+"""Whether others can replay a run: its commit on a git remote, its data version in the DVC
+remote.
+
+A run records its commit and data version; a teammate's clone can rebuild it only when both
+left this machine. A project without any git remote (or DVC remote) has nobody to share with,
+so nothing is checked there.
+"""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+def _git(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, check=False)
+
+
+@dataclass(frozen=True)
+class Shared:
+    """One part of a run (code or data) as others can reach it."""
+
+    shared: bool | None  # None: nothing to share with, or it could not be checked
+    where: str  # the remote branches or the DVC remote that hold it; else why not
+
+
+def git_remotes(root: Path) -> list[str]:
+    """The repository's git remotes (empty outside a repository)."""
+    return _git(root, "remote").stdout.split()
+
+
+def commit_on_remote(root: Path, commit: str) -> Shared:
+    """Whether `commit` is on a remote-tracking branch of `root`'s repository (as of the last
+    fetch or push)."""
+    remotes = git_remotes(root)
+    if not remotes or not commit:
+        return Shared(None, "the repository has no git remote")
+    if _git(root, "cat-file", "-e", f"{commit}^{{commit}}").returncode != 0:
+        return Shared(False, f"commit {commit[:12]} is not in the repository at {root}")
+    contains = _git(root, "branch", "-r", "--contains", commit, "--format=%(refname:short)")
+    branches = [b for b in contains.stdout.split() if not b.endswith("/HEAD")]
+    if branches:
+        return Shared(True, ", ".join(branches[:3]) + (", …" if len(branches) > 3 else ""))
+    return Shared(False, f"commit {commit[:12]} is on no branch of the git remote(s) "
+                         f"{', '.join(remotes)}")  # fmt: skip
+
+
+def data_in_remote(root: Path, dvc_hash: str) -> Shared:
+    """Whether the DVC remote (the default one) holds data version `dvc_hash` (a `.dir` hash)."""
+    if not dvc_hash:
+        return Shared(None, "the run's data is not tracked by DVC")
+    try:
+        from dvc.repo import Repo
+
+        with Repo(str(root)) as repo:
+            name = repo.config["core"].get("remote")
+            if not name:
+                return Shared(None, "the DVC project has no default remote")
+            odb = repo.cloud.get_remote_odb(name)
+            url = str(repo.config["remote"][name].get("url", ""))
+            found = odb.exists(dvc_hash)
+    except Exception as exc:  # an unreachable remote is reported, not fatal
+        return Shared(None, f"the DVC remote could not be checked ({type(exc).__name__}: {exc})")
+    from replayml.redact import redact_text
+
+    remote = f"{name} ({redact_text(url)})"
+    if found:
+        return Shared(True, f"DVC remote {remote}")
+    return Shared(False, f"the DVC remote {remote} has no copy of data version {dvc_hash}")
+
+
+def sharing_gaps(root: Path, commit: str, branch: str, dvc_hash: str, dvc_file: str) -> list[str]:
+    """What stops others from replaying a run of commit `commit` on data `dvc_hash`, each with
+    its fix (empty when nothing does, or nothing could be checked)."""
+    if not commit or _git(root, "cat-file", "-e", f"{commit}^{{commit}}").returncode != 0:
+        log.warning(
+            "not checked whether others can fetch the run's commit and data: commit %s is not "
+            "in the git repository at %s (run the command in a clone of the run's project, or "
+            "pass --project)",
+            commit[:12] or "(none recorded)",
+            root,
+        )
+        return []
+    gaps = []
+    code = commit_on_remote(root, commit)
+    if code.shared is False:
+        remote = (git_remotes(root) or ["origin"])[0]
+        target = branch if branch and branch != "HEAD" else "<branch>"
+        gaps.append(
+            f"{code.where}: only clones that have it can replay the run; push it "
+            f"(`git push {remote} {target}`, or push a branch or tag that contains it)"
+        )
+    data = data_in_remote(root, dvc_hash)
+    if data.shared is False:
+        gaps.append(
+            f"{data.where}: only machines whose DVC cache has it can replay the run; push it "
+            f"from one of them (`dvc push {dvc_file or 'data.dvc'}` with that version checked out)"
+        )
+    return gaps

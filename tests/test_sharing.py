@@ -1,0 +1,61 @@
+"""A run others cannot rebuild (its commit on no git remote, its data version not in the DVC
+remote) says so when it is trained, and is not registered until both are pushed."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from conftest import all_runs, dvc, git, mlflow_client, run_train_py
+
+
+def _register(root: Path, run_id: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "replayml", "register", run_id, "--name", "reco-team", *args],
+        cwd=root, capture_output=True, text=True, check=False, timeout=300,
+    )  # fmt: skip
+
+
+def test_a_run_others_cannot_fetch_is_registered_only_once_pushed(
+    project: Path, tmp_path: Path
+) -> None:
+    root = project
+    origin = tmp_path / "origin.git"
+    subprocess.run(["git", "init", "-q", "--bare", str(origin)], check=True)
+    git(root, "remote", "add", "origin", str(origin))
+    branch = git(root, "rev-parse", "--abbrev-ref", "HEAD").strip()
+    git(root, "push", "-q", "origin", branch)
+    # a teammate's new commit, not pushed yet, and a DVC remote without the data version
+    preset = root / "conf" / "experiment" / "team.yaml"
+    preset.write_text("# @package _global_\nmodel:\n  num_leaves: 15\n")
+    dvc(root, "remote", "add", "-d", "-f", "team", str(tmp_path / "team-remote"))
+    git(root, "add", "-A")
+    git(root, "commit", "-qm", "team preset and remote")
+
+    proc = run_train_py(root, "experiment=team", "model.num_boost_round=5")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (run,) = all_runs(root)
+    commit = run.data.tags["replayml.code.commit"]
+    said = proc.stdout + proc.stderr  # (Hydra logs to the console)
+    assert f"commit {commit[:12]} is on no branch of the git remote(s) origin" in said
+    assert run.data.tags["replayml.code.on_remote"] == "false"
+
+    refused = _register(root, run.info.run_id)
+    assert refused.returncode == 2, refused.stderr[-3000:]
+    assert f"commit {commit[:12]} is on no branch" in refused.stderr
+    assert f"git push origin {branch}" in refused.stderr
+    dvc_hash = run.data.tags["replayml.data.dvc_hash"]
+    assert f"has no copy of data version {dvc_hash}" in refused.stderr
+    assert "dvc push data.dvc" in refused.stderr
+    client = mlflow_client(root)
+    assert client.search_model_versions("name = 'reco-team'") == []
+
+    git(root, "push", "-q", "origin", branch)
+    still = _register(root, run.info.run_id)
+    assert still.returncode == 2 and "is on no branch" not in still.stderr  # code: fixed
+    assert dvc(root, "push").returncode == 0
+    done = _register(root, run.info.run_id)
+    assert done.returncode == 0, done.stderr[-3000:]
+    (version,) = client.search_model_versions("name = 'reco-team'")
+    assert "replayml.forced" not in version.tags
