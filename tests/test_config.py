@@ -23,6 +23,16 @@ def _options() -> list[tuple[str, str]]:
     ]
 
 
+_DAYS = {
+    "train_start": "2024-04-01",
+    "train_end": "2024-04-10",
+    "valid_start": "2024-04-11",
+    "valid_end": "2024-04-11",
+    "test_start": "2024-04-12",
+    "test_end": "2024-04-12",
+}
+
+
 @pytest.mark.parametrize(("group", "option"), _options())
 def test_every_config_file_composes(group: str, option: str) -> None:
     overrides = [f"{group}={option}"]
@@ -55,6 +65,8 @@ def test_experiment_preset_says_only_what_differs() -> None:
         ("model.num_leaves=abc", "num_leaves"),  # A4
         ("dates.mode=sometimes", "mode"),
         ("model.num_leaves=1", "model.num_leaves=1 is out of range: it must be 2 <= num_leaves"),
+        ("experiment=quik", "Could not find 'experiment/quik'"),  # not the defaults, silently
+        ("dates.train_start=2024-04-01", "dates.train_start=2024-04-01: relative windows"),
     ],
 )
 def test_bad_overrides_fail_before_anything_is_written(
@@ -74,6 +86,7 @@ def test_bad_overrides_fail_before_anything_is_written(
         ("feature_fraction", 1.5, "feature_fraction <= 1 (e.g. model.feature_fraction=0.9)"),
         ("num_boost_round", 0, "1 <= num_boost_round (e.g. model.num_boost_round=400)"),
         ("lambda_l2", -1.0, "0.0 <= lambda_l2"),
+        ("bagging_fraction", 0.5, "bagging_fraction=0.5 has no effect with model.bagging_freq=0"),
     ],
 )
 def test_model_values_outside_lightgbms_ranges_are_named(
@@ -178,11 +191,28 @@ def test_relative_dates_anchor_on_data_not_today() -> None:
             "outside the data.*dates.test_end <= 2024-04-29",
         ),
         (DatesConfig(mode=DatesMode.absolute, train_start="April"), "not a date"),
+        (
+            DatesConfig(mode=DatesMode.absolute, train_days=3, **_DAYS),
+            r"dates.train_days=3 with dates.mode=absolute.*= 10 days",
+        ),
+        (
+            DatesConfig(mode=DatesMode.absolute, anchor="2024-04-25", **_DAYS),
+            r"dates.anchor=2024-04-25 with dates.mode=absolute.*test_end=2024-04-12",
+        ),
     ],
 )
 def test_bad_windows_raise_config_error(dates: DatesConfig, match: str) -> None:  # A7
     with pytest.raises(ConfigError, match=match):
         resolve_dates(dates, date(2024, 3, 1), date(2024, 4, 29))
+
+
+def test_absolute_windows_may_carry_their_own_day_counts() -> None:
+    # every run records its windows as absolute dates with the matching counts and anchor
+    recorded = DatesConfig(
+        mode=DatesMode.absolute, train_days=10, valid_days=1, test_days=1,
+        anchor="2024-04-12", **_DAYS,
+    )  # fmt: skip
+    assert resolve_dates(recorded, date(2024, 3, 1), date(2024, 4, 29)).train.days == 10
 
 
 def test_the_suggested_training_window_fits() -> None:
@@ -221,3 +251,25 @@ def test_compose_cfg_helper_matches_train_py_defaults(project: Path) -> None:
     cfg = compose_cfg(project)
     assert cfg.model.deterministic is True
     assert cfg.model.num_threads >= 1
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("features.smoothing=0", "features.smoothing=0.0 must be greater than 0"),
+        ("features.builders=[user_history,user_history]", "lists user_history more than once"),
+        ("features.lookback_days=[7,7]", "features.lookback_days=[7, 7] lists 7 more than once"),
+        ("preprocessing.bot_max_events_per_day=-5", "bot_max_events_per_day=-5 must be at least"),
+        ("preprocessing.min_item_support=-1", "min_item_support=-1 must be 0"),
+    ],
+)
+def test_values_that_would_fail_after_training_are_refused_first(
+    override: str, message: str
+) -> None:
+    # each of these used to train, then leave a FAILED run (NaN scores, a LightGBM error) or
+    # fail after the data was read with a message that did not name the value
+    from replayml.pipeline import check_config
+
+    cfg = to_run_config(compose(REPO / "conf", [override]))
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        check_config(cfg, REPO)

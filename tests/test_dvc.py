@@ -78,6 +78,22 @@ def test_exp_run_set_param_reaches_the_run(dvc_project: Path) -> None:
     assert "test_auc" in shown.stdout
 
 
+def test_exp_run_in_a_temporary_workspace_records_into_the_projects_store(
+    dvc_project: Path,
+) -> None:
+    from replayml.replay import Verdict, replay
+
+    # `--temp` (and queued experiments) run in a throwaway copy under .dvc/tmp/exps/
+    proc = _dvc(dvc_project, "exp", "run", "--temp", "-S", "model.learning_rate=0.1", "-S",
+                "model.num_boost_round=40")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:] + proc.stdout[-3000:]
+    (run,) = all_runs(dvc_project)
+    assert run.data.params["model.learning_rate"] == "0.1"
+    assert not list((dvc_project / ".dvc" / "tmp").rglob("mlflow.db"))
+    report = replay(run.info.run_id, project=dvc_project)
+    assert report.verdict is Verdict.IDENTICAL, [*report.warnings, *report.not_replayable]
+
+
 def test_exp_run_validates_against_our_schema(dvc_project: Path) -> None:
     proc = _dvc(dvc_project, "exp", "run", "-S", "model.lerning_rate=0.1")
     assert proc.returncode != 0

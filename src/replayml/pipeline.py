@@ -171,6 +171,13 @@ def check_model(model: Any) -> None:
             f"model.{key}={value} is out of range: it must be {lower} {key}{upper} (e.g. "
             f"model.{key}={default})"
         )
+    if model.bagging_fraction < 1.0 and model.bagging_freq == 0:
+        # LightGBM silently skips bagging then: the run would record a setting with no effect
+        raise ConfigError(
+            f"model.bagging_fraction={model.bagging_fraction} has no effect with "
+            f"model.bagging_freq=0 (LightGBM bags only every bagging_freq iterations): add "
+            f"model.bagging_freq=1, or leave model.bagging_fraction=1.0"
+        )
 
 
 def check_config(cfg: RunConfig, root: Path) -> tuple[date, date]:
@@ -188,6 +195,17 @@ def check_config(cfg: RunConfig, root: Path) -> tuple[date, date]:
         raise ConfigError(
             f"preprocessing.bot_window_days={cfg.preprocessing.bot_window_days} must be at "
             f"least 1 (e.g. preprocessing.bot_window_days=28)"
+        )
+    bots = cfg.preprocessing.bot_max_events_per_day
+    if bots is not None and bots < 1:
+        raise ConfigError(
+            f"preprocessing.bot_max_events_per_day={bots} must be at least 1 (a user with more "
+            f"events on a day is dropped as a bot), or null to keep every user"
+        )
+    if cfg.preprocessing.min_item_support < 0:
+        raise ConfigError(
+            f"preprocessing.min_item_support={cfg.preprocessing.min_item_support} must be 0 "
+            f"(keep every item) or more"
         )
     if not 0.0 < cfg.preprocessing.negative_rate <= 1.0:
         raise ConfigError(

@@ -91,6 +91,7 @@ def resolve_dates(dates: DatesConfig, data_first: date, data_last: date) -> Date
     Relative windows are anchored on the data's last date (or `dates.anchor`), never on today.
     """
     rng = f"the data covers {data_first.isoformat()}..{data_last.isoformat()}"
+    _check_unused_date_keys(dates)
     if dates.mode is DatesMode.relative:
         for key in ("train_days", "valid_days", "test_days"):
             value = getattr(dates, key)
@@ -129,6 +130,48 @@ def resolve_dates(dates: DatesConfig, data_first: date, data_last: date) -> Date
             f"{rng}. {_fitting_windows(dates, train, valid, test, data_first, data_last)}"
         )
     return DateWindows(train=train, valid=valid, test=test)
+
+
+_ABSOLUTE_KEYS = ("train_start", "train_end", "valid_start", "valid_end", "test_start", "test_end")
+
+
+def _check_unused_date_keys(dates: DatesConfig) -> None:
+    """Refuse a date key the configured mode does not read: it would be silently ignored.
+
+    An absolute config may carry the day counts and anchor that match its dates (every run
+    records its windows that way); other values are refused.
+    """
+    if dates.mode is DatesMode.relative:
+        given = [f"dates.{k}={getattr(dates, k)}" for k in _ABSOLUTE_KEYS if getattr(dates, k)]
+        if given:
+            raise ConfigError(
+                f"{', '.join(given)}: relative windows (dates.mode=relative, e.g. dates=last_7d) "
+                f"are laid back from dates.anchor by dates.train_days/valid_days/test_days and "
+                f"ignore explicit dates. Use dates=absolute with all six dates, or drop them "
+                f"(dates.anchor=YYYY-MM-DD moves relative windows)"
+            )
+        return
+    default = DatesConfig()
+    for key in ("train_days", "valid_days", "test_days"):
+        start, end = key.replace("days", "start"), key.replace("days", "end")
+        value = getattr(dates, key)
+        try:
+            days = _parse_day(end, getattr(dates, end)) - _parse_day(start, getattr(dates, start))
+        except ConfigError:
+            return  # a missing or bad date is named by the absolute branch
+        if value != getattr(default, key) and value != days.days + 1:
+            raise ConfigError(
+                f"dates.{key}={value} with dates.mode=absolute: absolute windows are set by "
+                f"their dates (dates.{start}..dates.{end} = {days.days + 1} days); change the "
+                f"dates, or use a relative mode (e.g. dates=last_7d dates.{key}={value})"
+            )
+    if dates.anchor and dates.anchor != dates.test_end:
+        raise ConfigError(
+            f"dates.anchor={dates.anchor} with dates.mode=absolute: absolute windows are set by "
+            f"their dates (the test window ends at dates.test_end={dates.test_end}); drop "
+            f"dates.anchor, or use a relative mode (e.g. dates=last_7d dates.anchor="
+            f"{dates.anchor})"
+        )
 
 
 def _fitting_windows(

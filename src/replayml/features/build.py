@@ -25,6 +25,20 @@ def check_builders(
         raise ConfigError(
             f"features.lookback_days={list(cfg.lookback_days)} must list positive day counts"
         )
+    for key in ("builders", "lookback_days"):
+        values = list(getattr(cfg, key))
+        twice = sorted({str(v) for v in values if values.count(v) > 1})
+        if twice:
+            raise ConfigError(
+                f"features.{key}={values} lists {', '.join(twice)} more than once: each would "
+                f"make the same feature columns again; list each once"
+            )
+    if not cfg.smoothing > 0:
+        raise ConfigError(
+            f"features.smoothing={cfg.smoothing} must be greater than 0: it is the prior's "
+            f"weight in the smoothed rates (a zero weight divides by zero for unseen users and "
+            f"items), e.g. features.smoothing=20"
+        )
     registry.check_available_columns(list(cfg.builders), events, items, users)
 
 

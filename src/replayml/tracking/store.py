@@ -40,12 +40,27 @@ class StoreSpec:
         return strip_userinfo(self.uri)
 
 
+#: where DVC runs `dvc exp run --temp` and queued experiments: a throwaway copy of the project
+DVC_TEMP_WORKSPACES = (".dvc", "tmp", "exps")
+
+
+def workspace_origin(root: Path) -> Path:
+    """The project `root` is a copy of: itself, unless it is one of DVC's temporary experiment
+    workspaces (`<project>/.dvc/tmp/exps/...`), whose local store would be thrown away."""
+    parts = root.resolve().parts
+    n = len(DVC_TEMP_WORKSPACES)
+    for i in range(len(parts) - n, 0, -1):
+        if parts[i : i + n] == DVC_TEMP_WORKSPACES:
+            return Path(*parts[:i])
+    return root
+
+
 def store_spec(cfg: TrackingConfig, root: Path) -> StoreSpec:
     """Resolve `tracking.*` with $MLFLOW_TRACKING_URI and the project's default local store."""
     uri = cfg.uri or os.environ.get("MLFLOW_TRACKING_URI") or ""
     artifact_location = None
     if not uri:
-        store = (root / cfg.store_dir).resolve()
+        store = (workspace_origin(root) / cfg.store_dir).resolve()
         uri = f"sqlite:///{store / 'mlflow.db'}"
         artifact_location = (store / "artifacts").as_uri()
     elif uri.startswith("sqlite:///"):
