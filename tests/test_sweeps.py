@@ -129,6 +129,31 @@ def test_the_objectives_usual_direction_ranks_the_children(project: Path) -> Non
     assert "test_auc" in nosuch.stderr
 
 
+@pytest.mark.parametrize(
+    ("grid", "said"),
+    [
+        # the ranker records no log loss: the sweep could never rank its jobs
+        (["model=lgbm,lgbm_ranker", "tracking.objective=test_logloss"],
+         "tracking.objective='test_logloss' is not recorded by model=lgbm_ranker runs"),
+        # no run records a baseline log loss (the baseline's scores are not probabilities)
+        (["model.num_leaves=15,31", "tracking.objective=baseline_logloss"],
+         "tracking.objective='baseline_logloss' is not a metric runs record"),
+        (["model.learning_rate=0,0.1"],
+         "sweep job `dates=last_7d model.learning_rate=0`: model.learning_rate=0.0 is out of"),
+        (["experiment=quick,quik"],
+         "sweep job `dates=last_7d experiment=quik`: In 'config': Could not find 'experiment/"),
+    ],
+)  # fmt: skip
+def test_a_job_that_could_not_train_or_be_ranked_stops_the_sweep_before_any_run(
+    project: Path, grid: list[str], said: str
+) -> None:
+    proc = run_train_py(project, "-m", "dates=last_7d", *grid)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert said in proc.stderr, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr
+    assert all_runs(project) == []  # no parent, no child
+
+
 def test_sweep_table_keeps_the_sweeps_objective_and_the_jobs_that_never_ran(
     project: Path,
 ) -> None:
@@ -458,3 +483,18 @@ def test_parallel_jobs_logging_the_same_dataset_all_record_it(tmp_path: Path) ->
         assert sorted(d.dataset.name for d in run.inputs.dataset_inputs) == [
             f"data{k}" for k in range(5)
         ]
+
+
+def test_the_table_always_shows_the_objective_it_ranks_by() -> None:
+    from replayml.sweep import SUMMARY_METRICS
+    from replayml.tracking.sweeps import ChildRow, SweepSummary, summary_markdown
+
+    rows = [
+        ChildRow("a", "FINISHED", ["model.eval_at=5"], {"test_ndcg_at_5": 0.4445}, "u/a"),
+        ChildRow("b", "FINISHED", ["model.eval_at=5"], {"test_ndcg_at_5": 0.4268}, "u/b"),
+    ]
+    summary = SweepSummary("s", "p", "u/p", "test_ndcg_at_5", "max", rows)
+    table = summary_markdown(summary, SUMMARY_METRICS)
+    header = next(line for line in table.splitlines() if line.startswith("| # |"))
+    assert "test_ndcg_at_5" in header and "test_ndcg_at_5" not in SUMMARY_METRICS
+    assert "0.44450" in table and "0.42680" in table

@@ -67,16 +67,72 @@ def parallel_jobs(config: DictConfig) -> int:
     return cores if n in (None, -1) else max(1, min(int(n), cores))
 
 
-def check_objective(objective: str, eval_at: int) -> None:
-    """Refuse an objective no run records (a typo would rank nothing), naming the known ones."""
+def recorded_metrics(eval_at: int, kind: str) -> list[str]:
+    """The test metrics a run of model `kind` records (see `model.evaluate.evaluate`): log loss
+    only for the binary classifier's probabilities, never for the popularity baseline."""
+    ranking = ["auc", "avg_precision", f"ndcg_at_{eval_at}", f"recall_at_{eval_at}"]
+    test = ranking[:2] + (["logloss"] if kind == "lgbm" else []) + ranking[2:]
+    return [f"test_{m}" for m in test] + [f"baseline_{m}" for m in ranking]
+
+
+def check_objective(objective: str, eval_at: int, kind: str = "lgbm", job: str = "") -> None:
+    """Refuse an objective a run of this model kind does not record (a typo, or log loss of a
+    ranker, would rank nothing), naming the ones it does."""
     from replayml.errors import ConfigError
 
-    bases = ["auc", "avg_precision", "logloss", f"ndcg_at_{eval_at}", f"recall_at_{eval_at}"]
-    known = [f"{prefix}_{b}" for prefix in ("test", "baseline") for b in bases]
-    if objective not in known:
+    known = recorded_metrics(eval_at, kind)
+    if objective in known:
+        return
+    if objective in {m for k in ("lgbm", "lgbm_ranker", "popularity")
+                     for m in recorded_metrics(eval_at, k)}:  # fmt: skip
         raise ConfigError(
-            f"tracking.objective={objective!r} is not a metric runs record; use one of "
-            f"{', '.join(known)}"
+            f"tracking.objective={objective!r} is not recorded by model={kind} runs"
+            f"{' (sweep job `' + job + '`)' if job else ''}: they record {', '.join(known)}; "
+            f"pick an objective every job of the sweep records"
+        )
+    raise ConfigError(
+        f"tracking.objective={objective!r} is not a metric runs record; use one of "
+        f"{', '.join(known)}{' (sweep job `' + job + '`)' if job else ''}"
+    )
+
+
+#: override keys that can change a job's model or objective (presets can set both)
+_JOB_CHECK_GROUPS = ("model", "tracking", "experiment")
+
+
+def check_jobs(jobs: list[list[str]], config_name: str | None) -> None:
+    """Compose each distinct model/objective of the sweep's jobs and check it, so a value no
+    job could train with or rank by stops the sweep before its parent run or any job exists."""
+    from hydra import compose
+    from hydra.core.global_hydra import GlobalHydra
+
+    from replayml.config.resolve import to_run_config
+    from replayml.errors import ConfigError, ReplaymlError
+    from replayml.pipeline import check_model
+
+    if not GlobalHydra.instance().is_initialized() or not config_name:
+        return
+    checked: set[tuple[str, ...]] = set()
+    for job in jobs:
+        key = tuple(
+            o for o in job if o.lstrip("+~").split("=")[0].split(".")[0] in _JOB_CHECK_GROUPS
+        )
+        if key in checked:
+            continue
+        checked.add(key)
+        try:
+            cfg = to_run_config(compose(config_name=config_name, overrides=list(key)))
+        except ReplaymlError:
+            raise
+        except Exception as exc:  # Hydra's own composition errors (an unknown option, a type)
+            said = str(exc).split("Config search path")[0].strip().replace("\n\t", " ")
+            raise ConfigError(f"sweep job `{' '.join(job)}`: {said}") from None
+        try:
+            check_model(cfg.model)
+        except ConfigError as exc:
+            raise ConfigError(f"sweep job `{' '.join(job)}`: {exc}") from None
+        check_objective(
+            cfg.tracking.objective, cfg.model.eval_at, cfg.model.kind.value, " ".join(key)
         )
 
 
@@ -140,12 +196,14 @@ class SweepCallback(Callback):
         install_log_redaction(secret_values(overrides, []))
         os.environ[JOBS_ENV] = str(parallel_jobs(config))
         cfg = to_run_config(config)
-        check_objective(cfg.tracking.objective, cfg.model.eval_at)
+        check_objective(cfg.tracking.objective, cfg.model.eval_at, cfg.model.kind.value)
+        jobs = expand_sweep(overrides)
+        check_jobs(jobs, str(config.hydra.job.config_name or "") or None)
         direction = objective_direction(cfg.tracking.objective, cfg.tracking.objective_direction)
         spec = store_spec(cfg.tracking, Path.cwd())
         sweep_dir = Path(str(config.hydra.sweep.dir))
         sweep_id = f"{sweep_dir.parent.name}_{sweep_dir.name}"
-        expected = [[redact_override(o) for o in job] for job in expand_sweep(overrides)]
+        expected = [[redact_override(o) for o in job] for job in jobs]
         handle = start_parent(
             spec, sweep_id, [redact_override(o) for o in overrides], len(expected)
         )

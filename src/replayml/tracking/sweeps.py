@@ -74,9 +74,9 @@ class SweepSummary:
         if not self.scored:
             return f"no finished child has {self.objective}"
         return (
-            f"the children were scored on {len(self.test_sets)} different test sets (dataset, "
-            f"data version or test window), so their {self.objective} values do not compare "
-            f"across them"
+            f"the children were scored on {len(self.test_sets)} different test sets (other "
+            f"test rows: the dataset, data version, test window or the rows preprocessing "
+            f"kept differ), so their {self.objective} values do not compare across them"
         )
 
 
@@ -161,7 +161,9 @@ def _test_set(tags: dict[str, str]) -> str:
 
 
 def summary_markdown(s: SweepSummary, metrics: list[str]) -> str:
-    """The sweep's table: one row per child, best first, then the jobs that never ran."""
+    """The sweep's table: one row per child, best first, then the jobs that never ran; the
+    objective is always one of its columns."""
+    metrics = [*metrics, *([s.objective] if s.objective not in metrics else [])]
     mixed = len(s.test_sets) > 1
     head = ["#", "status", "overrides", *metrics, *(["test set"] if mixed else []), "run"]
     lines = [
