@@ -105,7 +105,6 @@ def test_better_run_does_not_regress_and_same_data(trained_store: TrainedStore) 
 @pytest.mark.parametrize(
     ("attr", "words"),
     [
-        ("ranker", ["different model kinds", "lgbm in the baseline", "lgbm_ranker in the run"]),
         ("other_data", ["different datasets", "marketplace in the baseline", "marketplace_eu_"]),
     ],
 )
@@ -130,6 +129,22 @@ def test_not_comparable_is_said_at_the_top(
     assert result.exit_code == 2
     assert "**Not comparable:**" in result.stdout
     assert "cannot judge whether test_auc regressed" in result.stderr
+
+
+def test_another_model_kind_on_the_same_rows_is_compared_on_the_metrics_both_record(
+    trained_store: TrainedStore,
+) -> None:
+    # a ranker against the classifier it might replace: the question a recommendations team
+    # asks, answered on NDCG, recall, AUC and average precision; log loss is the classifier's
+    s = trained_store
+    r = review(s.ranker, baseline=s.base, spec=spec_for(s.uri, s.root))
+    assert r.comparable and "**Not comparable:**" not in r.markdown
+    assert "Different model kinds (lgbm in the baseline, lgbm_ranker in the run)" in r.markdown
+    ndcg = r.metric("test_ndcg_at_10")
+    assert ndcg.run is not None and ndcg.baseline is not None
+    assert r.regressed("test_ndcg_at_10") == (ndcg.run < ndcg.baseline)
+    with pytest.raises(ReplaymlError, match="test_logloss"):
+        r.regressed("test_logloss")
 
 
 def test_cli_fail_on_exit_codes_and_output_file(
@@ -282,4 +297,23 @@ def test_a_run_reviewed_against_itself_says_so(trained_store: TrainedStore) -> N
     assert (
         "The baseline is the run itself"
         not in review(s.weaker, baseline=s.base, spec=spec_for(s.uri, s.root)).markdown
+    )
+
+
+def test_links_use_the_ui_address_the_run_was_made_with(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a team sets its public UI address once per run; a review written later on a laptop
+    # must not link to the laptop's 127.0.0.1
+    run = train(project, ["model=popularity", "tracking.ui_url=https://mlflow.team.io/"]).run_id
+    spec = spec_for(f"sqlite:///{project / 'mlruns' / 'mlflow.db'}", project)
+    md = review(run, spec=spec).markdown
+    assert f"(https://mlflow.team.io/#/experiments/1/runs/{run})" in md
+    assert "127.0.0.1" not in md
+    # an address given now (REPLAYML_UI_URL) still wins
+    monkeypatch.setenv("REPLAYML_UI_URL", "https://mlflow.example.org")
+    spec = spec_for(f"sqlite:///{project / 'mlruns' / 'mlflow.db'}", project)
+    assert (
+        f"(https://mlflow.example.org/#/experiments/1/runs/{run})"
+        in review(run, spec=spec).markdown
     )

@@ -586,7 +586,9 @@ def model_rows(name: str, *, spec: StoreSpec) -> list[ModelRow]:
             continue
         rows[i] = replace(
             row,
-            run_url=run_url(spec, run.info.experiment_id, row.run_id),
+            run_url=run_url(
+                spec, run.info.experiment_id, row.run_id, run.data.params.get("tracking.ui_url")
+            ),
             replay_verdict=run.data.tags.get(P + "replay.verdict") or row.replay_verdict,
         )
     return rows

@@ -3,7 +3,7 @@
 `review(run_id, baseline=..., spec=...) -> Review`: links to both runs, a metrics table with
 deltas and regressions, the config keys that differ, the data (DVC hashes, date windows, row
 counts, "same data"), the code (commits, dirty flags, replay verdicts). A baseline that is not
-comparable (another dataset or another model kind) is said so at the top, and no regression is
+comparable (another dataset) is said so at the top, and no regression is
 judged against it.
 """
 
@@ -208,13 +208,21 @@ def _not_comparable(run: RecordedRun, base: RecordedRun) -> list[str]:
             f"different datasets (replayml.dataset: {_clip(base.tag('dataset')) or '?'} in the "
             f"baseline, {_clip(run.tag('dataset')) or '?'} in the run)"
         )
-    if run.tag("model.kind") != base.tag("model.kind"):
-        reasons.append(
-            f"different model kinds, so different objectives (model.kind: "
-            f"{base.tag('model.kind') or '?'} in the baseline, {run.tag('model.kind') or '?'} "
-            f"in the run)"
-        )
     return reasons
+
+
+def _kinds_note(run: RecordedRun, base: RecordedRun) -> str:
+    """What a review of two model kinds compares: the metrics both record from their scores
+    (ranking metrics and AUC do not depend on the score's scale; log loss is the classifier's
+    only)."""
+    kinds = base.tag("model.kind") or "?", run.tag("model.kind") or "?"
+    if kinds[0] == kinds[1]:
+        return ""
+    return (
+        f"Different model kinds ({kinds[0]} in the baseline, {kinds[1]} in the run): compared on "
+        f"the test metrics both record from their scores on the same test rows; a metric only "
+        f"one records (log loss) is not judged"
+    )
 
 
 def _resolve_baseline(
@@ -287,6 +295,9 @@ def review(
     if base is not None:
         names |= {m for m in base.metrics if m.startswith("test_")}
         result.not_comparable = _not_comparable(run, base)
+        kinds = _kinds_note(run, base)
+        if kinds:
+            result.notes.append(kinds)
         ours, theirs = _config(reader, run), _config(reader, base)
         for key in sorted(set(ours) | set(theirs)):
             old, new = theirs.get(key, "(absent)"), ours.get(key, "(absent)")

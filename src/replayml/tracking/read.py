@@ -81,7 +81,12 @@ class RunReader:
             experiment_id=run.info.experiment_id,
             experiment_name=exp.name,
             status=run.info.status,
-            url=run_url(self.spec, run.info.experiment_id, run.info.run_id),
+            url=run_url(
+                self.spec,
+                run.info.experiment_id,
+                run.info.run_id,
+                run.data.params.get("tracking.ui_url"),
+            ),
             params=dict(run.data.params),
             tags=dict(run.data.tags),
             metrics={k: float(v) for k, v in run.data.metrics.items()},

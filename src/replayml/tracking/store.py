@@ -30,6 +30,8 @@ class StoreSpec:
     artifact_location: str | None
     request_timeout: int
     max_retries: int
+    #: ui_url was given (tracking.ui_url or $REPLAYML_UI_URL), not derived from the URI
+    ui_given: bool = False
 
     @property
     def is_local(self) -> bool:
@@ -72,9 +74,11 @@ def store_spec(cfg: TrackingConfig, root: Path) -> StoreSpec:
             f"server or sqlite:////abs/path/mlflow.db (file stores are not supported by MLflow 3)"
         )
     ui = cfg.ui_url or os.environ.get("REPLAYML_UI_URL")
+    given = bool(ui)
     if not ui:
         ui = strip_userinfo(uri) if uri.startswith("http") else DEFAULT_UI
     return StoreSpec(
+        ui_given=given,
         uri=uri,
         experiment=cfg.experiment,
         ui_url=ui.rstrip("/"),
@@ -197,9 +201,15 @@ def open_experiment(spec: StoreSpec) -> tuple[object, str]:
         raise explain(exc, spec) from exc
 
 
-def run_url(spec: StoreSpec, experiment_id: str, run_id: str) -> str:
-    """The run's page in the MLflow UI."""
-    return f"{spec.ui_url}/#/experiments/{experiment_id}/runs/{run_id}"
+def run_url(
+    spec: StoreSpec, experiment_id: str, run_id: str, recorded_ui: str | None = None
+) -> str:
+    """The run's page in the MLflow UI: on the UI address given now, else on the one the run
+    was made with (`tracking.ui_url`, e.g. a team's public address), else on the store's."""
+    ui = spec.ui_url
+    if not spec.ui_given and recorded_ui and recorded_ui not in ("None", "null"):
+        ui = recorded_ui.rstrip("/")
+    return f"{ui}/#/experiments/{experiment_id}/runs/{run_id}"
 
 
 def client_for_existing_store(spec: StoreSpec) -> Any:

@@ -119,7 +119,7 @@ def collect(
             status=r.info.status,
             overrides=json.loads(r.data.tags.get(TAG_PREFIX + "overrides", "[]")),
             metrics=dict(r.data.metrics),
-            url=run_url(spec, exp_id, r.info.run_id),
+            url=run_url(spec, exp_id, r.info.run_id, r.data.params.get("tracking.ui_url")),
             test_set=_test_set(r.data.tags),
         )
         for r in runs
