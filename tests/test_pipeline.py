@@ -333,3 +333,17 @@ def test_training_windows_of_any_length_are_scored_on_the_same_test_rows(project
     assert seven["replayml.rows.train"] != twenty_eight["replayml.rows.train"]
     for key in ("replayml.rows.test", "replayml.slice_hash.test", "replayml.dates.test_start"):
         assert seven[key] == twenty_eight[key], key
+
+
+def test_a_lookback_before_the_data_starts_is_said(
+    project: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import logging
+
+    with caplog.at_level(logging.WARNING, logger="replayml.pipeline"):
+        train(project, ["model=popularity", "dates=last_7d"])
+    assert "look back to" not in caplog.text
+    with caplog.at_level(logging.WARNING, logger="replayml.pipeline"):
+        train(project, ["model=popularity", "dates=last_7d", "features.lookback_days=[7,400]"])
+    assert "features.lookback_days=[7, 400] look back to" in caplog.text
+    assert "the first 7 training days see less history" in caplog.text

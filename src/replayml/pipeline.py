@@ -236,6 +236,17 @@ def prepare(
     windows = resolve_dates(cfg.dates, first, last)
     resolved = with_absolute_dates(cfg, windows)
     earliest = windows.train.start - timedelta(days=max(cfg.features.lookback_days))
+    if earliest < first:
+        log.warning(
+            "features.lookback_days=%s look back to %s for the first training day, before the "
+            "data's first day %s: the first %d training days see less history than later "
+            "ones (shorter lookbacks, or a later dates.train_start / shorter dates.train_days, "
+            "give every day its full history)",
+            list(cfg.features.lookback_days),
+            earliest.isoformat(),
+            first.isoformat(),
+            min((first - earliest).days, windows.train.days),
+        )
     if cfg.preprocessing.bot_max_events_per_day is not None:  # the days bots are judged on
         bot_days = timedelta(days=cfg.preprocessing.bot_window_days - 1)
         earliest = min(earliest, windows.train.end - bot_days)
