@@ -170,9 +170,12 @@ def test_cli_fail_on_exit_codes_and_output_file(
         "--tolerance", str(wide),
     )  # fmt: skip
     assert tolerant.exit_code == 0, tolerant.output
-    unknown = _cli(s, "review", s.weaker, "--baseline", s.base, "--fail-on", "test_nope")
+    unknown = _cli(
+        s, "review", s.weaker, "--baseline", s.base, "--fail-on", "test_nope", "-o", str(out)
+    )
     assert unknown.exit_code == 2 and "test_nope" in unknown.stderr
     assert "test_auc" in unknown.stderr  # names the metrics it knows
+    assert unknown.stdout == "" and out.read_text() == bad.stdout  # nothing printed or written
     # bad input is exit 2 (1 means "regressed" to CI), before anything is read or written
     nowhere = tmp_path / "missing" / "review.md"
     lost = _cli(s, "review", s.weaker, "--baseline", s.base, "-o", str(nowhere))
@@ -317,3 +320,18 @@ def test_links_use_the_ui_address_the_run_was_made_with(
         f"(https://mlflow.example.org/#/experiments/1/runs/{run})"
         in review(run, spec=spec).markdown
     )
+
+
+def test_settings_that_cannot_change_the_model_are_listed_apart(project: Path) -> None:
+    # the thread count (same trees by the determinism profile) and LightGBM settings of two
+    # popularity baselines (nothing is trained) are not differences a reviewer must weigh
+    base = train(project, ["model=popularity", "dates=last_7d"]).run_id
+    run = train(
+        project,
+        ["model=popularity", "dates=last_7d", "model.num_leaves=63", "model.num_threads=1"],
+    ).run_id
+    spec = spec_for(f"sqlite:///{project / 'mlruns' / 'mlflow.db'}", project)
+    r = review(run, baseline=base, spec=spec)
+    assert r.config == []
+    assert {c.key for c in r.other_config} >= {"model.num_leaves", "model.num_threads"}
+    assert "No difference in the data, dates, preprocessing, features or model." in r.markdown

@@ -252,6 +252,8 @@ def review_run(
     try:
         spec = _store(tracking_uri, project)
         result = review(run_id, baseline, spec=spec, name=name, alias=alias, tolerance=tolerance)
+        for metric in fail_on or []:
+            result.metric(metric)  # a misspelt metric fails before anything is printed
     except ReplaymlError as exc:
         _fail(exc)
     typer.echo(result.markdown, nl=False)

@@ -211,6 +211,16 @@ def _not_comparable(run: RecordedRun, base: RecordedRun) -> list[str]:
     return reasons
 
 
+def _no_effect(key: str, run: RecordedRun, base: RecordedRun) -> bool:
+    """A model key that cannot change the model or its scores: the thread count (the trees are
+    the same for any, by the determinism profile), or a LightGBM setting of two popularity
+    baselines (they train nothing)."""
+    if key == "model.num_threads":
+        return True
+    baselines = run.tag("model.kind") == base.tag("model.kind") == "popularity"
+    return baselines and key.startswith("model.") and key not in ("model.kind", "model.eval_at")
+
+
 def _kinds_note(run: RecordedRun, base: RecordedRun) -> str:
     """What a review of two model kinds compares: the metrics both record from their scores
     (ranking metrics and AUC do not depend on the score's scale; log loss is the classifier's
@@ -303,8 +313,8 @@ def review(
             old, new = theirs.get(key, "(absent)"), ours.get(key, "(absent)")
             if old != new:
                 change = ConfigChange(key, old, new)
-                target = result.config if key.startswith(MODEL_SECTIONS) else result.other_config
-                target.append(change)
+                shapes = key.startswith(MODEL_SECTIONS) and not _no_effect(key, run, base)
+                (result.config if shapes else result.other_config).append(change)
     result.metrics = [
         MetricRow(
             m,
