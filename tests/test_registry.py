@@ -210,6 +210,11 @@ def test_models_table_markdown_and_rich(trained_store: TrainedStore) -> None:
     assert "treatment" in text and "control" in text and "prod" in text
     missing = _cli(s, "models", "no-such-model")
     assert missing.exit_code == 2 and "no registered model 'no-such-model'" in missing.stderr
+    # without a name: every registered model, its latest version and who holds which alias
+    listed = _cli(s, "models")
+    assert listed.exit_code == 0, listed.output
+    row = next(ln for ln in listed.stdout.splitlines() if ln.startswith(f"| {name} |"))
+    assert row == f"| {name} | {v2.version} | ab → v{v2.version}, prod → v{v1.version} |"
 
 
 def test_promote_rollback_and_audit(trained_store: TrainedStore) -> None:

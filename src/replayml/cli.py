@@ -319,17 +319,33 @@ def register_run(
 
 @app.command("models")
 def list_models(
-    name: str = typer.Argument(..., help="Registered model name."),
+    name: str = typer.Argument(None, help="Registered model name (none: list the models)."),
     tracking_uri: str = typer.Option(None, "--tracking-uri", help=_TRACKING_HELP),
     project: Path = typer.Option(Path("."), "--project", help="Project root."),
 ) -> None:
-    """The versions of a registered model: aliases, A/B labels, source runs, metrics."""
+    """The versions of a registered model: aliases, A/B labels, source runs, metrics; without
+    a name, every registered model with its latest version and aliases."""
     from replayml.registry import model_rows, models_markdown, models_rich
 
     try:
-        rows = model_rows(name, spec=_store(tracking_uri, project))
+        spec = _store(tracking_uri, project)
+        if name is None:
+            from replayml.tracking.registry_store import RegistryStore
+
+            listed = RegistryStore(spec).models()
+        else:
+            rows = model_rows(name, spec=spec)
     except ReplaymlError as exc:
         _fail(exc)
+    if name is None:
+        if not listed:
+            typer.echo(f"no registered models in {spec.display_uri}")
+            return
+        typer.echo("| model | latest version | aliases |\n|---|---|---|")
+        for model, latest, aliases in listed:
+            held = ", ".join(f"{a} → v{v}" for a, v in sorted(aliases.items())) or "-"
+            typer.echo(f"| {model} | {latest} | {held} |")
+        return
     if sys.stdout.isatty():
         from rich.console import Console
 

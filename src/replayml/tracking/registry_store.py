@@ -87,7 +87,7 @@ def registry_error(exc: BaseException, spec: StoreSpec, action: str) -> Replayml
         text = redact_text(str(exc)).strip()
         first = text.splitlines()[0][:300] if text else code
         return ModelNotFoundError(
-            f"cannot {action} in {where}: {first}. List what exists with `replayml models NAME` "
+            f"cannot {action} in {where}: {first}. List what exists with `replayml models` "
             f"or check --tracking-uri"
         )
     if code == "INVALID_PARAMETER_VALUE" or status == 400:  # the request, not the store
@@ -178,6 +178,28 @@ class RegistryStore:
             f"tag registered model {name!r}",
             lambda: self.client.set_registered_model_tag(name, key, value),
         )
+
+    def models(self) -> list[tuple[str, str, dict[str, str]]]:
+        """Every registered model: (name, latest version, alias -> version), by name."""
+        found: list[Any] = []
+        token = None
+        while True:
+            page = self._call(
+                "list registered models",
+                lambda t=token: self.client.search_registered_models(  # type: ignore[misc]
+                    max_results=1000, page_token=t
+                ),
+            )
+            found.extend(page)
+            token = page.token
+            if not token:
+                break
+        out = []
+        for m in sorted(found, key=lambda m: m.name):
+            latest = max((int(v.version) for v in m.latest_versions or []), default=0)
+            aliases = {str(a): str(v) for a, v in (m.aliases or {}).items()}
+            out.append((str(m.name), str(latest or "-"), aliases))
+        return out
 
     def aliases(self, name: str) -> dict[str, str]:
         """alias -> version of the registered model."""
