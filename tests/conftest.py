@@ -4,6 +4,7 @@ small generated dataset, an MLflow SQLite store), composed with Hydra's compose 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -88,6 +89,12 @@ def template_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
             shutil.copytree(src, root / name)
         else:
             shutil.copy2(src, root / name)
+    # the tests generate the built-in marketplace data: a project whose own dataset is the
+    # default (`- data: shop` in conf/config.yaml) still tests against it
+    config = root / "conf" / "config.yaml"
+    config.write_text(
+        re.sub(r"(?m)^(\s*- data:)\s*[^\s#]+", r"\1 marketplace", config.read_text())
+    )
     git(root, "init", "-q", "-b", "main")
     dvc(root, "init", "-q")
     dvc(root, "remote", "add", "-d", "local", str(base / "remote"))

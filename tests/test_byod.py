@@ -81,6 +81,32 @@ def test_a_new_dataset_trains_through_the_same_entry(project: Path) -> None:
     assert "features.builders=[user_history,item_history,user_recency]" in bad.stderr
 
 
+def test_a_partial_last_day_is_not_scored_as_a_test_set(project: Path) -> None:
+    # a dump cut shortly after midnight: its last day has 3 rows, of both labels, which used
+    # to be scored as the whole test set (AUC 1.0)
+    events = _shop_events()
+    late = pd.DataFrame(
+        {
+            "visitor": ["u0001", "u0002", "u0003"],
+            "product": [1, 2, 3],
+            "seen_at": pd.Timestamp("2025-01-31 00:10") + pd.to_timedelta([0, 60, 120], "s"),
+            "bought": [1, 0, 1],
+        }
+    )
+    _add_shop(project, pd.concat([events, late], ignore_index=True))
+    git(project, "add", "-A")
+    git(project, "commit", "-qm", "add the shop dataset")
+    args = ["data=shop", "features=minimal", "preprocessing=none", "dates=last_7d"]
+    proc = run_train_py(project, *args)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    said = "the test window 2025-01-31..2025-01-31 has only 3 rows (2 positives)"
+    assert said in proc.stderr and "it needs at least 100 rows" in proc.stderr
+    assert "dates.anchor=2025-01-30" in proc.stderr
+    assert all_runs(project) == []
+    fixed = run_train_py(project, *args, "dates.anchor=2025-01-30")
+    assert fixed.returncode == 0, fixed.stderr[-3000:]
+
+
 def test_a_missing_mapped_column_is_named(project: Path) -> None:
     (project / "shop_data").mkdir()
     _shop_events().rename(columns={"bought": "purchased"}).to_csv(

@@ -155,7 +155,9 @@ def test_remote_without_the_version_is_one_info_line_and_unpushed_own_data_is_na
     git(project.parent, "clone", "-q", str(project), str(clone))
     committed = (clone / "data.dvc").read_bytes()
     caplog.set_level(logging.INFO, logger="replayml.data.prepare")
-    with pytest.raises(DataVersionError, match="never pushed: run `dvc push` on the machine") as e:
+    with pytest.raises(
+        DataVersionError, match="never pushed: run `dvc push data.dvc` on the machine"
+    ) as e:
         prepare(clone, GeneratorSpec(scale=SMALL_SCALE), push=False)
     assert f"the DVC remote has no copy of data version {mine}" in str(e.value)
     assert "`git checkout <commit> -- data.dvc`" in str(e.value)

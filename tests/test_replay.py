@@ -312,7 +312,10 @@ def test_data_missing_from_both_cache_and_remote_is_refused(
         replay(result.run_id, project=root)
     message = str(info.value)
     assert "data/items.parquet" in message and md5 in message
-    assert "dvc push" in message and str(remote) in message
+    assert str(remote) in message
+    commit = mlflow_client(root).get_run(result.run_id).data.tags["replayml.code.commit"]
+    # the run's own data.dvc is what the push needs, whatever the checkout records now
+    assert f"git checkout {commit[:12]} -- data.dvc && dvc push data.dvc" in message
     assert "the default dataset can also be rebuilt here: `make data`" in message
     assert len(all_runs(root)) == runs  # nothing trained, nothing logged
     assert len(_worktrees(root)) == 1
@@ -390,9 +393,11 @@ def test_a_stopped_replay_stops_its_trainer_and_removes_its_worktree(
 def test_replay_of_a_dvc_repro_run_rebuilds_its_cached_features(code_project: Path) -> None:
     # `dvc repro`'s train stage reads the matrices the `features` stage cached in
     # artifacts/features (features_dir=...), which the replay's worktree does not have
+    from replayml.config.compose import params_yaml
+
     root = code_project
-    for name in ("dvc.yaml", "params.yaml"):
-        shutil.copy2(REPO / name, root / name)
+    shutil.copy2(REPO / "dvc.yaml", root / "dvc.yaml")
+    (root / "params.yaml").write_text(params_yaml(root / "conf", []))  # the project's conf/
     dvc(root, "config", "hydra.enabled", "true")
     git(root, "add", "-A")
     git(root, "commit", "-qm", "pipeline")

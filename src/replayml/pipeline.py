@@ -42,6 +42,11 @@ from replayml.redact import redact_override, redact_text, redact_tree
 
 log = logging.getLogger(__name__)
 
+#: the fewest rows a train, validation or test window may have; fewer than MIN_CLASS rows of
+#: one label is said as a warning
+MIN_WINDOW_ROWS = 100
+MIN_CLASS = 10
+
 TAG = "replayml."
 _PACKAGE_DIR = Path(__file__).resolve().parent
 SCHEMA_VERSION = "1"
@@ -310,6 +315,20 @@ def prepare(
                     f"dates.{name}_days, move dates.anchor, or relax preprocessing "
                     f"(e.g. preprocessing=none)"
                 )
+            fewest = min(n_pos, len(targets) - n_pos)
+            if len(targets) < MIN_WINDOW_ROWS or fewest < MIN_CLASS:
+                # metrics of a handful of rows are 0 or 1 by chance (2 test rows: AUC 1.0)
+                earlier = (w.end - timedelta(days=1)).isoformat()
+                said = (
+                    f"dates: the {name} window {w} has only {len(targets)} rows ({n_pos} "
+                    f"positives) after preprocessing: metrics and early stopping on so few rows "
+                    f"are mostly chance. Widen dates.{name}_days (e.g. dates.{name}_days=7), "
+                    f"or, when the data's last day is partial, end the windows earlier (e.g. "
+                    f"dates.anchor={earlier})"
+                )
+                if len(targets) < MIN_WINDOW_ROWS:
+                    raise ConfigError(f"{said}; it needs at least {MIN_WINDOW_ROWS} rows")
+                log.warning("%s (fewer than %d rows of one label)", said, MIN_CLASS)
             # sort by (user, day, ts) so ranking groups are contiguous; stable for determinism
             parts.append(
                 targets.sort_values(

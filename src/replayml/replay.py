@@ -502,10 +502,13 @@ def materialise_data(project: Path, worktree: Path, run: RecordedRun, warnings: 
             if removed
             else f"not complete in the DVC cache ({setup.cache_objects}) nor in the remote"
         )
+        commit = run.tag("code.commit")
         raise DataVersionError(
             f"run {run.run_id} cannot be replayed: data version {expected} ({dvc_file}) is "
-            f"{lost}. Remote: {setup.remote}. Push an intact copy with `dvc push {dvc_file}` "
-            f"from a checkout that has this version, then replay again"
+            f"{lost}. Remote: {setup.remote}. Push an intact copy from the machine whose DVC "
+            f"cache has it, with the run's {dvc_file} checked out for the push (`git checkout "
+            f"{commit[:12]} -- {dvc_file} && dvc push {dvc_file} && git checkout HEAD -- "
+            f"{dvc_file}`), then replay again"
             + (
                 " (the default dataset can also be rebuilt here: `make data` regenerates it "
                 "from its seed and checks it against data.dvc)"

@@ -42,11 +42,41 @@ def code_version(root: Path) -> CodeVersion:
     if probe.returncode != 0:
         return CodeVersion(commit="", branch="", dirty=False, diff="")
     commit = probe.stdout.strip()
+    project = root.resolve()
     # paths in the diff are relative to the repository's top, wherever the project sits in it
     root = Path(_git(root, "rev-parse", "--show-toplevel").strip())
     branch = _git(root, "rev-parse", "--abbrev-ref", "HEAD").strip()
-    diff = _git(root, "diff", "HEAD", "--binary")
-    untracked = _git(root, "ls-files", "--others", "--exclude-standard", "-z").split("\0")
+    # what a DVC pipeline writes (its outputs, dvc.lock) is not code: `dvc repro` deletes a
+    # stage's outputs before running it, which would make every pipeline run look dirty
+    prefix = (
+        project.relative_to(root.resolve()) if project.is_relative_to(root.resolve()) else None
+    )
+    skip = [f":(exclude){prefix / out}" for out in pipeline_outputs(project)] if prefix else []
+    spec = ["--", ".", *skip] if skip else []
+    diff = _git(root, "diff", "HEAD", "--binary", *spec)
+    untracked = _git(root, "ls-files", "--others", "--exclude-standard", "-z", *spec).split("\0")
     for rel in sorted(p for p in untracked if p):
         diff += _git(root, "diff", "--binary", "--no-index", "/dev/null", rel, ok=(0, 1))
     return CodeVersion(commit=commit, branch=branch, dirty=bool(diff), diff=diff)
+
+
+def pipeline_outputs(project: Path) -> list[str]:
+    """The paths the project's DVC pipeline writes (`dvc.yaml` outs, metrics and plots of every
+    stage, and `dvc.lock`), relative to the project; empty without a `dvc.yaml`."""
+    import yaml
+
+    path = project / "dvc.yaml"
+    if not path.is_file():
+        return []
+    try:
+        stages = (yaml.safe_load(path.read_text()) or {}).get("stages") or {}
+    except yaml.YAMLError:
+        return []
+    found = ["dvc.lock"]
+    for stage in stages.values():
+        for kind in ("outs", "metrics", "plots"):
+            for entry in (stage or {}).get(kind) or []:
+                out = next(iter(entry)) if isinstance(entry, dict) else entry
+                if isinstance(out, str) and "${" not in out:
+                    found.append(out)
+    return found
