@@ -138,6 +138,9 @@ def test_the_objectives_usual_direction_ranks_the_children(project: Path) -> Non
         # no run records a baseline log loss (the baseline's scores are not probabilities)
         (["model.num_leaves=15,31", "tracking.objective=baseline_logloss"],
          "tracking.objective='baseline_logloss' is not a metric runs record"),
+        # the baseline trains nothing, so it has no validation metric to select on
+        (["model=popularity,lgbm", "tracking.objective=valid_best_auc"],
+         "tracking.objective='valid_best_auc' is not recorded by model=popularity runs"),
         (["model.learning_rate=0,0.1"],
          "sweep job `dates=last_7d model.learning_rate=0`: model.learning_rate=0.0 is out of"),
         (["experiment=quick,quik"],
@@ -498,3 +501,24 @@ def test_the_table_always_shows_the_objective_it_ranks_by() -> None:
     header = next(line for line in table.splitlines() if line.startswith("| # |"))
     assert "test_ndcg_at_5" in header and "test_ndcg_at_5" not in SUMMARY_METRICS
     assert "0.44450" in table and "0.42680" in table
+
+
+def test_a_sweep_can_select_on_the_validation_window(project: Path) -> None:
+    # choosing on the test window makes its metrics optimistic; the validation metric early
+    # stopping used, at the chosen iteration, leaves the test window unseen
+    proc = run_train_py(
+        project, "-m", "dates=last_7d", "model.num_boost_round=15", "model.num_leaves=3,31",
+        "tracking.objective=valid_best_auc",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    parents, children = _by_role(project)
+    (parent,) = parents
+    client = mlflow_client(project)
+    for child in children:
+        best = int(child.data.metrics["best_iteration"])
+        history = client.get_metric_history(child.info.run_id, "valid_auc")
+        at_best = next(m.value for m in history if m.step == best)
+        assert child.data.metrics["valid_best_auc"] == at_best
+    highest = max(children, key=lambda r: r.data.metrics["valid_best_auc"])
+    assert parent.data.tags["replayml.sweep.best_run_id"] == highest.info.run_id
+    assert parent.data.tags["replayml.sweep.objective_direction"] == "max"

@@ -753,6 +753,12 @@ def run_experiment(cfg: RunConfig, ctx: RunContext) -> RunResult:
         all_metrics = {f"test_{n}": v for n, v in metrics.items()}
         all_metrics.update({f"baseline_{n}": v for n, v in baseline.items()})
         all_metrics["best_iteration"] = float(result.best_iteration)
+        # the validation metrics early stopping chose by, at the chosen iteration: what a sweep
+        # should select on (tracking.objective=valid_best_auc), keeping the test window unseen
+        for curve, values in sorted(result.curves.items()):
+            if curve.startswith("valid_") and 0 < result.best_iteration <= len(values):
+                best = float(values[result.best_iteration - 1])
+                all_metrics[f"valid_best_{curve.removeprefix('valid_')}"] = best
         all_metrics.update({f"rows_{n}": float(v) for n, v in m.rows.items()})
         all_metrics.update({n: float(v) for n, v in m.preprocess.items()})
         t_hash = tree_hash(result.booster)

@@ -487,7 +487,8 @@ def render(r: Review) -> str:
         if recorded is not None and recorded.run_id in r.diffs:
             out.append(
                 f"- **Uncommitted changes:** the {role} was trained from a dirty tree "
-                f"({r.diffs[recorded.run_id]}); its diff is the run's `{DIFF_ARTIFACT}` artifact"
+                f"({r.diffs[recorded.run_id]}); its diff is that run's `{DIFF_ARTIFACT}` "
+                f"artifact"
             )
     if base is None and not r.notes:
         out.append("- No baseline: a summary of the run (pass --baseline RUN_ID or --name NAME)")
@@ -498,8 +499,11 @@ def render(r: Review) -> str:
         out += _table(["metric", "run"], [[m.name, _num(m.run)] for m in r.metrics])
     else:
         rows = []
+        other_rows = bool(test_set_difference(run, base))
         for m in r.metrics:
             status = m.status(r.tolerance) if r.comparable else "n/a (not comparable)"
+            if r.comparable and other_rows:  # the deltas are shown; no verdict is judged
+                status = "n/a (other test rows)"
             if status == "regressed":
                 status = "**regressed**"
             better = {"max": "higher", "min": "lower"}.get(m.better or "", "?")
