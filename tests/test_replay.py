@@ -27,6 +27,7 @@ from conftest import REPO, all_runs, dvc, git, mlflow_client, run_train_py, trai
 from replayml.cli import app
 from replayml.errors import DataVersionError, ReplaymlError, RunNotFoundError, TrackingError
 from replayml.lineage.data import file_md5, load_manifest, read_dvc_file
+from replayml.redact import PLACEHOLDER
 from replayml.replay import (
     ReplayReport,
     Verdict,
@@ -552,7 +553,7 @@ def test_artifacts_out_of_reach_are_named_with_their_location(trained: tuple[Pat
     assert "--artifacts-destination" in reason
 
 
-def test_a_redacted_secret_or_nondeterminism_is_not_replayable(
+def test_a_redacted_value_the_model_needs_or_nondeterminism_is_not_replayable(
     trained: tuple[Path, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     root, _ = trained
@@ -561,9 +562,23 @@ def test_a_redacted_secret_or_nondeterminism_is_not_replayable(
     report = replay(result.run_id, project=root)
     var = "REPLAYML_SECRET_TAGS_API_TOKEN"
     assert report.verdict is Verdict.NOT_REPLAYABLE and report.exit_code == 2
-    assert any("tags.api_token" in r and var in r for r in report.not_replayable)
     assert any("model.deterministic=false" in r for r in report.not_replayable)
+    # a free-form tag cannot change the model: its redacted value does not block a replay
+    assert not any("tags.api_token" in r for r in report.not_replayable)
     assert len(all_runs(root)) == runs and len(_worktrees(root)) == 1
+    config, changed, missing = replay_config(result.config, result.run_id, "t", "replayml")
+    assert not missing and "tags.api_token" in changed
+    assert config["tags"]["api_token"] == result.config["tags"]["api_token"] != "s3cr3t-canary"
+    tagged = train(root, ["+tags.api_token=s3cr3t-canary", "model.num_boost_round=5"])
+    again = replay(tagged.run_id, project=root)
+    assert again.verdict is Verdict.IDENTICAL, _explain(again)
+    # a redacted value the model depends on (an env-interpolated data path) does block it
+    recorded = {**result.config, "data": {**result.config["data"], "root": PLACEHOLDER}}
+    _, _, missing = replay_config(recorded, result.run_id, "t", "replayml")
+    assert missing == [
+        "data.root was redacted in the run's record; set the secret in the environment as "
+        "REPLAYML_SECRET_DATA_ROOT to replay it"
+    ]
 
     # with the variable set, the replay config reads it from the environment, never inline
     from omegaconf import OmegaConf

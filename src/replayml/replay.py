@@ -194,6 +194,7 @@ def replay_config(
     Returns (config, dotted keys changed for the replay, reasons it cannot be replayed).
     """
     missing: list[str] = []
+    changed: set[str] = set()
 
     def fill(node: Any, key: str) -> Any:
         if isinstance(node, dict):
@@ -203,6 +204,10 @@ def replay_config(
         if isinstance(node, str):
             if PLACEHOLDER in node:
                 var = secret_env_var(key)
+                if var not in os.environ and key.startswith("tags."):
+                    # a free-form run tag cannot change the model: replay with it redacted
+                    changed.add(key)
+                    return node.replace("${", "\\${")
                 if var not in os.environ:
                     missing.append(
                         f"{key} was redacted in the run's record; set the secret in the "
@@ -213,7 +218,6 @@ def replay_config(
         return node
 
     tracking = dict(recorded.get("tracking") or {})
-    changed: set[str] = set()
     if tracking.get("uri") is not None:
         changed.add("tracking.uri")
     if tracking.get("experiment") != experiment:
