@@ -115,6 +115,10 @@ def test_disk_full_while_saving_fails_and_registers_nothing(project: Path, victi
     (run,) = all_runs(project)
     assert run.info.status == "FAILED"
     assert "replayml.model_uri" not in run.data.tags
+    # the trained model is not lost: its files are kept elsewhere, and the message says where
+    kept = Path(said.split("are kept in ")[1].split()[0].rstrip("."))
+    assert (kept / "model.txt").is_file() and (kept / "metrics.json").is_file()
+    shutil.rmtree(kept)
 
 
 def test_write_failure_while_pulling_data_leaves_nothing_half_written(
@@ -143,3 +147,37 @@ def test_write_failure_while_pulling_data_leaves_nothing_half_written(
     done = prepare(clone, GeneratorSpec(scale=SMALL_SCALE), push=False)
     assert "from the DVC remote" in done or "already at" in done
     verify_all(clone, "data.dvc", "data")
+
+
+def test_a_first_run_killed_while_creating_the_store_leaves_it_usable(tmp_path: Path) -> None:
+    # MLflow's first migrations take seconds: a SIGKILL in that window used to leave a
+    # half-built mlflow.db that every later command refused ("table ... already exists")
+    import signal
+
+    from replayml.config.schema import TrackingConfig
+    from replayml.tracking.store import open_experiment, store_spec
+
+    code = (
+        "import sys; from pathlib import Path;"
+        "from replayml.config.schema import TrackingConfig;"
+        "from replayml.tracking.store import open_experiment, store_spec;"
+        "open_experiment(store_spec(TrackingConfig(uri=sys.argv[1]), Path('.')))"
+    )
+    for delay in (0.1, 0.4, 0.8):
+        store = tmp_path / f"store-{delay}"
+        uri = f"sqlite:///{store / 'mlflow.db'}"
+        proc = subprocess.Popen([sys.executable, "-c", code, uri], cwd=tmp_path)
+        # the migrations start when the database file appears (ours or MLflow's)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and proc.poll() is None:
+            if store.is_dir() and [p for p in store.iterdir() if "mlflow.db" in p.name
+                                   and not p.name.endswith(".lock")]:  # fmt: skip
+                break
+            time.sleep(0.005)
+        time.sleep(delay)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        client, experiment_id = open_experiment(store_spec(TrackingConfig(uri=uri), tmp_path))
+        assert client.get_experiment(experiment_id).name == "replayml"
+        assert (store / "mlflow.db").is_file()
+        assert not list(store.glob(".mlflow.db.init-*"))

@@ -12,6 +12,7 @@ import importlib
 import json
 import logging
 import os
+import tempfile
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -32,7 +33,7 @@ from replayml.config.resolve import (
     with_absolute_dates,
 )
 from replayml.config.schema import DataConfig, DatesMode, ModelKind, RunConfig
-from replayml.errors import ConfigError
+from replayml.errors import ConfigError, ReplaymlError
 from replayml.lineage.code import CodeVersion, code_version
 from replayml.lineage.data import DataVersion, verify_files
 from replayml.lineage.environment import Environment, command_line, current_environment
@@ -766,17 +767,11 @@ def run_experiment(cfg: RunConfig, ctx: RunContext) -> RunResult:
         # local copies first: if the tracking store goes away now, nothing is lost
         kind = resolved.model.kind.value
         pr = pr_curves(m.test.y, {kind: scores, "popularity": m.test_popularity})
-        figures = save_figures(
-            out / "plots", importance=importance(result.booster), curves=result.curves, pr=pr
-        )
-        _write_plot_data(out / "plots", result.curves, pr.get(kind))
         sample = (
             m.test_frame[["user_id", "item_id", "ts", "label"]]
             .head(200)
             .assign(score=scores[:200], baseline=m.test_popularity[:200])
         )
-        sample_path = out / "scored_sample.csv"
-        sample.to_csv(sample_path, index=False)
         lineage = {
             "run_id": run.run_id,
             "tags": tags,
@@ -788,11 +783,39 @@ def run_experiment(cfg: RunConfig, ctx: RunContext) -> RunResult:
             "lgb_params": result.params,
             "environment": {"packages": env.packages, "thread_env": env.thread_env},
         }
-        _save_local(out / "lineage.json", json.dumps(lineage, indent=2, sort_keys=True))
-        _save_local(out / "config.yaml", config_yaml)
-        _save_local(out / "metrics.json", json.dumps(all_metrics, indent=2, sort_keys=True))
-        if result.booster is not None:
-            _save_local(out / "model.txt", result.booster.model_to_string(result.best_iteration))
+
+        def write_copies(folder: Path) -> list[Path]:
+            """The run's files in `folder`; returns the figures."""
+            folder.mkdir(parents=True, exist_ok=True)
+            figures = save_figures(
+                folder / "plots", importance=importance(result.booster), curves=result.curves,
+                pr=pr,
+            )  # fmt: skip
+            _write_plot_data(folder / "plots", result.curves, pr.get(kind))
+            sample.to_csv(folder / "scored_sample.csv", index=False)
+            _save_local(folder / "lineage.json", json.dumps(lineage, indent=2, sort_keys=True))
+            _save_local(folder / "config.yaml", config_yaml)
+            _save_local(folder / "metrics.json", json.dumps(all_metrics, indent=2, sort_keys=True))
+            if result.booster is not None:
+                model = result.booster.model_to_string(result.best_iteration)
+                _save_local(folder / "model.txt", model)
+            return figures
+
+        try:
+            figures = write_copies(out)
+        except (OSError, ReplaymlError) as exc:
+            # a full disk or an unwritable output folder: the run fails naming the path (and
+            # nothing is registered), but the trained model is kept elsewhere if it can be
+            kept = ""
+            try:
+                spare = Path(tempfile.mkdtemp(prefix="replayml-run-"))
+                write_copies(spare)
+                kept = f"; this run's model, metrics, config and lineage are kept in {spare}"
+            except (OSError, ReplaymlError):
+                log.debug("no spare folder for the run's files either", exc_info=True)
+            said = str(exc) if isinstance(exc, ReplaymlError) else f"cannot write to {out}: {exc}"
+            raise ReplaymlError(said + kept) from exc
+        sample_path = out / "scored_sample.csv"
         run.log_metrics(all_metrics)
         run.log_curves(result.curves)
         run.set_tags(

@@ -151,6 +151,18 @@ EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 EXPERIMENT_KIND = "custom_model_development"
 
 
+def _create_store(db: Path) -> None:
+    """Create a new SQLite store's tables in a side file, then move it into place: a process
+    killed during MLflow's migrations (seconds on a first run) leaves no half-built store."""
+    from mlflow.tracking import MlflowClient
+
+    for stale in db.parent.glob(f".{db.name}.init-*"):  # left by a killed first run
+        stale.unlink(missing_ok=True)
+    side = db.with_name(f".{db.name}.init-{os.getpid()}")
+    MlflowClient(tracking_uri=f"sqlite:///{side}").search_experiments(max_results=1)
+    os.replace(side, db)
+
+
 def open_experiment(spec: StoreSpec) -> tuple[object, str]:
     """Connect (fail fast), initialise a local store once, and get-or-create the experiment.
 
@@ -193,6 +205,8 @@ def open_experiment(spec: StoreSpec) -> tuple[object, str]:
             db = Path(spec.uri.removeprefix("sqlite:///"))
             db.parent.mkdir(parents=True, exist_ok=True)
             with FileLock(str(db) + ".lock", timeout=120):
+                if not db.exists():
+                    _create_store(db)
                 return _open()
         return _open()
     except TrackingError:
