@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -286,6 +287,18 @@ def test_doctor_leaves_live_runs_alone(project: Path) -> None:
         run.set_tags({"replayml.pid_space": pid_space()})
         (ghost,) = [g for g in find_ghosts(spec, stale_after=600) if g.run_id == run.run_id]
         assert f"process {gone.pid}" in ghost.reason
+        # a live process that started after the run did has only reused the run's pid
+        time.sleep(1.5)
+        later = subprocess.Popen(["sleep", "30"])
+        try:
+            run.set_tags({"replayml.pid": str(later.pid)})
+            (ghost,) = [g for g in find_ghosts(spec, stale_after=600) if g.run_id == run.run_id]
+            assert f"process {later.pid}" in ghost.reason
+            run.set_tags({"replayml.pid": str(os.getpid())})  # this process: the run's own
+            assert run.run_id not in {g.run_id for g in find_ghosts(spec, stale_after=600)}
+        finally:
+            later.kill()
+            later.wait()
 
 
 def test_jobs_differing_only_in_the_model_reuse_the_matrices_exactly(

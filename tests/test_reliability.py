@@ -181,3 +181,17 @@ def test_a_first_run_killed_while_creating_the_store_leaves_it_usable(tmp_path: 
         assert client.get_experiment(experiment_id).name == "replayml"
         assert (store / "mlflow.db").is_file()
         assert not list(store.glob(".mlflow.db.init-*"))
+
+
+def test_a_damaged_local_store_is_named_as_a_file_not_a_server(tmp_path: Path) -> None:
+    from replayml.config.schema import TrackingConfig
+    from replayml.errors import TrackingError
+    from replayml.tracking.store import open_experiment, store_spec
+
+    db = tmp_path / "mlflow.db"
+    db.write_bytes(b"SQLite format 3\x00" + b"\x00" * 100)  # a truncated copy
+    with pytest.raises(TrackingError) as info:
+        open_experiment(store_spec(TrackingConfig(uri=f"sqlite:///{db}"), tmp_path))
+    said = str(info.value)
+    assert f"cannot use the local tracking store {db}" in said and "move it aside" in said
+    assert "server" not in said

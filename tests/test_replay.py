@@ -262,8 +262,8 @@ def test_strict_env_refuses_a_different_environment_before_running(
         )
     finally:
         client.set_tag(run_id, "replayml.env.numpy", numpy)
-    assert result.exit_code == 1, result.output
-    assert "DIFFERENT" in result.output and "env.numpy" in result.output
+    assert result.exit_code == 2, result.output  # a refusal, not a DIFFERENT model (1)
+    assert "NOT_REPLAYABLE" in result.output and "--strict-env: env.numpy is" in result.output
     assert len(all_runs(root)) == runs
     assert len(_worktrees(root)) == 1
     # thread variables (a joblib sweep's children have some) cannot change the result: the
@@ -532,6 +532,35 @@ def test_a_rewritten_commit_names_its_branch_and_how_to_get_it_back(code_project
     assert f"commit {commit} of run {run.run_id} on branch {branch} is not in" in said
     assert "amend, rebase" in said
     assert f"git push origin {commit}:refs/heads/run-{commit[:8]}" in said
+
+
+def test_a_project_under_a_non_ascii_path_replays(code_project: Path, tmp_path: Path) -> None:
+    # DVC writes its config in ASCII: the replay's worktree reaches the project's cache through
+    # a link instead of the path itself
+    root = tmp_path / "équipe reco" / "projet"
+    shutil.copytree(code_project, root, symlinks=True)
+    run = train(root, ["model.num_boost_round=3"])
+    report = replay(run.run_id, project=root)
+    assert report.verdict is Verdict.IDENTICAL, _explain(report)
+    assert len(_worktrees(root)) == 1
+
+
+def test_a_shallow_clone_says_how_to_fetch_the_runs_commit(
+    code_project: Path, tmp_path: Path
+) -> None:
+    root = code_project
+    run = train(root, ["model.num_boost_round=3"])
+    (root / "NOTES.md").write_text("a later commit\n")
+    git(root, "add", "-A")
+    git(root, "commit", "-qm", "later")
+    shallow = tmp_path / "shallow"
+    git(tmp_path, "clone", "-q", "--depth", "1", f"file://{root}", str(shallow))
+    uri = f"sqlite:///{root / 'mlruns' / 'mlflow.db'}"
+    commit = mlflow_client(root).get_run(run.run_id).data.tags["replayml.code.commit"]
+    with pytest.raises(ReplaymlError) as info:
+        replay(run.run_id, project=shallow, tracking_uri=uri)
+    assert "a shallow clone" in str(info.value)
+    assert f"git fetch --depth 1 origin {commit}" in str(info.value)
 
 
 def test_artifacts_out_of_reach_are_named_with_their_location(trained: tuple[Path, str]) -> None:

@@ -30,6 +30,16 @@ def _fail(exc: ReplaymlError) -> None:
     raise typer.Exit(exc.exit_code)
 
 
+def _crash(command: str, exc: Exception) -> None:
+    """An unexpected failure of a command whose exit 1 means something (DIFFERENT, regressed):
+    the traceback, then exit 2."""
+    import traceback
+
+    traceback.print_exception(exc, file=sys.stderr)
+    typer.echo(f"error: `replayml {command}` failed unexpectedly: {exc!r}", err=True)
+    raise typer.Exit(2)
+
+
 @data_app.command("prepare")
 def data_prepare(
     scale: float = typer.Option(1.0, help="Size of the generated dataset (1.0 ≈ 1.4 M events)."),
@@ -256,6 +266,8 @@ def review_run(
             result.metric(metric)  # a misspelt metric fails before anything is printed
     except ReplaymlError as exc:
         _fail(exc)
+    except Exception as exc:  # a crash is not a verdict: exit 1 would read as "regressed"
+        _crash("review", exc)
     typer.echo(result.markdown, nl=False)
     if output is not None:
         tmp = output.with_name(output.name + ".tmp")
@@ -431,8 +443,8 @@ def replay_run(
     strict_env: bool = typer.Option(
         False,
         "--strict-env",
-        help="Refuse (exit 1, nothing run) when the lock file, Python, platform, package "
-        "versions or thread settings differ from the run's; by default they are warnings.",
+        help="Refuse (exit 2, nothing run) when the lock file, Python, platform or package "
+        "versions differ from the run's; by default they are warnings.",
     ),
     locked_env: bool = typer.Option(
         False,
@@ -475,5 +487,7 @@ def replay_run(
             err=True,
         )
         raise typer.Exit(130 if interrupted else RunKilled.exit_code) from None
+    except Exception as exc:  # a crash is not a verdict: exit 1 would read as DIFFERENT
+        _crash("replay", exc)
     print_report(report)
     raise typer.Exit(report.exit_code)

@@ -410,11 +410,22 @@ def _point_dvc_at_project(project: Path, worktree: Path) -> _DvcSetup:
         raise DataVersionError(
             f"{project} is not a DVC project: the run's data cannot be restored ({exc})"
         ) from exc
+    # DVC writes its config in ASCII: a path with other characters goes through a link
+    links = worktree.parent / "dvc-paths"
+
+    def ascii_path(path: str) -> str:
+        if path.isascii() or "://" in path:
+            return path
+        links.mkdir(exist_ok=True)
+        link = links / f"{len(list(links.iterdir()))}"
+        link.symlink_to(path, target_is_directory=True)
+        return str(link)
+
     with Repo(str(worktree)) as repo, repo.config.edit("local") as conf:
-        conf["cache"]["dir"] = cache_root
+        conf["cache"]["dir"] = ascii_path(str(cache_root))
         conf["cache"]["type"] = WORKTREE_CACHE_TYPE
         for name, remote in remotes.items():  # absolute urls: relative ones would break here
-            conf["remote"][name] = remote
+            conf["remote"][name] = {**remote, "url": ascii_path(str(remote.get("url", "")))}
         if default:
             conf["core"]["remote"] = default
     url = redact_text(str(remotes.get(default or "", {}).get("url", ""))) if default else ""
@@ -872,12 +883,14 @@ def _replay(
         return report
 
     env_diffs = [] if locked_env else environment_differences(original, project, strict_env)
-    if strict_env and [d for d in env_diffs if d.outcome]:
-        report.verdict = Verdict.DIFFERENT
-        report.differences = env_diffs
-        report.warnings.append(
-            "--strict-env: the environment differs from the run's; nothing was run"
-        )
+    strict = [d for d in env_diffs if d.outcome] if strict_env else []
+    if strict:  # a refusal, not a verdict on the model: nothing was run (exit 2)
+        report.not_replayable = [
+            f"--strict-env: {d.key} is {d.replay} here, {d.original} in the run; nothing was run "
+            f"(replay without --strict-env to see whether it matters, or with --env in the "
+            f"run's own locked environment)"
+            for d in strict
+        ]
         return report
 
     git_root, rel = _git_location(project)
@@ -888,6 +901,14 @@ def _replay(
         by = f" ({who or 'its author'}{' on ' + host if host else ''})"
         branch = original.tag("code.branch")
         on = f" on branch {branch}" if branch and branch != "HEAD" else ""
+        shallow = _run(["git", "rev-parse", "--is-shallow-repository"], git_root)
+        if shallow.stdout.strip() == "true":
+            raise ReplaymlError(
+                f"commit {commit} of run {original.run_id}{on} is not in the git repository at "
+                f"{git_root}, a shallow clone (`git clone --depth`): fetch the commit itself "
+                f"(`git fetch --depth 1 origin {commit}`) or the whole history (`git fetch "
+                f"--unshallow`)"
+            )
         raise ReplaymlError(
             f"commit {commit} of run {original.run_id}{on} is not in the git repository at "
             f"{git_root}: fetch it (`git fetch --all`). If it is still missing, it was never "

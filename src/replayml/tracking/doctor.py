@@ -25,14 +25,23 @@ class Ghost:
     reason: str
 
 
-def _alive(pid: int) -> bool:
+def _alive(pid: int, since: float | None = None) -> bool:
+    """Whether process `pid` runs, and (with `since`, a time in seconds) was already running
+    then: a pid reused by a later process is not the run's."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
+        pass
+    if since is None:
         return True
-    return True
+    import psutil
+
+    try:
+        return bool(psutil.Process(pid).create_time() <= since + 1.0)
+    except psutil.Error:
+        return True  # cannot tell: a live process wins
 
 
 def find_ghosts(
@@ -63,7 +72,8 @@ def find_ghosts(
         space = tags.get(TAG_PREFIX + "pid_space")
         here = tags.get(TAG_PREFIX + "host") == host and space in (None, "", own_space)
         if here and pid:
-            if not _alive(int(pid)):
+            # the run's process started before the run did; a later one has reused its pid
+            if not _alive(int(pid), since=run.info.start_time / 1000):
                 reason = f"process {pid} on {host} is gone"
         elif now - beat > stale_after:
             reason = f"no heartbeat for {int(now - beat)} s (limit {int(stale_after)} s)"

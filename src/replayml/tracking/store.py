@@ -124,6 +124,13 @@ def explain(exc: BaseException, spec: StoreSpec) -> TrackingError:
     cause = next((why for marker, why in _CAUSES if marker in text), first[:300])
     if cause == _CAUSES[-1][1]:
         cause = f"no answer within {spec.request_timeout} s (tracking.request_timeout)"
+    if spec.is_local:  # a file, not a server: the advice is about the file
+        db = spec.uri.removeprefix("sqlite:///")
+        return TrackingError(
+            f"cannot use the local tracking store {db}: {cause}. The file is damaged, from "
+            f"another MLflow version, or not an MLflow store: restore it from a backup, or move "
+            f"it aside (its runs leave this store) and the next run creates a new one"
+        )
     if os.environ.get("MLFLOW_TRACKING_URI") == spec.uri:
         other = "or point MLFLOW_TRACKING_URI at a running server (unset it for the local store)"
     else:  # tracking=server reads MLFLOW_TRACKING_URI, else its default address
