@@ -119,6 +119,19 @@ def test_altered_feature_cache_is_refused(dvc_project: Path) -> None:
     assert proc.returncode == 2
     assert "does not match the content hash" in proc.stderr
     assert all_runs(dvc_project) == []
+    # a cache built by other feature code (e.g. a builder changed since) is not this code's
+    cache.unlink()
+    frame.to_parquet(cache, index=False)
+    meta_path = dvc_project / "artifacts" / "features" / "meta.json"
+    meta = json.loads(meta_path.read_text())
+    meta_path.write_text(json.dumps({**meta, "code_hash": "0" * 64}))
+    proc = run_train_py(
+        dvc_project, "--config-dir", ".", "--config-name", "params", "hydra.output_subdir=null",
+        "features_dir=artifacts/features",
+    )  # fmt: skip
+    assert proc.returncode == 2
+    assert "were built by other replayml code" in proc.stderr
+    assert all_runs(dvc_project) == []
 
 
 def _exp_show(root: Path) -> list[dict]:

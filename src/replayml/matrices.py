@@ -1,13 +1,14 @@
 """Cached feature matrices: what the DVC `features` stage writes and the `train` stage reads.
 
-The cache carries the config sections and the data version it was built from plus the content
-hash of every matrix; reading it re-checks all three, so a stale or altered cache is refused
-instead of silently training on the wrong rows.
+The cache carries the config sections, the data version and the code it was built from plus
+the content hash of every matrix; reading it re-checks all four, so a stale or altered cache is
+refused instead of silently training on the wrong rows.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 from datetime import date
 from pathlib import Path
@@ -25,6 +26,22 @@ FEATURE_SECTIONS = ("data", "dates", "preprocessing", "features")
 META = "meta.json"
 _Y, _G, _R = "__label", "__group", "__grade"
 _TEST_COLS = ("user_id", "item_id", "ts", "label")
+
+
+#: the code that builds the matrices (the `features` stage's code deps in dvc.yaml)
+BUILDER_CODE = ("data", "features", "config", "lineage", "matrices.py", "pipeline.py")
+
+
+def builder_code_hash() -> str:
+    """sha256 of the replayml code that builds the matrices, as it runs in this process."""
+    package = Path(__file__).parent
+    digest = hashlib.sha256()
+    for part in BUILDER_CODE:
+        path = package / part
+        for file in sorted(path.rglob("*.py")) if path.is_dir() else [path]:
+            digest.update(file.relative_to(package).as_posix().encode() + b"\0")
+            digest.update(file.read_bytes())
+    return digest.hexdigest()
 
 
 def features_config_hash(cfg: RunConfig) -> str:
@@ -48,6 +65,7 @@ def save(
         frame.to_parquet(out / f"{name}.parquet", index=False)
     meta = {
         "features_config_hash": features_config_hash(resolved),
+        "code_hash": builder_code_hash(),
         "windows": windows.as_dict(),
         "data_version": dataclasses.asdict(version),
         "slice_hashes": m.slice_hashes,
@@ -71,6 +89,12 @@ def load(
             f"features_dir={features_dir} holds no {META}; build it with `dvc repro features`"
         )
     meta = json.loads(meta_path.read_text())
+    if meta.get("code_hash") != builder_code_hash():
+        raise DataVersionError(
+            f"the cached features in {features_dir} were built by other replayml code (its "
+            f"{', '.join(BUILDER_CODE)} changed since, e.g. a feature builder): they are not "
+            f"what this code builds; rebuild them with `dvc repro features`"
+        )
     if meta["features_config_hash"] != features_config_hash(resolved):
         raise DataVersionError(
             f"the cached features in {features_dir} were built from a different data/dates/"

@@ -706,7 +706,15 @@ def run_experiment(cfg: RunConfig, ctx: RunContext) -> RunResult:
             pushed.where,
         )
     env = current_environment(root)
+    if not env.lock_hash:
+        log.warning(
+            "%s is missing: this run records no lock hash, and `replayml replay --env` cannot "
+            "rebuild its environment (restore it: `git checkout -- uv.lock`)",
+            root / "uv.lock",
+        )
     reasons = replayability(resolved, code, data, root)
+    if reasons:
+        log.warning("this run will not be replayable: %s", "; ".join(reasons))
     container = redact_tree(config_to_container(resolved), set(ctx.env_keys))
     config_yaml = yaml.safe_dump(container, sort_keys=False)
     config_hash = sections_hash(container)

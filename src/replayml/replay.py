@@ -1010,8 +1010,9 @@ def build_locked_env(project: Path, worktree: Path, venv: Path) -> str:
     """Build the run's locked environment (its commit's uv.lock) in `venv`; its python path."""
     if not (worktree / "uv.lock").is_file():
         raise ReplaymlError(
-            "--env: the run's commit has no uv.lock, so its environment cannot be rebuilt; "
-            "replay without --env (differences are then reported as warnings)"
+            "--env: the run's code (its commit, with its uncommitted changes) has no uv.lock "
+            "(it was missing or deleted when the run trained), so its environment cannot be "
+            "rebuilt; replay without --env (differences are then reported as warnings)"
         )
     env = {**os.environ, "UV_PROJECT_ENVIRONMENT": str(venv), "UV_PYTHON_DOWNLOADS": "never"}
     proc = subprocess.run(

@@ -100,6 +100,8 @@ def bound_http(spec: StoreSpec) -> None:
     # the command prints its own run link (tracking.ui_url); MLflow's second one, printed when
     # a run on a server ends, would point at the server's own address
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+    # our commands read small artifacts: a download progress bar would only clutter the output
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 
 def explain(exc: BaseException, spec: StoreSpec) -> TrackingError:
