@@ -391,42 +391,6 @@ def test_a_stopped_replay_stops_its_trainer_and_removes_its_worktree(
     assert _cwds_under(f"replayml-replay-{commit[:8]}-") == []  # no trainer left behind
 
 
-def test_a_killed_replay_does_not_leave_its_trainer_training(code_project: Path) -> None:
-    # SIGKILL gives the replay no chance to stop its trainer: the kernel does (parent-death
-    # signal), and the trainer marks its run KILLED instead of training on unseen
-    root = code_project
-    slow = ["model.num_boost_round=1000", "model.early_stopping_rounds=0"]
-    original = train(root, slow).run_id
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "replayml", "replay", original],
-        cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    deadline, training = time.monotonic() + 120, None
-    while training is None and time.monotonic() < deadline and proc.poll() is None:
-        running = [r for r in all_runs(root) if r.info.status == "RUNNING"]
-        training = running[0].info.run_id if running else None
-        time.sleep(0.1)
-    assert training is not None, "the replay never started training"
-    proc.kill()
-    proc.wait()
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if mlflow_client(root).get_run(training).info.status != "RUNNING":
-            break
-        time.sleep(0.2)
-    assert mlflow_client(root).get_run(training).info.status == "KILLED"
-    commit = mlflow_client(root).get_run(original).data.tags["replayml.code.commit"]
-    prefix = f"replayml-replay-{commit[:8]}-"
-    deadline = time.monotonic() + 30
-    while _cwds_under(prefix) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert _cwds_under(prefix) == []  # no trainer left behind
-    for line in _worktrees(root)[1:]:  # the killed replay could not remove its worktree
-        path = Path(line.split()[0])
-        git(root, "worktree", "remove", "--force", str(path))
-        shutil.rmtree(path.parent, ignore_errors=True)
-
-
 def test_replay_of_a_dvc_repro_run_rebuilds_its_cached_features(code_project: Path) -> None:
     # `dvc repro`'s train stage reads the matrices the `features` stage cached in
     # artifacts/features (features_dir=...), which the replay's worktree does not have

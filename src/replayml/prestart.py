@@ -9,7 +9,6 @@ that code is put on `sys.path` when the job arrives, in the order a plain `pytho
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -30,16 +29,7 @@ WARM_IMPORTS = (
 )
 
 _BOOT = r"""
-import importlib, json, os, runpy, signal, sys
-# the caller owns this process: when it dies, even by SIGKILL, the kernel sends this one
-# SIGTERM (Linux), which a training run answers by marking itself KILLED
-try:
-    import ctypes
-    ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-except Exception:
-    pass
-if os.getppid() != int(os.environ.get("REPLAYML_PRESTART_PARENT") or os.getppid()):
-    raise SystemExit(0)  # the caller died before the line above took effect
+import importlib, json, os, runpy, sys
 for name in json.loads(sys.argv[1]):
     try:
         importlib.import_module(name)
@@ -73,7 +63,7 @@ class PrestartedPython:
         self.proc = subprocess.Popen(
             [python, "-c", _BOOT, json.dumps(WARM_IMPORTS)],
             cwd=idle_dir,  # an empty folder: nothing there can shadow a library
-            env={**env, "REPLAYML_PRESTART_PARENT": str(os.getpid())},
+            env=env,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
