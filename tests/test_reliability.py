@@ -195,3 +195,17 @@ def test_a_damaged_local_store_is_named_as_a_file_not_a_server(tmp_path: Path) -
     said = str(info.value)
     assert f"cannot use the local tracking store {db}" in said and "move it aside" in said
     assert "server" not in said
+
+
+def test_a_busy_local_store_is_not_called_damaged(tmp_path: Path) -> None:
+    # a store another process holds locked is not a damaged file: no advice to move it aside
+    import sqlite3
+
+    from replayml.config.schema import TrackingConfig
+    from replayml.tracking.store import explain, store_spec
+
+    spec = store_spec(TrackingConfig(uri=f"sqlite:///{tmp_path / 'mlflow.db'}"), tmp_path)
+    said = str(explain(sqlite3.OperationalError("database is locked"), spec))
+    assert (
+        said == f"cannot use the local tracking store {tmp_path / 'mlflow.db'}: database is locked"
+    )

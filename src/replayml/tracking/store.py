@@ -128,6 +128,9 @@ def explain(exc: BaseException, spec: StoreSpec) -> TrackingError:
         cause = f"no answer within {spec.request_timeout} s (tracking.request_timeout)"
     if spec.is_local:  # a file, not a server: the advice is about the file
         db = spec.uri.removeprefix("sqlite:///")
+        damaged = ("malformed", "not a database", "already exists", "no such table")
+        if not any(marker in text for marker in damaged):  # e.g. locked, disk full
+            return TrackingError(f"cannot use the local tracking store {db}: {cause}")
         return TrackingError(
             f"cannot use the local tracking store {db}: {cause}. The file is damaged, from "
             f"another MLflow version, or not an MLflow store: restore it from a backup, or move "
