@@ -12,6 +12,7 @@ import os
 import pkgutil
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -32,10 +33,12 @@ from replayml.replay import (
     ReplayReport,
     Verdict,
     print_report,
+    remove_abandoned_worktrees,
     replay,
     replay_config,
     secret_env_var,
 )
+from replayml.tracking.run import pid_space
 
 pytestmark = pytest.mark.slow
 
@@ -389,6 +392,51 @@ def test_a_stopped_replay_stops_its_trainer_and_removes_its_worktree(
     assert _worktrees(root) == _worktrees(root)[:1]  # only the project's own checkout
     commit = mlflow_client(root).get_run(original).data.tags["replayml.code.commit"]
     assert _cwds_under(f"replayml-replay-{commit[:8]}-") == []  # no trainer left behind
+
+
+def test_a_killed_replay_does_not_leave_its_trainer_training(code_project: Path) -> None:
+    # SIGKILL gives the replay no chance to stop its trainer: the kernel does (parent-death
+    # signal), and the trainer marks its run KILLED instead of training on unseen
+    root = code_project
+    slow = ["model.num_boost_round=1000", "model.early_stopping_rounds=0"]
+    original = train(root, slow).run_id
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "replayml", "replay", original],
+        cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    deadline, training = time.monotonic() + 120, None
+    while training is None and time.monotonic() < deadline and proc.poll() is None:
+        running = [r for r in all_runs(root) if r.info.status == "RUNNING"]
+        training = running[0].info.run_id if running else None
+        time.sleep(0.1)
+    assert training is not None, "the replay never started training"
+    proc.kill()
+    proc.wait()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if mlflow_client(root).get_run(training).info.status != "RUNNING":
+            break
+        time.sleep(0.2)
+    assert mlflow_client(root).get_run(training).info.status == "KILLED"
+    commit = mlflow_client(root).get_run(original).data.tags["replayml.code.commit"]
+    prefix = f"replayml-replay-{commit[:8]}-"
+    deadline = time.monotonic() + 30
+    while _cwds_under(prefix) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert _cwds_under(prefix) == []  # no trainer left behind
+    # the killed replay could not remove its worktree (nor its copy of the data): the next
+    # replay does, and leaves the worktree of a replay that still runs alone
+    abandoned = [Path(line.split()[0]) for line in _worktrees(root)[1:]]
+    assert len(abandoned) == 1 and abandoned[0].parent.name.startswith(prefix)
+    live = abandoned[0].parent.parent / f"{prefix}live" / "worktree"
+    git(root, "worktree", "add", "--detach", "--quiet", "--lock", "--reason",
+        f"replayml replay pid={os.getpid()} started={time.time():.0f} "
+        f"host={socket.gethostname()} space={pid_space()}", str(live), commit)  # fmt: skip
+    remove_abandoned_worktrees(root)
+    assert [Path(line.split()[0]) for line in _worktrees(root)[1:]] == [live]
+    assert not abandoned[0].parent.exists()
+    git(root, "worktree", "remove", "-f", "-f", str(live))
+    shutil.rmtree(live.parent)
 
 
 def test_replay_of_a_dvc_repro_run_rebuilds_its_cached_features(code_project: Path) -> None:

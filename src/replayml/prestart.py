@@ -9,6 +9,7 @@ that code is put on `sys.path` when the job arrives, in the order a plain `pytho
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,20 @@ WARM_IMPORTS = (
 )
 
 _BOOT = r"""
-import importlib, json, os, runpy, sys
+import importlib, json, os, runpy, signal, sys, threading, time
+def _watch(parent):
+    # the caller owns this process: when it dies (even by SIGKILL), stop as a SIGTERM would,
+    # so a training run marks itself KILLED instead of training on unseen; its pipes are gone,
+    # so what is still written goes nowhere rather than failing the run's cleanup
+    while os.getppid() == parent:
+        time.sleep(0.25)
+    null = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, 1)
+    os.dup2(null, 2)
+    os.kill(os.getpid(), signal.SIGTERM)
+if os.environ.get("REPLAYML_PRESTART_PARENT", "").isdigit():
+    parent = int(os.environ.pop("REPLAYML_PRESTART_PARENT"))
+    threading.Thread(target=_watch, args=(parent,), daemon=True).start()
 for name in json.loads(sys.argv[1]):
     try:
         importlib.import_module(name)
@@ -63,7 +77,7 @@ class PrestartedPython:
         self.proc = subprocess.Popen(
             [python, "-c", _BOOT, json.dumps(WARM_IMPORTS)],
             cwd=idle_dir,  # an empty folder: nothing there can shadow a library
-            env=env,
+            env={**env, "REPLAYML_PRESTART_PARENT": str(os.getpid())},
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,

@@ -17,9 +17,11 @@ import os
 import re
 import shlex
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -343,20 +345,67 @@ def environment_differences(run: RecordedRun, project: Path, strict: bool) -> li
 # ------------------------------------------------------------------------------------ code
 
 
+_WORKTREE_PREFIX = "replayml-replay-"
+_OWNER = "replayml replay"
+
+
+def _owner_reason() -> str:
+    """Who owns a replay's worktree: `replayml replay pid=… started=… host=… space=…`."""
+    from replayml.tracking.run import pid_space
+
+    return (
+        f"{_OWNER} pid={os.getpid()} started={time.time():.0f} "
+        f"host={socket.gethostname()} space={pid_space()}"
+    )
+
+
+def remove_abandoned_worktrees(git_root: Path) -> None:
+    """Remove the worktrees (and temporary folders) of replays on this host whose process is
+    gone: a replay killed by SIGKILL cannot remove its own."""
+    from replayml.tracking.doctor import process_alive
+    from replayml.tracking.run import pid_space
+
+    listing = _run(["git", "worktree", "list", "--porcelain"], git_root)
+    if listing.returncode != 0:
+        return
+    for block in listing.stdout.split("\n\n"):
+        lines = block.splitlines()
+        path = next((Path(ln[9:]) for ln in lines if ln.startswith("worktree ")), None)
+        reason = next((ln[7:] for ln in lines if ln.startswith(f"locked {_OWNER} ")), None)
+        if path is None or reason is None or not path.parent.name.startswith(_WORKTREE_PREFIX):
+            continue
+        owner = dict(f.split("=", 1) for f in reason[len(_OWNER) :].split() if "=" in f)
+        if owner.get("host") != socket.gethostname() or owner.get("space") != pid_space():
+            continue  # another machine's (a shared file system): its pid means nothing here
+        try:
+            pid, started = int(owner["pid"]), float(owner["started"])
+        except (KeyError, ValueError):
+            continue
+        if process_alive(pid, since=started):
+            continue
+        _run(["git", "worktree", "remove", "-f", "-f", str(path)], git_root)
+        shutil.rmtree(path.parent, ignore_errors=True)
+        log.info("removed the worktree of a replay that was killed (pid %s): %s", pid, path)
+    _run(["git", "worktree", "prune"], git_root)
+
+
 @contextmanager
 def _worktree(git_root: Path, commit: str, keep: bool) -> Iterator[Path]:
     """A detached worktree of `commit` in a new temporary folder (removed unless `keep`)."""
-    tmp = Path(tempfile.mkdtemp(prefix=f"replayml-replay-{commit[:8]}-"))
+    remove_abandoned_worktrees(git_root)
+    tmp = Path(tempfile.mkdtemp(prefix=f"{_WORKTREE_PREFIX}{commit[:8]}-"))
     path = tmp / "worktree"
+    # locked with its owner, so that a later replay can remove it if this process is killed
+    lock = [] if keep else ["--lock", "--reason", _owner_reason()]
     try:
-        _git(git_root, "worktree", "add", "--detach", "--quiet", str(path), commit)
+        _git(git_root, "worktree", "add", "--detach", "--quiet", *lock, str(path), commit)
         yield path
     finally:
         if keep:
             log.info("kept the replay worktree at %s", path)
         else:
             if path.exists():
-                removed = _run(["git", "worktree", "remove", "--force", str(path)], git_root)
+                removed = _run(["git", "worktree", "remove", "-f", "-f", str(path)], git_root)
                 if removed.returncode != 0:
                     log.warning("git worktree remove failed: %s", removed.stderr.strip())
             shutil.rmtree(tmp, ignore_errors=True)

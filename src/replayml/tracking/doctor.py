@@ -25,7 +25,7 @@ class Ghost:
     reason: str
 
 
-def _alive(pid: int, since: float | None = None) -> bool:
+def process_alive(pid: int, since: float | None = None) -> bool:
     """Whether process `pid` runs, and (with `since`, a time in seconds) was already running
     then: a pid reused by a later process is not the run's."""
     try:
@@ -73,7 +73,7 @@ def find_ghosts(
         here = tags.get(TAG_PREFIX + "host") == host and space in (None, "", own_space)
         if here and pid:
             # the run's process started before the run did; a later one has reused its pid
-            if not _alive(int(pid), since=run.info.start_time / 1000):
+            if not process_alive(int(pid), since=run.info.start_time / 1000):
                 reason = f"process {pid} on {host} is gone"
         elif now - beat > stale_after:
             reason = f"no heartbeat for {int(now - beat)} s (limit {int(stale_after)} s)"
