@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import json
 import multiprocessing
+import subprocess
 import threading
 import time
 from datetime import UTC, datetime
@@ -221,7 +222,7 @@ def test_promote_rollback_and_audit(trained_store: TrainedStore) -> None:
     s = trained_store
     spec = spec_for(s.uri)
     name = "reco-promote"
-    versions = [register(r, name, spec=spec).version for r in (s.base, s.weaker, s.ranker)]
+    versions = [register(r, name, spec=spec).version for r in (s.base, s.weaker, s.dirty)]
     client = _client(s)
 
     def holder() -> str | None:
@@ -270,7 +271,7 @@ def test_move_outside_replayml_is_detected(trained_store: TrainedStore) -> None:
     s = trained_store
     spec = spec_for(s.uri)
     name = "reco-interleave"
-    v = [register(r, name, spec=spec).version for r in (s.base, s.weaker, s.ranker)]
+    v = [register(r, name, spec=spec).version for r in (s.base, s.weaker, s.dirty)]
     promote(name, v[0], "prod", spec=spec)
     client = _client(s)
     store = RegistryStore(spec)
@@ -285,7 +286,11 @@ def test_move_outside_replayml_is_detected(trained_store: TrainedStore) -> None:
     thread = threading.Thread(target=slow_mover)
     thread.start()
     deadline = time.time() + 20
-    while "replayml.alias.prod.claim" not in client.get_registered_model(name).tags:
+    def claimed() -> bool:  # (the first promote left its own claim: wait for the mover's)
+        tag = client.get_registered_model(name).tags.get("replayml.alias.prod.claim", "{}")
+        return json.loads(tag).get("to") == v[1]
+
+    while not claimed():
         assert time.time() < deadline, "the mover never claimed"
         time.sleep(0.05)
     client.set_registered_model_alias(name, "prod", v[2])  # someone else, outside replayml
@@ -305,7 +310,7 @@ def test_a_later_claim_makes_the_earlier_mover_stand_down(trained_store: Trained
     s = trained_store
     spec = spec_for(s.uri)
     name = "reco-claims"
-    v = [register(r, name, spec=spec).version for r in (s.base, s.weaker, s.ranker)]
+    v = [register(r, name, spec=spec).version for r in (s.base, s.weaker, s.dirty)]
     promote(name, v[0], "prod", spec=spec)
     client = _client(s)
     outcome: dict[str, object] = {}
@@ -349,7 +354,7 @@ def test_two_processes_race_for_the_same_alias(trained_store: TrainedStore) -> N
     s = trained_store
     spec = spec_for(s.uri)
     name = "reco-race"
-    v = [register(r, name, spec=spec).version for r in (s.base, s.weaker, s.ranker, s.dirty)]
+    v = [register(r, name, spec=spec).version for r in (s.base, s.weaker, s.dirty, s.other_data)]
     promote(name, v[0], "prod", spec=spec)
     client = _client(s)
     holder, rounds = v[0], 3
@@ -507,3 +512,77 @@ def test_promoting_a_forced_version_warns(trained_store: TrainedStore) -> None:
     assert "model.deterministic=false" in result.output
     clean = _cli(s, "promote", name, "1", "--alias", "prod")
     assert clean.exit_code == 0 and "--force" not in clean.output
+
+
+def test_promote_refuses_a_version_registered_outside_replayml_from_an_unreplayable_run(
+    trained_store: TrainedStore,
+) -> None:
+    # MLflow's own "Register model" skips every check `replayml register` makes
+    s = trained_store
+    name = "reco-outside"
+    register(s.base, name, spec=spec_for(s.uri), alias="prod")
+    client = _client(s)
+    outside = client.create_model_version(
+        name, f"runs:/{s.not_replayable}/model", run_id=s.not_replayable
+    ).version
+    refused = _cli(s, "promote", name, str(outside), "--alias", "prod")
+    assert refused.exit_code == 2, refused.output
+    assert "was not registered by replayml" in refused.stderr
+    assert "not replayable" in refused.stderr and "model.deterministic=false" in refused.stderr
+    assert "--force" in refused.stderr
+    assert str(client.get_registered_model(name).aliases["prod"]) == "1"  # nothing moved
+    forced = _cli(s, "promote", name, str(outside), "--alias", "prod", "--force")
+    assert forced.exit_code == 0, forced.output
+    assert "was not registered by replayml" in forced.output
+    assert str(client.get_registered_model(name).aliases["prod"]) == str(outside)
+
+
+def test_a_model_of_another_kind_does_not_take_an_alias_silently(
+    trained_store: TrainedStore,
+) -> None:
+    # a ranker's scores are not probabilities: whoever loads reco@prod would get another scale
+    s = trained_store
+    name = "reco-kinds"
+    spec = spec_for(s.uri)
+    register(s.base, name, spec=spec, alias="prod")
+    with pytest.raises(RegistrationRefused, match="a lgbm_ranker model"):
+        register(s.ranker, name, spec=spec, alias="prod")
+    assert [str(v.version) for v in _client(s).search_model_versions(f"name = '{name}'")] == ["1"]
+    ranker = register(s.ranker, name, spec=spec).version  # without the alias: fine
+    refused = _cli(s, "promote", name, ranker, "--alias", "prod")
+    assert refused.exit_code == 2
+    assert "held by version 1, a lgbm model (probabilities)" in refused.stderr
+    assert "ranking scores, not probabilities" in refused.stderr
+    assert str(_client(s).get_registered_model(name).aliases["prod"]) == "1"
+    assert _cli(s, "promote", name, ranker, "--alias", "shadow").exit_code == 0  # a new alias
+    assert _cli(s, "promote", name, ranker, "--alias", "prod", "--force").exit_code == 0
+    back = _cli(s, "rollback", name, "--alias", "prod")  # a rollback is never blocked
+    assert back.exit_code == 0 and "lgbm model" in back.output
+
+
+def test_a_run_whose_commit_was_never_pushed_is_refused_from_a_clone_without_it(
+    trained_store: TrainedStore, tmp_path: Path
+) -> None:
+    # the run recorded that its commit was on no remote branch; a clone (or a CI box) that does
+    # not have the commit cannot check whether it was pushed since, and must not wave it on
+    s = trained_store
+    name = "reco-unpushed"
+    client = _client(s)
+    client.set_tag(s.weaker, "replayml.code.on_remote", "false")
+    try:
+        elsewhere = tmp_path / "other-clone"
+        elsewhere.mkdir()
+        subprocess.run(["git", "init", "-q", str(elsewhere)], check=True)
+        refused = _cli(s, "register", s.weaker, "--name", name, "--project", str(elsewhere))
+        assert refused.exit_code == 2, refused.output
+        assert "was on no branch of the git remote when the run trained" in refused.stderr
+        assert client.search_registered_models(f"name = '{name}'") == []
+        forced = _cli(
+            s, "register", s.weaker, "--name", name, "--project", str(elsewhere), "--force"
+        )
+        assert forced.exit_code == 0, forced.output
+        assert forced.stderr.count("was on no branch of the git remote") == 1  # said once
+        tags = client.get_model_version(name, "1").tags
+        assert tags["replayml.forced"] == "true"
+    finally:
+        client.set_tag(s.weaker, "replayml.code.on_remote", "")

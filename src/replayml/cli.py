@@ -382,6 +382,12 @@ def promote_version(
         "--expect-version",
         help="Move only if the alias is now held by this version ('none': unset).",
     ),
+    force: bool = typer.Option(
+        False,
+        "--force",
+        help="Move it even to a version registered outside replayml whose run is not "
+        "replayable, whose run is gone, or of another model kind than the alias's holder.",
+    ),
     tracking_uri: str = typer.Option(None, "--tracking-uri", help=_TRACKING_HELP),
     project: Path = typer.Option(Path("."), "--project", help="Project root."),
 ) -> None:
@@ -390,7 +396,12 @@ def promote_version(
 
     try:
         move = promote(
-            name, version, alias, spec=_store(tracking_uri, project), expect=expect_version
+            name,
+            version,
+            alias,
+            spec=_store(tracking_uri, project),
+            expect=expect_version,
+            force=force,
         )
     except ReplaymlError as exc:
         _fail(exc)

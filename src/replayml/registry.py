@@ -46,6 +46,7 @@ __all__ = [
     "AliasMove",
     "ModelNotFoundError",
     "ModelRow",
+    "PromotionRefused",
     "Registration",
     "RegistrationRefused",
     "models_markdown",
@@ -67,6 +68,10 @@ NO_VERSION = "none"
 
 class RegistrationRefused(ReplaymlError):
     """A run that should not become a model version (use --force to override)."""
+
+
+class PromotionRefused(ReplaymlError):
+    """An alias move to a version that should not serve under it (override: --force)."""
 
 
 class AliasConflictError(ReplaymlError):
@@ -207,6 +212,7 @@ def register(
             run.tag("code.branch"),
             run.tag("data.dvc_hash"),
             run.tag("data.dvc_file"),
+            on_remote=run.tag("code.on_remote"),
         )
     if reasons and not force:
         raise RegistrationRefused(
@@ -221,13 +227,24 @@ def register(
             f"logging one, is a popularity baseline, or ran with tracking.log_model=false): "
             f"nothing to register"
         )
+    store = RegistryStore(spec)
+    if alias and store.model_exists(name):
+        holder = store.holder(name, alias)
+        if holder is not None:
+            change = _kind_change(
+                run.tag("model.kind"), store.version(name, holder).tag("model.kind"),
+                name, alias, holder,
+            )  # fmt: skip
+            if change and not force:
+                raise RegistrationRefused(
+                    f"refusing to register with --alias {alias}: {change[0]}"
+                )
+            reasons += change
     user, when = _user(), _now()
     tags = lineage_tags(run, ab_label, ab_group, user, when)
     if reasons:
         tags[P + "forced"] = "true"
         tags[P + "forced_reason"] = "; ".join(reasons)
-        log.warning("registering run %s despite: %s", run.run_id, "; ".join(reasons))
-    store = RegistryStore(spec)
     store.ensure_model(name, description="Registered by replayml; lineage in replayml.* tags.")
     created = store.create_version(name, model_uri, run.run_id, run.url, tags)
     move = None
@@ -383,6 +400,65 @@ def _target_warnings(store: RegistryStore, target: VersionRecord) -> list[str]:
     return out
 
 
+_KIND_OUTPUT = {
+    "lgbm": "probabilities",
+    "lgbm_ranker": "ranking scores, not probabilities",
+    "popularity": "popularity scores",
+}
+
+
+def _kind_change(kind: str, holder_kind: str, name: str, alias: str, holder: str) -> list[str]:
+    """A model of another kind taking over an alias: its callers get other numbers."""
+    if not kind or not holder_kind or kind == holder_kind:
+        return []
+    return [
+        f"{name}@{alias} is held by version {holder}, a {holder_kind} model "
+        f"({_KIND_OUTPUT.get(holder_kind, holder_kind)}); the new one is a {kind} model "
+        f"({_KIND_OUTPUT.get(kind, kind)}): whoever loads {name}@{alias} would get numbers "
+        f"on another scale. Use another alias for it, or pass --force if every consumer "
+        f"expects the change"
+    ]
+
+
+def _run_tags(store: RegistryStore, run_id: str) -> dict[str, str] | None:
+    """The source run's tags, or None when it is gone (deleted or not found)."""
+    try:
+        run = store.client.get_run(run_id)
+    except Exception:
+        return None
+    return None if run.info.lifecycle_stage == "deleted" else dict(run.data.tags)
+
+
+def _target_problems(
+    store: RegistryStore, name: str, alias: str, target: VersionRecord, holder: str | None
+) -> list[str]:
+    """Why `target` should not take `alias` (a promote refuses unless forced)."""
+    problems = []
+    tags = _run_tags(store, target.run_id) if target.run_id else None
+    if tags is None:
+        problems.append(
+            f"the run of version {target.version} ({target.run_id or 'none recorded'}) is "
+            f"deleted or not in this store: where the model came from cannot be shown"
+        )
+    if not target.tag("run_id"):
+        problems.append(
+            f"version {target.version} was not registered by replayml (it has no {P}run_id "
+            f"tag, e.g. MLflow's own 'Register model'): its run was never checked; register "
+            f"it with `replayml register {target.run_id or 'RUN_ID'} --name {name}`"
+        )
+        if tags is not None and tags.get(P + "replayable") != "true":
+            why = tags.get(P + "not_replayable_reasons") or f"no {P}replayable tag"
+            problems.append(f"its run {target.run_id} is not replayable ({why})")
+    if holder is not None and holder != target.version:
+        kind = target.tag("model.kind") or (tags or {}).get(P + "model.kind", "")
+        held = store.version(name, holder)
+        held_kind = held.tag("model.kind") or (_run_tags(store, held.run_id) or {}).get(
+            P + "model.kind", ""
+        )
+        problems += _kind_change(kind, held_kind, name, alias, holder)
+    return problems
+
+
 def move_alias(
     store: RegistryStore,
     name: str,
@@ -392,6 +468,7 @@ def move_alias(
     expect: str | None = None,
     action: str = "promote",
     settle: float | None = None,
+    force: bool = False,
 ) -> AliasMove:
     """Move `alias` of `name` to `version` by compare-and-set (see the module docstring).
 
@@ -410,7 +487,17 @@ def move_alias(
             f"{_norm(expect)}: someone moved it meanwhile. Nothing was changed; check "
             f"`replayml models {name}` and retry with --expect-version {_norm(holder)}"
         )
-    warnings = _audit_warnings(store, name, alias, holder) + _target_warnings(store, target)
+    warnings = _audit_warnings(store, name, alias, holder)
+    if action != "register":  # a register has just checked (or forced) its run and said so
+        warnings += _target_warnings(store, target)
+        problems = _target_problems(store, name, alias, target, holder)
+        if problems and action == "promote" and not force:
+            raise PromotionRefused(
+                f"refusing to move {name}@{alias} to version {version}: "
+                + "; ".join(problems)
+                + ". Nothing was changed; pass --force to move it anyway"
+            )
+        warnings += problems  # a rollback restores what served before: never blocked
     user, when = _user(), _now()
     token = uuid.uuid4().hex
     if holder == version:
@@ -487,10 +574,23 @@ def move_alias(
 
 
 def promote(
-    name: str, version: str, alias: str, *, spec: StoreSpec, expect: str | None = None
+    name: str,
+    version: str,
+    alias: str,
+    *,
+    spec: StoreSpec,
+    expect: str | None = None,
+    force: bool = False,
 ) -> AliasMove:
-    """Move `alias` to `version` (compare-and-set against `expect` when given)."""
-    return move_alias(RegistryStore(spec), name, alias, version, expect=expect, action="promote")
+    """Move `alias` to `version` (compare-and-set against `expect` when given).
+
+    Refuses (`PromotionRefused`, unless `force`) a version registered outside replayml whose
+    run is not replayable, a version whose run is gone, and a model of another kind than the
+    alias's holder (its callers would get numbers on another scale).
+    """
+    return move_alias(
+        RegistryStore(spec), name, alias, version, expect=expect, action="promote", force=force
+    )
 
 
 def rollback(name: str, alias: str, *, spec: StoreSpec, expect: str | None = None) -> AliasMove:

@@ -16,6 +16,9 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 
+TAG_ON_REMOTE = "replayml.code.on_remote"
+
+
 def _git(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, check=False)
 
@@ -73,27 +76,39 @@ def data_in_remote(root: Path, dvc_hash: str) -> Shared:
     return Shared(False, f"the DVC remote {remote} has no copy of data version {dvc_hash}")
 
 
-def sharing_gaps(root: Path, commit: str, branch: str, dvc_hash: str, dvc_file: str) -> list[str]:
+def sharing_gaps(
+    root: Path, commit: str, branch: str, dvc_hash: str, dvc_file: str, on_remote: str = ""
+) -> list[str]:
     """What stops others from replaying a run of commit `commit` on data `dvc_hash`, each with
-    its fix (empty when nothing does, or nothing could be checked)."""
-    if not commit or _git(root, "cat-file", "-e", f"{commit}^{{commit}}").returncode != 0:
-        log.warning(
-            "not checked whether others can fetch the run's commit and data: commit %s is not "
-            "in the git repository at %s (run the command in a clone of the run's project, or "
-            "pass --project)",
-            commit[:12] or "(none recorded)",
-            root,
-        )
-        return []
+    its fix (empty when nothing does, or nothing could be checked). `on_remote` is what the
+    run recorded when it trained (`replayml.code.on_remote`): it decides when this clone does
+    not have the commit and so cannot check it now."""
     gaps = []
-    code = commit_on_remote(root, commit)
-    if code.shared is False:
-        remote = (git_remotes(root) or ["origin"])[0]
-        target = branch if branch and branch != "HEAD" else "<branch>"
-        gaps.append(
-            f"{code.where}: only clones that have it can replay the run; push it "
-            f"(`git push {remote} {target}`, or push a branch or tag that contains it)"
-        )
+    if not commit or _git(root, "cat-file", "-e", f"{commit}^{{commit}}").returncode != 0:
+        if on_remote == "false":
+            gaps.append(
+                f"commit {commit[:12]} was on no branch of the git remote when the run trained "
+                f"({TAG_ON_REMOTE}=false) and the git repository at {root} does not have it: "
+                f"nobody but its author can replay the run; push it from the clone that "
+                f"trained it (`git push origin <branch>`), or register from that clone"
+            )
+        else:
+            log.warning(
+                "not checked whether others can fetch the run's commit: commit %s is not in "
+                "the git repository at %s (run the command in a clone of the run's project, "
+                "or pass --project)",
+                commit[:12] or "(none recorded)",
+                root,
+            )
+    else:
+        code = commit_on_remote(root, commit)
+        if code.shared is False:
+            remote = (git_remotes(root) or ["origin"])[0]
+            target = branch if branch and branch != "HEAD" else "<branch>"
+            gaps.append(
+                f"{code.where}: only clones that have it can replay the run; push it "
+                f"(`git push {remote} {target}`, or push a branch or tag that contains it)"
+            )
     data = data_in_remote(root, dvc_hash)
     if data.shared is False:
         gaps.append(
