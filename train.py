@@ -1,12 +1,17 @@
 """Train one model with full lineage: `python train.py model=lgbm dates=last_14d` (-m sweeps)."""
 
 import os
+import sys
 from pathlib import Path
 
-import hydra
-from omegaconf import DictConfig
+# this checkout's code first, even where another checkout's is installed: a queued `dvc exp
+# run` trains in a copy of the project (.dvc/tmp/exps/...) while the workspace may be edited
+sys.path.insert(0, str(Path(__file__).resolve().parent / "src"))
 
-from replayml.config.schema import register_configs
+import hydra  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
+
+from replayml.config.schema import register_configs  # noqa: E402
 
 register_configs()
 

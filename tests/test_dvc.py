@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from conftest import REPO, all_runs, git, run_train_py
+from conftest import REPO, all_runs, git, mlflow_client, run_train_py
 
 pytestmark = pytest.mark.slow
 
@@ -235,3 +235,37 @@ def test_the_committed_dvc_lock_matches_the_code() -> None:
     }
     stale = {stage: deps for stage, deps in stale.items() if deps}
     assert not stale, f"dvc.lock is stale for {stale}: run `dvc repro` and commit dvc.lock"
+
+
+def test_a_queued_experiment_trains_its_own_snapshot_of_the_code(dvc_project: Path) -> None:
+    # the queue exists so that the workspace can be edited while it runs: each queued
+    # experiment must run the code it was queued with, not the workspace's (here the
+    # workspace's src/ comes first on PYTHONPATH, as an editable install of it would)
+    remote = dvc_project.parent / "origin.git"
+    subprocess.run(["git", "init", "-q", "--bare", str(remote)], check=True)
+    git(dvc_project, "remote", "add", "origin", str(remote))
+    git(dvc_project, "push", "-q", "origin", "HEAD:refs/heads/main")
+    queued = _dvc(dvc_project, "exp", "run", "--queue", "-S", "model.num_boost_round=40")
+    assert queued.returncode == 0, queued.stderr[-3000:]
+    fit = dvc_project / "src" / "replayml" / "model" / "fit.py"
+    fit.write_text(fit.read_text() + "\nWORKSPACE_EDIT = True\n")
+    env = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+        "PYTHONPATH": str(dvc_project / "src"),
+    }
+    proc = subprocess.run(
+        [sys.executable, "-m", "dvc", "exp", "run", "--run-all"], cwd=dvc_project,
+        capture_output=True, text=True, env=env, check=False, timeout=900,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:] + proc.stdout[-3000:]
+    (run,) = all_runs(dvc_project)
+    tags = run.data.tags
+    assert run.data.params["model.num_boost_round"] == "40"
+    assert tags["replayml.replayable"] == "true", tags.get("replayml.not_replayable_reasons")
+    assert tags["replayml.code.package_in_project"] == "true"
+    # its copy of the project has no remote-tracking branches; the project it came from has
+    assert tags["replayml.code.on_remote"] == "true"
+    if tags["replayml.code.dirty"] == "true":  # the experiment's own params.yaml, no more
+        diff = mlflow_client(dvc_project).download_artifacts(run.info.run_id, "replayml/code.diff")
+        assert "WORKSPACE_EDIT" not in Path(diff).read_text()

@@ -286,6 +286,7 @@ def test_move_outside_replayml_is_detected(trained_store: TrainedStore) -> None:
     thread = threading.Thread(target=slow_mover)
     thread.start()
     deadline = time.time() + 20
+
     def claimed() -> bool:  # (the first promote left its own claim: wait for the mover's)
         tag = client.get_registered_model(name).tags.get("replayml.alias.prod.claim", "{}")
         return json.loads(tag).get("to") == v[1]

@@ -671,7 +671,7 @@ def run_experiment(cfg: RunConfig, ctx: RunContext) -> RunResult:
     from replayml.model.fit import fit, importance, predict, tree_hash
     from replayml.tracking.read import CONFIG_ARTIFACT, DIFF_ARTIFACT
     from replayml.tracking.run import tracked_run
-    from replayml.tracking.store import store_spec
+    from replayml.tracking.store import store_spec, workspace_origin
 
     root = ctx.project_root
     steps = Steps()
@@ -698,7 +698,8 @@ def run_experiment(cfg: RunConfig, ctx: RunContext) -> RunResult:
         with steps.step("connecting to the tracking store"):
             store_ready.result()
     code = code_version(root)
-    pushed = commit_on_remote(root, code.commit)
+    # a queued DVC experiment trains in a copy without the remote-tracking branches
+    pushed = commit_on_remote(workspace_origin(root), code.commit)
     if pushed.shared is False:
         log.warning(
             "%s: this run can be replayed only from a clone that has it; push it (`git push`) "
