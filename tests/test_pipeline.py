@@ -360,3 +360,29 @@ def test_a_lookback_before_the_data_starts_is_said(
         train(project, ["model=popularity", "dates=last_7d", "features.lookback_days=[7,400]"])
     assert "features.lookback_days=[7, 400] look back to" in caplog.text
     assert "the first 7 training days see less history" in caplog.text
+
+
+def test_an_edit_while_the_run_trains_makes_it_not_replayable(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the run records the code as it started; an editor saving a file (or a `git stash`)
+    # before it ends means the record may not be the code that ran
+    import replayml.model.fit as fit_module
+
+    real_fit = fit_module.fit
+    config = project / "conf" / "config.yaml"
+
+    def fit_while_editing(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        config.write_text(config.read_text() + "\n# saved by an editor meanwhile\n")
+        return real_fit(*args, **kwargs)
+
+    monkeypatch.setattr(fit_module, "fit", fit_while_editing)
+    result = train(project, ["model.num_boost_round=20"])
+    tags = mlflow_client(project).get_run(result.run_id).data.tags
+    assert not result.replayable
+    assert tags["replayml.replayable"] == "false"
+    reasons = tags["replayml.not_replayable_reasons"]
+    assert "the git checkout changed while the run trained (edited: conf/config.yaml)" in reasons
+    assert tags["replayml.code.dirty"] == "false"  # the code as the run started
+    lineage = json.loads((result.output_dir / "lineage.json").read_text())
+    assert lineage["tags"]["replayml.replayable"] == "false"

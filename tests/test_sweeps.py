@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from conftest import all_runs, mlflow_client, run_train_py
+from conftest import REPO, all_runs, git, mlflow_client, run_train_py
 
 pytestmark = pytest.mark.slow
 
@@ -522,3 +523,46 @@ def test_a_sweep_can_select_on_the_validation_window(project: Path) -> None:
     highest = max(children, key=lambda r: r.data.metrics["valid_best_auc"])
     assert parent.data.tags["replayml.sweep.best_run_id"] == highest.info.run_id
     assert parent.data.tags["replayml.sweep.objective_direction"] == "max"
+
+
+_EDIT_CALLBACK = '''
+import os
+from pathlib import Path
+
+from hydra.experimental.callback import Callback
+
+
+class EditAfterEachJob(Callback):
+    """Saves an edit to a module the sweep's process has already imported."""
+
+    def on_job_end(self, config, job_return, **kwargs):
+        path = Path(os.environ["EDIT_FILE"])
+        path.write_text(path.read_text() + "\\n# edited between jobs\\n")
+'''
+
+
+def test_an_edit_between_a_sweeps_jobs_makes_the_later_jobs_not_replayable(
+    project: Path, tmp_path: Path
+) -> None:
+    # the jobs of a sweep share one process: a module it imported for the first job is what
+    # the second runs, whatever the file says by then (the project runs its own src/)
+    shutil.copytree(REPO / "src", project / "src", ignore=shutil.ignore_patterns("__pycache__"))
+    git(project, "add", "-A")
+    git(project, "commit", "-qm", "code")
+    helpers = tmp_path / "helpers"
+    helpers.mkdir()
+    (helpers / "edit_callback.py").write_text(_EDIT_CALLBACK)
+    builders = project / "src" / "replayml" / "features" / "builders.py"
+    proc = run_train_py(
+        project, "-m", "model.learning_rate=0.05,0.2", "model.num_boost_round=20",
+        "+hydra.callbacks.edit._target_=edit_callback.EditAfterEachJob",
+        env={"PYTHONPATH": str(helpers), "EDIT_FILE": str(builders)},
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    _, children = _by_role(project)
+    first, second = sorted(children, key=lambda r: r.info.start_time)
+    assert first.data.tags["replayml.replayable"] == "true"
+    assert first.data.tags["replayml.code.package_in_project"] == "true"
+    assert second.data.tags["replayml.replayable"] == "false"
+    reasons = second.data.tags["replayml.not_replayable_reasons"]
+    assert "replayml's features/builders.py changed after this process imported it" in reasons

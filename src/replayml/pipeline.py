@@ -12,6 +12,8 @@ import importlib
 import json
 import logging
 import os
+import re
+import sys
 import tempfile
 import threading
 from collections.abc import Iterator
@@ -518,6 +520,69 @@ def foreign_package_files(project_root: Path, package: Path = _PACKAGE_DIR) -> l
     return differ
 
 
+#: replayml's source files as the first run of this process found them: the modules imported
+#: then are what its later runs (a sweep's jobs) execute, whatever the files say by then
+_FIRST_SEEN: dict[str, str] = {}
+
+
+def _package_files() -> dict[str, str]:
+    """sha256 of each replayml source file, by its path in the package."""
+    return {
+        p.relative_to(_PACKAGE_DIR).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in _PACKAGE_DIR.rglob("*.py")
+    }
+
+
+def note_loaded_code() -> None:
+    """Remember the package's files as first seen (call when a run starts)."""
+    for name, digest in _package_files().items():
+        _FIRST_SEEN.setdefault(name, digest)
+
+
+def _diff_files(diff: str) -> dict[str, str]:
+    """Each file of a `git diff` with its part of the diff."""
+    parts = re.split(r"^(?=diff --git )", diff, flags=re.MULTILINE)
+    out = {}
+    for part in parts:
+        head = part.split("\n", 1)[0]
+        if head.startswith("diff --git "):
+            out[head.rsplit(" b/", 1)[-1]] = part
+    return out
+
+
+def code_moved(root: Path, started: CodeVersion) -> list[str]:
+    """Why the code recorded at the run's start may not be the code that ran: the checkout
+    changed during the run, or a module this process imported changed on disk since."""
+    reasons = []
+    now = code_version(root)
+    if (now.commit, now.diff) != (started.commit, started.diff):
+        if now.commit != started.commit:
+            what = f"HEAD moved from {started.commit[:12]} to {now.commit[:12]}"
+        else:
+            a, b = _diff_files(started.diff), _diff_files(now.diff)
+            files = sorted(f for f in a.keys() | b.keys() if a.get(f) != b.get(f))
+            what = "edited: " + ", ".join(files[:5]) + (", …" if len(files) > 5 else "")
+        reasons.append(
+            f"the git checkout changed while the run trained ({what}): the run records the "
+            f"code as it started, which may not be the code that ran; train again with the "
+            f"checkout left alone"
+        )
+    current = _package_files()
+    loaded = set()
+    for module in list(sys.modules.values()):
+        file = getattr(module, "__file__", None)
+        if file and Path(file).resolve().is_relative_to(_PACKAGE_DIR):
+            loaded.add(Path(file).resolve().relative_to(_PACKAGE_DIR).as_posix())
+    changed = sorted(f for f in loaded if current.get(f) != _FIRST_SEEN.get(f, current.get(f)))
+    if changed:
+        reasons.append(
+            f"replayml's {', '.join(changed[:5])} changed after this process imported "
+            f"{'it' if len(changed) == 1 else 'them'} (an edit during a sweep?): the code "
+            f"that ran is not the code recorded; train again"
+        )
+    return reasons
+
+
 def replayability(
     cfg: RunConfig, code: CodeVersion, data: DataVersion, project_root: Path | None = None
 ) -> list[str]:
@@ -681,6 +746,9 @@ def run_experiment(cfg: RunConfig, ctx: RunContext) -> RunResult:
     # be reached still fails the command before any run exists and before training starts
     # the checks that need no data read come first: a bad config fails at once
     data_range = check_config(cfg, root)
+    # the code as the run starts: what the modules imported from here on are read from
+    note_loaded_code()
+    code = code_version(root)
     cancelled = threading.Event()
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="replayml-connect") as pool:
         store_ready = pool.submit(_connect_and_import, spec, cfg.model.kind, cancelled)
@@ -697,7 +765,6 @@ def run_experiment(cfg: RunConfig, ctx: RunContext) -> RunResult:
             raise
         with steps.step("connecting to the tracking store"):
             store_ready.result()
-    code = code_version(root)
     # a queued DVC experiment trains in a copy without the remote-tracking branches
     pushed = commit_on_remote(workspace_origin(root), code.commit)
     if pushed.shared is False:
@@ -755,6 +822,15 @@ def run_experiment(cfg: RunConfig, ctx: RunContext) -> RunResult:
             )
         with steps.step("training"):
             result = fit(m.train, m.valid, resolved.model)
+        moved = code_moved(root, code)
+        if moved:
+            log.warning("this run will not be replayable: %s", "; ".join(moved))
+            reasons += moved
+            tags[TAG + "replayable"] = "false"
+            tags[TAG + "not_replayable_reasons"] = "; ".join(reasons)
+            run.set_tags(
+                {k: tags[k] for k in (TAG + "replayable", TAG + "not_replayable_reasons")}
+            )
         scores = predict(result, m.test.X, m.test_popularity)
         k = resolved.model.eval_at
         probabilities = resolved.model.kind is ModelKind.lgbm
