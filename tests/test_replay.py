@@ -169,6 +169,10 @@ def test_replay_after_new_code_and_data_commits_uses_the_runs_versions(
     dvc(root, "add", "-q", "data")
     git(root, "commit", "-qam", "smaller trees; the last day trimmed")
     assert read_dvc_file(root / "data.dvc")[0] != result.data_hash
+    # a worktree of the user's own on a path that is away for now (an unmounted disk)
+    mine = root.parent / "my-worktree"
+    git(root, "worktree", "add", "-q", "-b", "mine", str(mine))
+    away = mine.rename(root.parent / "my-worktree-away")
     before = _snapshot(root)
 
     report = replay(result.run_id, project=root)
@@ -176,6 +180,9 @@ def test_replay_after_new_code_and_data_commits_uses_the_runs_versions(
     assert report.exit_code == 0
     assert not [w for w in report.warnings if w.startswith("config")], report.warnings
     assert _snapshot(root) == before
+    away.rename(mine)
+    assert git(mine, "rev-parse", "--abbrev-ref", "HEAD").strip() == "mine"  # still git's
+    git(root, "worktree", "remove", "--force", str(mine))
     assert len(_worktrees(root)) == 1
 
 
@@ -705,7 +712,11 @@ def test_replay_inside_the_runs_locked_environment(code_project: Path) -> None:
         assert venv_python.is_file()  # the replay ran in a venv built from the run's uv.lock
     finally:  # --keep leaves the folder (a whole venv) for the user: remove it here
         shutil.rmtree(kept, ignore_errors=True)
-        subprocess.run(["git", "worktree", "prune"], cwd=root, check=False)
+        subprocess.run(
+            ["git", "worktree", "remove", "-f", "-f", str(kept / "worktree")],
+            cwd=root,
+            check=False,
+        )
     client = mlflow_client(root)
     new = client.get_run(report.replay_run_id).data.tags
     assert (

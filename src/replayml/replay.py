@@ -114,7 +114,8 @@ class ReplayReport:
         if self.kept_dir is None:
             return ""
         git = f"git -C {shlex.quote(str(self.git_root))}" if self.git_root else "git"
-        return f"rm -rf {shlex.quote(str(self.kept_dir))} && {git} worktree prune"
+        tree = shlex.quote(str(self.kept_dir / "worktree"))
+        return f"{git} worktree remove --force {tree}; rm -rf {shlex.quote(str(self.kept_dir))}"
 
     @property
     def exit_code(self) -> int:
@@ -383,10 +384,28 @@ def remove_abandoned_worktrees(git_root: Path) -> None:
             continue
         if process_alive(pid, since=started):
             continue
-        _run(["git", "worktree", "remove", "-f", "-f", str(path)], git_root)
+        _forget_worktree(git_root, path)
         shutil.rmtree(path.parent, ignore_errors=True)
         log.info("removed the worktree of a replay that was killed (pid %s): %s", pid, path)
-    _run(["git", "worktree", "prune"], git_root)
+
+
+def _forget_worktree(git_root: Path, path: Path) -> None:
+    """Remove worktree `path` and git's record of it, and nothing else: `git worktree prune`
+    would also drop the user's own worktrees that sit on an unmounted or moved path."""
+    removed = _run(["git", "worktree", "remove", "-f", "-f", str(path)], git_root)
+    if removed.returncode == 0:
+        return
+    common = _run(["git", "rev-parse", "--path-format=absolute", "--git-common-dir"], git_root)
+    admin = Path(common.stdout.strip()) / "worktrees"
+    for gitdir in admin.glob("*/gitdir") if common.returncode == 0 else []:
+        try:
+            ours = Path(gitdir.read_text().strip()).parent == path
+        except OSError:
+            continue
+        if ours:
+            shutil.rmtree(gitdir.parent, ignore_errors=True)
+            return
+    log.warning("git worktree remove failed: %s", removed.stderr.strip())
 
 
 @contextmanager
@@ -404,12 +423,8 @@ def _worktree(git_root: Path, commit: str, keep: bool) -> Iterator[Path]:
         if keep:
             log.info("kept the replay worktree at %s", path)
         else:
-            if path.exists():
-                removed = _run(["git", "worktree", "remove", "-f", "-f", str(path)], git_root)
-                if removed.returncode != 0:
-                    log.warning("git worktree remove failed: %s", removed.stderr.strip())
+            _forget_worktree(git_root, path)
             shutil.rmtree(tmp, ignore_errors=True)
-            _run(["git", "worktree", "prune"], git_root)
 
 
 def _git_location(project: Path) -> tuple[Path, Path]:
