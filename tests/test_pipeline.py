@@ -386,3 +386,22 @@ def test_an_edit_while_the_run_trains_makes_it_not_replayable(
     assert tags["replayml.code.dirty"] == "false"  # the code as the run started
     lineage = json.loads((result.output_dir / "lineage.json").read_text())
     assert lineage["tags"]["replayml.replayable"] == "false"
+
+
+def test_the_logged_models_signature_requires_every_feature_in_order(project: Path) -> None:
+    # inferred from a few rows, a column that is missing in all of them (days since a
+    # contact that never happened) would be "optional", and leaving it out crashes LightGBM
+    # a one-day lookback: most users have not contacted anyone the day before
+    result = train(project, ["model.num_boost_round=10", "features.lookback_days=[1]"])
+    client = mlflow_client(project)
+    model_uri = client.get_run(result.run_id).data.tags["replayml.model_uri"]
+    logged = client.get_logged_model(model_uri.removeprefix("models:/"))
+    mlmodel = yaml.safe_load(
+        (Path(logged.artifact_location.removeprefix("file://")) / "MLmodel").read_text()
+    )
+    inputs = json.loads(mlmodel["signature"]["inputs"])
+    lineage = json.loads((result.output_dir / "lineage.json").read_text())
+    assert [c["name"] for c in inputs] == lineage["feature_names"]
+    assert all(c.get("required", True) for c in inputs), [
+        c["name"] for c in inputs if not c.get("required", True)
+    ]

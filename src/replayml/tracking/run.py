@@ -181,8 +181,15 @@ class RunHandle:
         import mlflow
         import mlflow.lightgbm
         from mlflow.models import infer_signature
+        from mlflow.types.schema import ColSpec, Schema
 
         prediction = booster.predict(example, num_iteration=best_iteration)
+        signature = infer_signature(example, prediction)
+        # the booster needs every feature: a column that happens to be missing in the example's
+        # rows is still required (inferred as optional, leaving it out would crash LightGBM)
+        signature.inputs = Schema(
+            [ColSpec(c.type, c.name, required=True) for c in signature.inputs.inputs]
+        )
         # log_model reads the global tracking URI, and setting it also exports
         # MLFLOW_TRACKING_URI to child processes: scope it to this call
         # the logged model belongs to the run's experiment (not MLflow's Default experiment)
@@ -196,7 +203,7 @@ class RunHandle:
                     name="model",
                     run_id=self.run_id,
                     input_example=example,
-                    signature=infer_signature(example, prediction),
+                    signature=signature,
                     pip_requirements=requirements,
                 )
         finally:
