@@ -722,3 +722,31 @@ def test_replay_inside_the_runs_locked_environment(code_project: Path) -> None:
     assert (
         new["replayml.env.lock_hash"] == client.get_run(run_id).data.tags["replayml.env.lock_hash"]
     )
+
+
+def test_a_model_value_from_the_environment_is_checked_not_trusted(
+    code_project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a value read from ${oc.env:...} is recorded redacted; the replay reads it from the
+    # environment again, and a wrong one is refused instead of showing up as "different trees"
+    root = code_project
+    proc = run_train_py(
+        root, "model.learning_rate=${oc.env:LR}", "model.num_boost_round=15", env={"LR": "0.1"}
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "model.learning_rate decides the model but is recorded redacted" in proc.stdout
+    (run,) = all_runs(root)
+    tags = run.data.tags
+    assert run.data.params["model.learning_rate"] == PLACEHOLDER
+    assert "0.1" not in tags["replayml.redacted_hash.model.learning_rate"].split(":")
+    var = secret_env_var("model.learning_rate")
+    monkeypatch.setenv(var, "0.2")
+    wrong = replay(run.info.run_id, project=root)
+    assert wrong.verdict is Verdict.NOT_REPLAYABLE and wrong.exit_code == 2
+    assert any(
+        f"{var} is not the value model.learning_rate had" in r for r in wrong.not_replayable
+    )
+    assert len(all_runs(root)) == 1  # nothing trained
+    monkeypatch.setenv(var, "0.10")  # the same number, written otherwise
+    right = replay(run.info.run_id, project=root)
+    assert right.verdict is Verdict.IDENTICAL, _explain(right)

@@ -41,7 +41,14 @@ from replayml.lineage.data import DataVersion, verify_files
 from replayml.lineage.environment import Environment, command_line, current_environment
 from replayml.lineage.sharing import commit_on_remote
 from replayml.progress import Steps
-from replayml.redact import redact_override, redact_text, redact_tree
+from replayml.redact import (
+    FINGERPRINT_TAG,
+    PLACEHOLDER,
+    fingerprint,
+    redact_override,
+    redact_text,
+    redact_tree,
+)
 
 log = logging.getLogger(__name__)
 
@@ -670,6 +677,16 @@ def _lineage_tags(
     return out
 
 
+def _redacted_fingerprints(plain: dict[str, Any], redacted: dict[str, Any]) -> dict[str, str]:
+    """A salted hash of each redacted value in the sections that decide the model, by key."""
+    values, hidden = flatten(plain), flatten(redacted)
+    return {
+        key: fingerprint(values[key])
+        for key, shown in hidden.items()
+        if shown == PLACEHOLDER and key.split(".")[0] in RESULT_KEYS and key in values
+    }
+
+
 def _user() -> str:
     """Who ran it, as MLflow's UI shows it ("Created by")."""
     import getpass
@@ -783,10 +800,22 @@ def run_experiment(cfg: RunConfig, ctx: RunContext) -> RunResult:
     reasons = replayability(resolved, code, data, root)
     if reasons:
         log.warning("this run will not be replayable: %s", "; ".join(reasons))
-    container = redact_tree(config_to_container(resolved), set(ctx.env_keys))
+    plain = config_to_container(resolved)
+    container = redact_tree(plain, set(ctx.env_keys))
+    fingerprints = _redacted_fingerprints(plain, container)
+    if fingerprints:
+        keys = ", ".join(sorted(fingerprints))
+        log.warning(
+            "%s decide%s the model but %s recorded redacted (secret-like, or from "
+            "${oc.env:...}): a replay reads %s from REPLAYML_SECRET_<KEY> and checks %s "
+            "against a salted hash; pass such values as plain overrides to keep them visible",
+            keys, "s" if len(fingerprints) == 1 else "", "is" if len(fingerprints) == 1 else "are",
+            "it" if len(fingerprints) == 1 else "them", "it" if len(fingerprints) == 1 else "them",
+        )  # fmt: skip
     config_yaml = yaml.safe_dump(container, sort_keys=False)
     config_hash = sections_hash(container)
     tags = _lineage_tags(resolved, windows, data, code, env, m, ctx, reasons, config_hash)
+    tags.update({FINGERPRINT_TAG + k: v for k, v in fingerprints.items()})
     user_tags = redact_tree(dict(resolved.tags), set(ctx.env_keys), "tags.")
     tags.update({k: str(v) for k, v in {**user_tags, **ctx.extra_tags}.items()})
     # as of this run's start: "true", "false", or "" when the repository has no git remote

@@ -7,12 +7,16 @@ from `${oc.env:...}` and user-info in URLs are redacted too.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 PLACEHOLDER = "***REDACTED***"
+#: `replayml.redacted_hash.<key>`: a salted hash of a redacted value the model depends on, so a
+#: replay can check the value it is given without the value being recorded
+FINGERPRINT_TAG = "replayml.redacted_hash."
 _SECRET = re.compile(
     r"(^|_)(token|secret|password|passwd|pwd|api_?key|apikey|credentials?|private_key|auth)(_|$)"
 )
@@ -139,3 +143,24 @@ def install_log_redaction(secrets: set[str]) -> None:
     for handler in logging.getLogger().handlers:
         if not any(isinstance(f, RedactingFilter) for f in handler.filters):
             handler.addFilter(RedactingFilter())
+
+
+def fingerprint(value: str, salt: str | None = None) -> str:
+    """`salt:sha256(salt + value)`, with a new random salt unless one is given."""
+    import hashlib
+    import secrets
+
+    salt = salt if salt is not None else secrets.token_hex(8)
+    return f"{salt}:{hashlib.sha256((salt + value).encode()).hexdigest()}"
+
+
+def matches_fingerprint(value: str, recorded: str) -> bool:
+    """Whether `value` (as given, or as YAML reads it: `0.10` is the float 0.1) is the value
+    whose fingerprint is `recorded`."""
+    import yaml
+
+    salt = recorded.partition(":")[0]
+    candidates = {value}
+    with contextlib.suppress(yaml.YAMLError):
+        candidates.add(str(yaml.safe_load(value)))
+    return any(fingerprint(c, salt) == recorded for c in candidates)

@@ -35,7 +35,7 @@ import yaml
 from replayml.errors import DataVersionError, ReplaymlError, TrackingError
 from replayml.prestart import PrestartedPython
 from replayml.progress import Steps
-from replayml.redact import PLACEHOLDER, redact_text
+from replayml.redact import FINGERPRINT_TAG, PLACEHOLDER, redact_text
 from replayml.tracking.read import CONFIG_ARTIFACT, DIFF_ARTIFACT
 
 if TYPE_CHECKING:
@@ -180,7 +180,11 @@ def secret_env_var(key: str) -> str:
 
 
 def replay_config(
-    recorded: dict[str, Any], run_id: str, token: str, experiment: str
+    recorded: dict[str, Any],
+    run_id: str,
+    token: str,
+    experiment: str,
+    fingerprints: dict[str, str] | None = None,
 ) -> tuple[dict[str, Any], set[str], list[str]]:
     """The config file a replay trains from: the recorded config, with
 
@@ -194,8 +198,13 @@ def replay_config(
       so a rebuilt matrix that differs from the cached one shows,
     - the `replayml.replay_of` / `replayml.replay_attempt` tags added.
 
+    A value given in the environment for a key with a recorded fingerprint (`fingerprints`,
+    from the run's `replayml.redacted_hash.*` tags) must match it.
+
     Returns (config, dotted keys changed for the replay, reasons it cannot be replayed).
     """
+    from replayml.redact import matches_fingerprint
+
     missing: list[str] = []
     changed: set[str] = set()
 
@@ -215,6 +224,13 @@ def replay_config(
                     missing.append(
                         f"{key} was redacted in the run's record; set the secret in the "
                         f"environment as {var} to replay it"
+                    )
+                elif key in (fingerprints or {}) and not matches_fingerprint(
+                    os.environ[var], (fingerprints or {})[key]
+                ):
+                    missing.append(
+                        f"{var} is not the value {key} had when the run trained (its salted "
+                        f"hash, tag {FINGERPRINT_TAG}{key}, differs): set the run's value"
                     )
                 return "${oc.env:" + var + "}"
             return node.replace("${", "\\${")  # recorded values are resolved: keep them literal
@@ -762,7 +778,9 @@ def _read_record(
                 f"{reader.missing_artifacts_hint(run.run_id) if text is not None else ''}"
             )
     recorded = yaml.safe_load(text or "") or {}
-    config, changed, missing = replay_config(recorded, run.run_id, token, run.experiment_name)
+    config, changed, missing = replay_config(
+        recorded, run.run_id, token, run.experiment_name, run.tags_under("redacted_hash.")
+    )
     reasons.extend(missing)
     return None if reasons else _Record(recorded, config, changed, diff)
 
