@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -13,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import all_runs, git, mlflow_client, run_train_py, train
+from conftest import REPO, all_runs, git, mlflow_client, run_train_py, train
 from replayml.lineage.data import read_dvc_file
 from replayml.lineage.environment import file_sha256
 
@@ -405,3 +406,35 @@ def test_the_logged_models_signature_requires_every_feature_in_order(project: Pa
     assert all(c.get("required", True) for c in inputs), [
         c["name"] for c in inputs if not c.get("required", True)
     ]
+
+
+def test_data_left_untracked_in_the_checkout_is_said_when_it_becomes_code(project: Path) -> None:
+    raw = project / "raw"
+    raw.mkdir()
+    (raw / "events.csv").write_text("user,item,ts\n" + "1,2,2024-01-01\n" * 100_000)
+    proc = run_train_py(project, "model.num_boost_round=5")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    said = proc.stdout + proc.stderr
+    assert "1 untracked file(s) of 1.5 MB in all (e.g. raw/events.csv (1.5 MB))" in said
+    assert "add them to .gitignore" in said
+
+
+def test_a_module_git_ignores_makes_the_run_not_replayable(project: Path) -> None:
+    # the project runs its own src/; a module it imports sits where git does not look
+    shutil.copytree(REPO / "src", project / "src", ignore=shutil.ignore_patterns("__pycache__"))
+    git(project, "add", "-A")
+    git(project, "commit", "-qm", "code")
+    tweak = project / "src" / "replayml" / "features" / "local_tweak.py"
+    tweak.write_text("FACTOR = 1.0\n")
+    with (project / ".git" / "info" / "exclude").open("a") as f:
+        f.write("local_tweak.py\n")
+    builders = project / "src" / "replayml" / "features" / "builders.py"
+    builders.write_text(builders.read_text() + "\nfrom replayml.features import local_tweak\n")
+    proc = run_train_py(project, "model.num_boost_round=5")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (run,) = all_runs(project)
+    assert run.data.tags["replayml.replayable"] == "false"
+    reasons = run.data.tags["replayml.not_replayable_reasons"]
+    assert (
+        "src/replayml/features/local_tweak.py was imported by this run but is ignored" in reasons
+    )

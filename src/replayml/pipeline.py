@@ -36,7 +36,7 @@ from replayml.config.resolve import (
 )
 from replayml.config.schema import DataConfig, DatesMode, ModelKind, RunConfig
 from replayml.errors import ConfigError, ReplaymlError
-from replayml.lineage.code import CodeVersion, code_version
+from replayml.lineage.code import CodeVersion, code_version, ignored_modules, untracked_bulk
 from replayml.lineage.data import DataVersion, verify_files
 from replayml.lineage.environment import Environment, command_line, current_environment
 from replayml.lineage.sharing import commit_on_remote
@@ -607,6 +607,20 @@ def replayability(
         reasons.append("model.deterministic=false: LightGBM may build different trees")
     if not code.available:
         reasons.append("the project is not a git repository: no code version")
+    elif project_root is not None:
+        files = [
+            Path(f).resolve()
+            for f in (getattr(m, "__file__", None) for m in list(sys.modules.values()))
+            if f and f.endswith(".py")
+        ]
+        ignored = ignored_modules(project_root, files)
+        if ignored:
+            reasons.append(
+                f"{', '.join(ignored[:5])} {'was' if len(ignored) == 1 else 'were'} imported by "
+                f"this run but {'is' if len(ignored) == 1 else 'are'} ignored by git "
+                f"(.gitignore or .git/info/exclude): that code is in no commit and not in the "
+                f"run's diff; track it (`git add -f`) or move it out of the ignored path"
+            )
     if not data.tracked:
         reasons.append("data.dvc_file is empty: the data is not versioned by DVC")
     return reasons
@@ -766,6 +780,9 @@ def run_experiment(cfg: RunConfig, ctx: RunContext) -> RunResult:
     # the code as the run starts: what the modules imported from here on are read from
     note_loaded_code()
     code = code_version(root)
+    bulk = untracked_bulk(code)
+    if bulk:
+        log.warning(bulk)
     cancelled = threading.Event()
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="replayml-connect") as pool:
         store_ready = pool.submit(_connect_and_import, spec, cfg.model.kind, cancelled)

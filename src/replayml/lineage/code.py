@@ -17,6 +17,8 @@ class CodeVersion:
     branch: str
     dirty: bool
     diff: str  # `git diff HEAD` plus untracked files as a patch; "" when clean
+    #: the untracked files in `diff` with their sizes in bytes (path relative to the git top)
+    untracked: tuple[tuple[str, int], ...] = ()
 
     @property
     def available(self) -> bool:
@@ -55,9 +57,50 @@ def code_version(root: Path) -> CodeVersion:
     spec = ["--", ".", *skip] if skip else []
     diff = _git(root, "diff", "HEAD", "--binary", *spec)
     untracked = _git(root, "ls-files", "--others", "--exclude-standard", "-z", *spec).split("\0")
+    sizes = []
     for rel in sorted(p for p in untracked if p):
         diff += _git(root, "diff", "--binary", "--no-index", "/dev/null", rel, ok=(0, 1))
-    return CodeVersion(commit=commit, branch=branch, dirty=bool(diff), diff=diff)
+        sizes.append((rel, (root / rel).stat().st_size if (root / rel).is_file() else 0))
+    return CodeVersion(
+        commit=commit, branch=branch, dirty=bool(diff), diff=diff, untracked=tuple(sizes)
+    )
+
+
+#: untracked files larger than this in all are more likely data than code: said when recorded
+UNTRACKED_WARN_BYTES = 1_000_000
+
+
+def untracked_bulk(code: CodeVersion) -> str:
+    """A warning when the untracked files a run records as code weigh more than
+    `UNTRACKED_WARN_BYTES` (data left in the checkout, logs); "" otherwise."""
+    total = sum(size for _, size in code.untracked)
+    if total <= UNTRACKED_WARN_BYTES:
+        return ""
+    biggest = sorted(code.untracked, key=lambda item: -item[1])[:3]
+    named = ", ".join(f"{path} ({size / 1e6:.1f} MB)" for path, size in biggest)
+    return (
+        f"{len(code.untracked)} untracked file(s) of {total / 1e6:.1f} MB in all (e.g. {named}) "
+        f"are recorded as code in this run's diff (replayml/code.diff) and make it dirty; if "
+        f"they are data or output, add them to .gitignore (or version them with `dvc add`)"
+    )
+
+
+def ignored_modules(root: Path, files: list[Path]) -> list[str]:
+    """Those of `files` (imported Python modules) that sit in the git checkout at `root` but
+    are ignored by git: their code is in no commit and no diff."""
+    top = Path(_git(root, "rev-parse", "--show-toplevel").strip()).resolve()
+    inside = sorted(
+        str(f.relative_to(top))
+        for f in files
+        if f.is_relative_to(top) and not {".venv", "site-packages", "dist-packages"} & set(f.parts)
+    )
+    if not inside:
+        return []
+    proc = subprocess.run(
+        ["git", "check-ignore", "--stdin"], cwd=top, input="\n".join(inside),
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    return [line for line in proc.stdout.splitlines() if line.strip()]
 
 
 def pipeline_outputs(project: Path) -> list[str]:
