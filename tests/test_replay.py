@@ -327,7 +327,7 @@ def test_data_missing_from_both_cache_and_remote_is_refused(
     commit = mlflow_client(root).get_run(result.run_id).data.tags["replayml.code.commit"]
     # the run's own data.dvc is what the push needs, whatever the checkout records now
     assert f"git checkout {commit[:12]} -- data.dvc && dvc push data.dvc" in message
-    assert "the default dataset can also be rebuilt here: `make data`" in message
+    assert "`make data` at that commit regenerates it" in message
     assert len(all_runs(root)) == runs  # nothing trained, nothing logged
     assert len(_worktrees(root)) == 1
 
@@ -750,3 +750,33 @@ def test_a_model_value_from_the_environment_is_checked_not_trusted(
     monkeypatch.setenv(var, "0.10")  # the same number, written otherwise
     right = replay(run.info.run_id, project=root)
     assert right.verdict is Verdict.IDENTICAL, _explain(right)
+
+
+def test_data_only_in_a_dirty_runs_diff_gets_advice_that_pushes_that_version(
+    code_project: Path, tmp_path: Path
+) -> None:
+    # the run's data.dvc was never committed: checking it out from the run's commit would
+    # push another version; the advice must point at the one in the run's diff
+    from dvc.repo import Repo
+
+    root = code_project
+    with Repo(str(root)) as repo:
+        shared = Path(repo.config["remote"]["local"]["url"])
+    remote = tmp_path / "remote"
+    shutil.copytree(shared, remote)
+    dvc(root, "remote", "modify", "--local", "local", "url", str(remote))
+    users = root / "data" / "users.parquet"
+    table = pq.read_table(users)
+    pq.write_table(table.slice(0, table.num_rows - 1), users)  # an edit of the user's
+    dvc(root, "add", "-q", "data")  # data.dvc left uncommitted
+    result = train(root, ["model.num_boost_round=5"])
+    git(root, "checkout", "--", "data.dvc")
+    dvc(root, "checkout", "-q", "--force")
+    dvc(root, "gc", "-w", "-f", "-q")  # the edited version leaves the cache
+    with pytest.raises(DataVersionError) as info:
+        replay(result.run_id, project=root)
+    message = str(info.value)
+    assert result.data_hash in message
+    assert "which was never committed (it is in the run's recorded diff" in message
+    assert f"replayml replay {result.run_id} --keep" in message
+    assert "git checkout" not in message and "make data" not in message

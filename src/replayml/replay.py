@@ -569,6 +569,20 @@ def _bad_files(worktree: Path, dvc_file: str, cache_objects: Path) -> list[str]:
     return bad
 
 
+def _committed_version(worktree: Path, commit: str, dvc_file: str) -> str:
+    """The data version `dvc_file` records at `commit` ("" when it is not there)."""
+    from replayml.lineage.data import parse_dvc_file
+
+    prefix = _run(["git", "rev-parse", "--show-prefix"], worktree).stdout.strip()
+    shown = _run(["git", "show", f"{commit}:{prefix}{dvc_file}"], worktree)
+    if shown.returncode != 0:
+        return ""
+    try:
+        return parse_dvc_file(shown.stdout)[0]
+    except Exception:  # not a .dvc file DVC would read either
+        return ""
+
+
 def materialise_data(project: Path, worktree: Path, run: RecordedRun, warnings: list[str]) -> None:
     """Check out the run's data version in the worktree from the project's DVC cache, fetching
     what is missing or corrupted from the remote; every file is re-hashed. Raises
@@ -598,19 +612,30 @@ def materialise_data(project: Path, worktree: Path, run: RecordedRun, warnings: 
             else f"not complete in the DVC cache ({setup.cache_objects}) nor in the remote"
         )
         commit = run.tag("code.commit")
-        raise DataVersionError(
-            f"run {run.run_id} cannot be replayed: data version {expected} ({dvc_file}) is "
-            f"{lost}. Remote: {setup.remote}. Push an intact copy from the machine whose DVC "
-            f"cache has it, with the run's {dvc_file} checked out for the push (`git checkout "
-            f"{commit[:12]} -- {dvc_file} && dvc push {dvc_file} && git checkout HEAD -- "
-            f"{dvc_file}`), then replay again"
-            + (
-                " (the default dataset can also be rebuilt here: `make data` regenerates it "
-                "from its seed and checks it against data.dvc)"
+        if _committed_version(worktree, commit, dvc_file) == expected:
+            push = (
+                f"with the run's {dvc_file} checked out for the push (`git checkout "
+                f"{commit[:12]} -- {dvc_file} && dvc push {dvc_file} && git checkout HEAD -- "
+                f"{dvc_file}`)"
+            )
+            regenerate = (
+                " (if it is the built-in generated dataset, `make data` at that commit "
+                "regenerates it from its seed and checks it against data.dvc)"
                 if dvc_file == "data.dvc"
                 else ""
             )
-            + f". dvc said: {_tail(failure, 6)}"
+        else:  # the run's .dvc file was an uncommitted change: it is only in the run's diff
+            push = (
+                f"with the run's {dvc_file}, which was never committed (it is in the run's "
+                f"recorded diff, not at {commit[:12]}): `replayml replay {run.run_id} --keep` "
+                f"there keeps a worktree holding it; `dvc push {dvc_file}` in that worktree"
+            )
+            regenerate = ""
+        raise DataVersionError(
+            f"run {run.run_id} cannot be replayed: data version {expected} ({dvc_file}) is "
+            f"{lost}. Remote: {setup.remote}. Push an intact copy from the machine whose DVC "
+            f"cache has it, {push}, then replay again{regenerate}. dvc said: "
+            f"{_tail(failure, 6)}"
         )
     bad = _bad_files(worktree, dvc_file, setup.cache_objects)
     if bad:
