@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import date, timedelta
 from pathlib import Path
 
 import pytest
@@ -438,3 +439,28 @@ def test_a_module_git_ignores_makes_the_run_not_replayable(project: Path) -> Non
     assert (
         "src/replayml/features/local_tweak.py was imported by this run but is ignored" in reasons
     )
+
+
+def test_a_test_day_cut_short_is_said(project: Path, caplog: pytest.LogCaptureFixture) -> None:
+    import pyarrow.parquet as pq
+
+    from conftest import dvc
+
+    last = sorted((project / "data" / "events").glob("date=*"))[-1]
+    for part in last.glob("*.parquet"):  # a dump cut off during its last day
+        table = pq.read_table(part)
+        pq.write_table(table.slice(0, int(table.num_rows * 0.3)), part)
+    dvc(project, "add", "-q", "data")
+    git(project, "commit", "-qam", "a dump cut off during its last day")
+    with caplog.at_level("WARNING"):
+        train(project, ["model.num_boost_round=5"])
+    said = [r.getMessage() for r in caplog.records if "rows a day against" in r.getMessage()]
+    day = last.name.removeprefix("date=")
+    assert said and f"the test window {day}..{day} has" in said[0], caplog.text[-2000:]
+    assert "set dates.anchor=" in said[0]
+    before = str(date.fromisoformat(day) - timedelta(days=1))
+    assert f"set dates.anchor={before}" in said[0]
+    caplog.clear()
+    with caplog.at_level("WARNING"):  # the advice taken: whole days only, nothing to say
+        train(project, ["model.num_boost_round=5", f"dates.anchor={before}"])
+    assert "rows a day against" not in caplog.text

@@ -30,6 +30,7 @@ import yaml
 
 from replayml.config.resolve import (
     DateWindows,
+    Window,
     config_to_container,
     resolve_dates,
     with_absolute_dates,
@@ -457,6 +458,28 @@ def resolve_windows(
 RANKER_MAX_GROUP_ROWS = 10_000
 
 
+#: a test window with fewer rows a day than this share of the training window's is said
+SHORT_TEST_SHARE = 0.5
+
+
+def warn_short_test_window(windows: DateWindows, m: Matrices) -> None:
+    """Say when the test window holds far fewer rows a day than the training window: a dump
+    cut off during its last day scores the model on a part of a day."""
+
+    def per_day(w: Window, rows: int) -> float:
+        return rows / ((w.end - w.start).days + 1)
+
+    train, test = per_day(windows.train, m.rows["train"]), per_day(windows.test, m.rows["test"])
+    if train > 0 and test < SHORT_TEST_SHARE * train:
+        log.warning(
+            "the test window %s..%s has %.0f rows a day against %.0f in the training window: a "
+            "dump cut off during its last day? The test metrics then describe part of a day; "
+            "set dates.anchor=%s (the day before) if so",
+            windows.test.start, windows.test.end, test, train,
+            windows.test.end - timedelta(days=1),
+        )  # fmt: skip
+
+
 def check_ranking_groups(cfg: RunConfig, m: Matrices) -> None:
     """Refuse, before any run exists, user-days too large for LightGBM's lambdarank."""
     if cfg.model.kind is not ModelKind.lgbm_ranker:
@@ -794,6 +817,7 @@ def run_experiment(cfg: RunConfig, ctx: RunContext) -> RunResult:
             else:
                 resolved, windows, data, m = prepare(cfg, root, steps, data_range)
             check_ranking_groups(resolved, m)
+            warn_short_test_window(windows, m)
         except BaseException:
             cancelled.set()  # leaving the block waits only for the step under way
             raise
