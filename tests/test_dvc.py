@@ -79,6 +79,10 @@ def test_exp_run_set_param_reaches_the_run(dvc_project: Path) -> None:
     assert run.data.params["model.learning_rate"] == "0.1"
     assert run.data.params["model.num_boost_round"] == "40"
     assert run.data.tags["replayml.dvc.exp_name"]
+    # which -S values made it, as differences of params.yaml from conf/'s composition
+    assert run.data.tags["replayml.dvc.params_changes"] == (
+        "model.learning_rate=0.1 model.num_boost_round=40"
+    )
     shown = _dvc(dvc_project, "exp", "show", "--md")
     assert "test_auc" in shown.stdout
 

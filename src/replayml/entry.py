@@ -7,6 +7,7 @@ import contextlib
 import logging
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 from omegaconf import DictConfig
@@ -14,6 +15,21 @@ from omegaconf import DictConfig
 from replayml.errors import ReplaymlError, RunKilled
 
 log = logging.getLogger(__name__)
+
+
+@contextlib.contextmanager
+def _hydra_set_aside() -> Iterator[None]:
+    """Hydra's global state put aside (and back) for a composition inside a Hydra app."""
+    from hydra.core.global_hydra import GlobalHydra
+
+    saved = GlobalHydra.instance().hydra
+    GlobalHydra.instance().clear()
+    try:
+        yield
+    finally:
+        GlobalHydra.instance().clear()
+        if saved is not None:
+            GlobalHydra.instance().initialize(saved)
 
 
 def train_from_hydra(cfg: DictConfig) -> float | None:
@@ -40,6 +56,17 @@ def train_from_hydra(cfg: DictConfig) -> float | None:
     install_log_redaction(secret_values(task_overrides, env_values))
     try:
         run_cfg = to_run_config(cfg)
+        extra_tags = dict(sweep_tags)
+        if hc.job.config_name == "params" and Path("params.yaml").is_file():
+            # the DVC stage: which values this experiment set (`dvc exp run -S ...`)
+            from replayml.config.compose import params_changes
+            from replayml.redact import redact_override
+
+            with _hydra_set_aside():  # composing conf/ needs Hydra's global state
+                changes = params_changes(Path.cwd() / "conf", Path.cwd() / "params.yaml")
+            extra_tags["replayml.dvc.params_changes"] = (
+                " ".join(redact_override(c) for c in changes) or "(none: conf/'s defaults)"
+            )
         ctx = RunContext(
             project_root=Path.cwd(),
             output_dir=Path(run_cfg.output_dir or hc.runtime.output_dir),
@@ -47,7 +74,7 @@ def train_from_hydra(cfg: DictConfig) -> float | None:
             choices=choices,
             env_keys=frozenset(env_keys),
             parent_run_id=parent_run_id,
-            extra_tags=sweep_tags,
+            extra_tags=extra_tags,
         )
         result = run_experiment(run_cfg, ctx)
     except (ReplaymlError, RunKilled) as exc:

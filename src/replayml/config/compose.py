@@ -48,6 +48,25 @@ def stale_params(config_dir: Path, params_file: Path) -> list[str]:
     ]
 
 
+def params_changes(config_dir: Path, params_file: Path) -> list[str]:
+    """What `params_file` sets differently from the default composition of `config_dir`, as
+    `key=value` overrides (a DVC experiment's `-S` values, as DVC wrote them into params.yaml);
+    keys conf/ leaves to an interpolation (the machine's thread count) are not listed."""
+    import json
+
+    fresh = _flat(compose(config_dir, []))
+    found = _flat(yaml.safe_load(params_file.read_text()) or {})
+    out = []
+    for key in sorted(found):
+        value = found[key]
+        base = fresh.get(key, "(absent)")
+        if value == base or (isinstance(base, str) and base.startswith("${")):
+            continue
+        text = json.dumps(value) if isinstance(value, list | dict) else str(value)
+        out.append(f"{'' if key in fresh else '+'}{key}={'null' if value is None else text}")
+    return out
+
+
 def _flat(tree: dict, prefix: str = "") -> dict[str, object]:
     out: dict[str, object] = {}
     for key, value in tree.items():
