@@ -35,10 +35,14 @@ from replayml.registry import (
 from replayml.tracking.registry_store import RegistryStore
 from server_fixtures import (  # noqa: F401  (fixtures are used by name)
     TrainedStore,
+    _stop,
     model_server,
     post_json,
     race_worker,
+    ready,
+    render_page,
     spec_for,
+    start_server,
     trained_store,
 )
 
@@ -215,7 +219,10 @@ def test_models_table_markdown_and_rich(trained_store: TrainedStore) -> None:
     listed = _cli(s, "models")
     assert listed.exit_code == 0, listed.output
     row = next(ln for ln in listed.stdout.splitlines() if ln.startswith(f"| {name} |"))
-    assert row == f"| {name} | {v2.version} | ab → v{v2.version}, prod → v{v1.version} |"
+    page = f"{v1.run_url.split('/#/')[0]}/#/models/{name}/versions/{v2.version}"
+    assert row == (
+        f"| {name} | {v2.version} | ab → v{v2.version}, prod → v{v1.version} | {page} |"
+    )
 
 
 def test_promote_rollback_and_audit(trained_store: TrainedStore) -> None:
@@ -587,3 +594,103 @@ def test_a_run_whose_commit_was_never_pushed_is_refused_from_a_clone_without_it(
         assert tags["replayml.forced"] == "true"
     finally:
         client.set_tag(s.weaker, "replayml.code.on_remote", "")
+
+
+def test_register_and_models_link_the_version_page(trained_store: TrainedStore) -> None:
+    s = trained_store
+    name = "reco-version-page"
+    result = _cli(s, "register", s.base, "--name", name, "--alias", "prod")
+    assert result.exit_code == 0, result.output
+    run_url = _client(s).get_model_version(name, "1").tags["replayml.run_url"]
+    page = f"{run_url.split('/#/')[0]}/#/models/{name}/versions/1"
+    assert f"version page: {page}\n" in result.stdout
+    table = _cli(s, "models", name)
+    assert table.exit_code == 0, table.output
+    (line,) = [ln for ln in table.stdout.splitlines() if ln.startswith("| 1 |")]
+    assert line.endswith(f" | {page} |")
+    (row,) = model_rows(name, spec=spec_for(s.uri))
+    assert row.version_url == page
+    # the terminal table links the version number to the same page
+    from rich.console import Console
+
+    console = Console(record=True, width=250)
+    console.print(models_rich(name, [row]))
+    assert page in console.export_html(inline_styles=True)
+
+
+def test_the_printed_version_page_renders_in_the_mlflow_ui(
+    trained_store: TrainedStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The version link `register` prints opens that version's page in a real `mlflow server`
+    on this store (read from the DOM headless Chromium renders)."""
+    s = trained_store
+    name = "reco-page-ui"
+    server = start_server(s.root / "mlruns")  # serves the store's own mlflow.db
+    try:
+        ready(server)
+        monkeypatch.setenv("REPLAYML_UI_URL", server.url)
+        result = _cli(s, "register", s.weaker, "--name", name, "--alias", "ab")
+        assert result.exit_code == 0, result.output
+        page = f"{server.url}/#/models/{name}/versions/1"
+        assert f"version page: {page}\n" in result.stdout
+        dom, png = render_page(page, tmp_path / "chromium")
+    finally:
+        _stop(server.proc)
+    assert "Version 1" in dom and name in dom, f"not the version page (see {png})"
+    # its source run's link and replayml's lineage tags are on it
+    for expected in (s.weaker, "replayml.alias.ab.previous", "replayml.code.commit"):
+        assert expected in dom, f"{expected!r} is not on the rendered version page (see {png})"
+
+
+def test_registering_a_run_again_warns_with_the_versions_it_already_has(
+    trained_store: TrainedStore,
+) -> None:
+    s = trained_store
+    name = "reco-twice"
+    first = _cli(s, "register", s.base, "--name", name)
+    assert first.exit_code == 0 and "already registered" not in first.output
+    _cli(s, "register", s.weaker, "--name", name)  # another run: version 2
+    again = _cli(s, "register", s.base, "--name", name)
+    assert again.exit_code == 0, again.output  # said, not refused
+    assert "registered reco-twice version 3" in again.stdout
+    assert (
+        f"warning: run {s.base} was already registered as {name} version 1: version 3 is "
+        f"another copy of the same model"
+    ) in again.stderr
+    third = _cli(s, "register", s.base, "--name", name)
+    assert f"already registered as {name} versions 1, 3: version 4" in third.stderr
+
+
+def test_replay_takes_a_registered_version_for_its_run(trained_store: TrainedStore) -> None:
+    s = trained_store
+    name = "reco-replay-uri"
+    v = register(s.not_replayable, name, spec=spec_for(s.uri), force=True).version
+    # cheap but real: the version's run is not replayable, so the replay stops after reading it
+    result = _cli(s, "replay", f"models:/{name}/{v}", "--project", str(s.root))
+    assert result.exit_code == 2, result.output
+    said = f"replaying models:/{name}/{v} = {name} version {v} (run {s.not_replayable})"
+    assert said in result.stdout
+    assert f"replay of run {s.not_replayable}: NOT_REPLAYABLE" in result.stdout
+    unset = _cli(s, "replay", f"models:/{name}@prod", "--project", str(s.root))
+    assert unset.exit_code == 2
+    assert f"no version of '{name}' holds alias 'prod'" in unset.stderr
+    assert f"{name} has no aliases yet" in unset.stderr
+    for bad in ("reco@prod", "prod", f"models:/{name}"):
+        junk = _cli(s, "replay", bad, "--project", str(s.root))
+        assert junk.exit_code == 2, junk.output
+        assert "models:/NAME@ALIAS or models:/NAME/VERSION" in junk.stderr
+        assert "server" not in junk.stderr
+
+
+def test_version_page_url_quotes_the_name_like_the_ui() -> None:
+    from replayml.tracking.registry_store import model_version_url
+
+    spec = spec_for("http://127.0.0.1:5057")
+    assert model_version_url(spec, "reco", "3") == "http://127.0.0.1:5057/#/models/reco/versions/3"
+    assert model_version_url(spec, "reco eu #2", "1").endswith(
+        "/models/reco%20eu%20%232/versions/1"
+    )
+    # the UI address the source run was made with is used, as for run links
+    assert model_version_url(spec, "r", "1", "https://mlflow.team.io/").startswith(
+        "https://mlflow.team.io/#/models/r/"
+    )

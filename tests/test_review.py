@@ -337,3 +337,91 @@ def test_settings_that_cannot_change_the_model_are_listed_apart(project: Path) -
     assert r.config == []
     assert {c.key for c in r.other_config} >= {"model.num_leaves", "model.num_threads"}
     assert "No difference in the data, dates, preprocessing, features or model." in r.markdown
+
+
+def test_a_ci_gate_without_a_baseline_fails_instead_of_passing(
+    trained_store: TrainedStore, tmp_path: Path
+) -> None:
+    from replayml.registry import register
+
+    s = trained_store
+    spec = spec_for(s.uri, s.root)
+    name = "review-gate"
+    v = register(s.base, name, spec=spec, alias="prod").version
+    out = tmp_path / "review.md"
+    # a mistyped alias: exit 2 before anything is printed or written, naming what exists
+    typo = _cli(s, "review", s.weaker, "--name", name, "--alias", "prdo", "--fail-on",
+                "test_auc", "-o", str(out))  # fmt: skip
+    assert typo.exit_code == 2, typo.output
+    assert f"no version of {name} holds alias @prdo" in typo.stderr
+    assert f"the aliases of {name}: @prod -> v{v}" in typo.stderr
+    assert "Did you mean --alias prod?" in typo.stderr
+    assert typo.stdout == "" and not out.exists()
+    # no baseline asked for at all
+    bare = _cli(s, "review", s.weaker, "--fail-on", "test_auc", "-o", str(out))
+    assert bare.exit_code == 2, bare.output
+    assert "--fail-on cannot be judged without a baseline" in bare.stderr
+    assert "--baseline RUN_ID" in bare.stderr and "--name NAME" in bare.stderr
+    assert bare.stdout == "" and not out.exists()
+    # the first model of a name: the gate says how to start; without --fail-on, a summary
+    first = "review-gate-first"
+    register(s.base, first, spec=spec)
+    gate = _cli(s, "review", s.weaker, "--name", first, "--fail-on", "test_auc")
+    assert gate.exit_code == 2, gate.output
+    assert f"{first} has no aliases yet" in gate.stderr
+    assert "review it without --fail-on" in gate.stderr
+    assert f"`replayml promote {first} VERSION --alias prod`" in gate.stderr
+    summary = _cli(s, "review", s.weaker, "--name", first, "-o", str(out))
+    assert summary.exit_code == 0, summary.output
+    assert f"No baseline: no version of {first} holds alias @prod yet" in summary.stdout
+    assert out.read_text() == summary.stdout
+    # the right alias judges
+    right = _cli(s, "review", s.weaker, "--name", name, "--fail-on", "test_auc")
+    assert right.exit_code == 1 and "regressed: test_auc" in right.stderr
+
+
+def test_the_reviewed_run_may_be_a_registered_version(trained_store: TrainedStore) -> None:
+    from replayml.registry import register
+
+    s = trained_store
+    spec = spec_for(s.uri, s.root)
+    name = "review-run-uri"
+    v = register(s.weaker, name, spec=spec, alias="candidate").version
+    by_alias = _cli(s, "review", f"models:/{name}@candidate", "--baseline", s.base,
+                    "--fail-on", "test_auc")  # fmt: skip
+    assert by_alias.exit_code == 1, by_alias.output  # the weaker run, judged
+    run_line = next(ln for ln in by_alias.stdout.splitlines() if ln.startswith("- Run:"))
+    assert run_line.startswith(f"- Run: [{s.weaker}](")
+    assert f"`models:/{name}@candidate` = {name} version {v}" in run_line
+    assert review(f"models:/{name}/{v}", baseline=s.base, spec=spec).run.run_id == s.weaker
+    # anything else that is not a run id is named as bad input, not blamed on the store
+    for bad in ("reco@prod", s.base[:16], f"runs:/{s.base}/model"):
+        result = _cli(s, "review", bad)
+        assert result.exit_code == 2, result.output
+        assert f"RUN {bad!r} is not a run id" in result.stderr
+        assert "models:/NAME@ALIAS or models:/NAME/VERSION" in result.stderr
+        assert "server" not in result.stderr and result.stdout == ""
+    bad_base = _cli(s, "review", s.base, "--baseline", "prod")
+    assert bad_base.exit_code == 2 and "--baseline 'prod' is not a run id" in bad_base.stderr
+    unset = _cli(s, "review", f"models:/{name}@prod")
+    assert unset.exit_code == 2
+    assert f"no version of '{name}' holds alias 'prod'" in unset.stderr
+    assert f"the aliases of {name}: @candidate -> v{v}" in unset.stderr
+
+
+def test_a_registered_baseline_links_its_version_page(trained_store: TrainedStore) -> None:
+    from replayml.registry import register
+
+    s = trained_store
+    spec = spec_for(s.uri, s.root)
+    name = "review page #1"  # quoted in the link as the MLflow UI quotes it
+    v = register(s.base, name, spec=spec, alias="prod").version
+    r = review(s.weaker, spec=spec, name=name)
+    assert r.baseline is not None
+    ui = r.baseline.url.split("/#/")[0]
+    page = f"{ui}/#/models/review%20page%20%231/versions/{v}"
+    line = next(ln for ln in r.markdown.splitlines() if ln.startswith("- Baseline:"))
+    assert line.endswith(f"`models:/{name}@prod` = {name} version {v} ([version page]({page}))")
+    # a run given by id is a run, not a version: no version link
+    plain = review(s.weaker, baseline=s.base, spec=spec).markdown
+    assert "version page" not in plain

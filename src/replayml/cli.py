@@ -226,7 +226,12 @@ _TRACKING_HELP = "Tracking store; default: $MLFLOW_TRACKING_URI, else the projec
 
 @app.command("review")
 def review_run(
-    run_id: str = typer.Argument(..., help="The run to review."),
+    run_id: str = typer.Argument(
+        ...,
+        metavar="RUN",
+        help="The run to review: its id, or models:/NAME@ALIAS or models:/NAME/VERSION (the "
+        "version's source run).",
+    ),
     baseline: str = typer.Option(
         None, "--baseline", help="A run id, or models:/NAME@ALIAS or models:/NAME/VERSION."
     ),
@@ -248,7 +253,8 @@ def review_run(
     """Markdown review of a run against a baseline: metrics, config, data and code.
 
     Exit code: 0, 1 when a --fail-on metric regressed, 2 on errors (also when a --fail-on
-    metric cannot be judged, e.g. against a baseline that is not comparable).
+    metric cannot be judged: no baseline found, e.g. no version holds --alias, or a baseline
+    that is not comparable).
     """
     from replayml.review import review
 
@@ -261,7 +267,15 @@ def review_run(
                             f"counts) or the absolute change allowed, e.g. 0.002"))  # fmt: skip
     try:
         spec = _store(tracking_uri, project)
-        result = review(run_id, baseline, spec=spec, name=name, alias=alias, tolerance=tolerance)
+        result = review(
+            run_id,
+            baseline,
+            spec=spec,
+            name=name,
+            alias=alias,
+            tolerance=tolerance,
+            require_baseline=bool(fail_on),
+        )
         for metric in fail_on or []:
             result.metric(metric)  # a misspelt metric fails before anything is printed
     except ReplaymlError as exc:
@@ -304,23 +318,38 @@ def register_run(
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log progress to stderr."),
 ) -> None:
     """Register a run's model as a new version, tagged with the run's lineage."""
-    from replayml.registry import register
+    from replayml.registry import register, same_run_versions
+    from replayml.tracking.registry_store import model_version_url
 
     _setup_logging(verbose)
     try:
+        spec = _store(tracking_uri, project)
         done = register(
             run_id,
             name,
-            spec=_store(tracking_uri, project),
+            spec=spec,
             alias=alias,
             ab_label=ab_label,
             ab_group=ab_group,
             force=force,
             project=_root(project),
         )
+        earlier = same_run_versions(name, done.run_id, spec=spec, exclude=done.version)
     except ReplaymlError as exc:
         _fail(exc)
+    # the version page on the UI address of the run link printed with it
+    page = model_version_url(spec, done.name, done.version, done.run_url.split("/#/", 1)[0])
     typer.echo(f"registered {done.name} version {done.version} from run {done.run_url}")
+    typer.echo(f"version page: {page}")
+    if earlier:
+        listed = ", ".join(earlier)
+        typer.echo(
+            f"warning: run {done.run_id} was already registered as {done.name} version"
+            f"{'s' if len(earlier) > 1 else ''} {listed}: version {done.version} is another "
+            f"copy of the same model (to point an alias at the existing one, use `replayml "
+            f"promote {done.name} {earlier[-1]} --alias ALIAS`)",
+            err=True,
+        )
     if done.forced_reasons:
         typer.echo(f"forced despite: {'; '.join(done.forced_reasons)}", err=True)
     if done.alias_move is not None:
@@ -353,10 +382,13 @@ def list_models(
         if not listed:
             typer.echo(f"no registered models in {spec.display_uri}")
             return
-        typer.echo("| model | latest version | aliases |\n|---|---|---|")
+        from replayml.tracking.registry_store import model_version_url
+
+        typer.echo("| model | latest version | aliases | latest version page |\n|---|---|---|---|")
         for model, latest, aliases in listed:
             held = ", ".join(f"{a} → v{v}" for a, v in sorted(aliases.items())) or "-"
-            typer.echo(f"| {model} | {latest} | {held} |")
+            page = model_version_url(spec, model, latest) if latest.isdigit() else "-"
+            typer.echo(f"| {model} | {latest} | {held} | {page} |")
         return
     if sys.stdout.isatty():
         from rich.console import Console
@@ -441,7 +473,11 @@ def main() -> None:
 
 @app.command("replay")
 def replay_run(
-    run_id: str = typer.Argument(..., help="The MLflow run id to replay."),
+    run_id: str = typer.Argument(
+        ...,
+        help="The MLflow run id to replay, or models:/NAME@ALIAS or models:/NAME/VERSION (the "
+        "version's source run).",
+    ),
     tracking_uri: str | None = typer.Option(
         None,
         "--tracking-uri",
@@ -476,12 +512,19 @@ def replay_run(
 
     Exit code: 0 IDENTICAL, 1 DIFFERENT, 2 not replayable or error.
     """
+    from replayml.registry import resolve_run_ref
     from replayml.replay import print_report, replay
 
     _setup_logging(verbose)
     try:
+        ref = resolve_run_ref(run_id, spec=_store(tracking_uri, project), option="RUN_ID")
+    except ReplaymlError as exc:
+        _fail(exc)
+    if ref.version is not None:
+        typer.echo(f"replaying {ref.describe()}")
+    try:
         report = replay(
-            run_id,
+            ref.run_id,
             project=_root(project),
             tracking_uri=tracking_uri,
             keep=keep,

@@ -24,6 +24,7 @@ import getpass
 import json
 import logging
 import os
+import re
 import time
 import uuid
 from dataclasses import dataclass, field, replace
@@ -33,7 +34,12 @@ from typing import TYPE_CHECKING
 
 from replayml.errors import ConfigError, ReplaymlError
 from replayml.tracking.read import DIFF_ARTIFACT
-from replayml.tracking.registry_store import ModelNotFoundError, RegistryStore, VersionRecord
+from replayml.tracking.registry_store import (
+    ModelNotFoundError,
+    RegistryStore,
+    VersionRecord,
+    model_version_url,
+)
 from replayml.tracking.store import StoreSpec
 
 if TYPE_CHECKING:
@@ -49,6 +55,8 @@ __all__ = [
     "PromotionRefused",
     "Registration",
     "RegistrationRefused",
+    "RunRef",
+    "aliases_text",
     "models_markdown",
     "models_rich",
     "model_rows",
@@ -56,7 +64,9 @@ __all__ = [
     "promote",
     "register",
     "resolve_model_uri",
+    "resolve_run_ref",
     "rollback",
+    "same_run_versions",
 ]
 
 P = "replayml."
@@ -64,6 +74,7 @@ KEY_METRICS = ("test_auc", "test_avg_precision", "test_logloss")
 KEY_METRIC_PREFIXES = ("test_ndcg_at_", "test_recall_at_")
 SHORT_NAMES = {"test_auc": "auc", "test_avg_precision": "ap", "test_logloss": "logloss"}
 NO_VERSION = "none"
+RUN_ID = re.compile(r"[0-9a-f]{32}")  # what MLflow gives a run (a uuid4's hex)
 
 
 class RegistrationRefused(ReplaymlError):
@@ -266,6 +277,17 @@ def register(
         forced_reasons=tuple(reasons),
         alias_move=move,
     )
+
+
+def same_run_versions(
+    name: str, run_id: str, *, spec: StoreSpec, exclude: str | None = None
+) -> list[str]:
+    """The versions of `name` made from run `run_id` (oldest first), except version `exclude`."""
+    store = RegistryStore(spec)
+    if not store.model_exists(name):
+        return []
+    found = [v.version for v in store.versions(name) if v.run_id == run_id]
+    return sorted((v for v in found if v != exclude), key=int)
 
 
 # ---------------------------------------------------------------------------- aliases
@@ -635,6 +657,7 @@ class ModelRow:
     metrics: dict[str, float] = field(default_factory=dict)
     replay_verdict: str = ""
     forced: bool = False
+    version_url: str = ""
 
     def metrics_text(self) -> str:
         return " ".join(f"{short_metric(k)}={v:.4f}" for k, v in self.metrics.items())
@@ -677,6 +700,7 @@ def model_rows(name: str, *, spec: StoreSpec) -> list[ModelRow]:
     rows = [_row(v) for v in store.versions(name)]
     client = store.client
     for i, row in enumerate(rows):
+        rows[i] = row = replace(row, version_url=model_version_url(spec, name, row.version))
         try:
             run = client.get_run(row.run_id) if row.run_id else None
         except Exception:  # a deleted or unreadable run: keep what the version recorded
@@ -684,11 +708,11 @@ def model_rows(name: str, *, spec: StoreSpec) -> list[ModelRow]:
             continue
         if run is None:
             continue
+        ui = run.data.params.get("tracking.ui_url")
         rows[i] = replace(
             row,
-            run_url=run_url(
-                spec, run.info.experiment_id, row.run_id, run.data.params.get("tracking.ui_url")
-            ),
+            run_url=run_url(spec, run.info.experiment_id, row.run_id, ui),
+            version_url=model_version_url(spec, name, row.version, ui),
             replay_verdict=run.data.tags.get(P + "replay.verdict") or row.replay_verdict,
         )
     return rows
@@ -703,6 +727,7 @@ HEADERS = (
     "source run",
     "key metrics",
     "replay",
+    "version page",
 )
 
 
@@ -717,6 +742,7 @@ def _cells(r: ModelRow) -> list[str]:
         r.run_url or r.run_id,
         r.metrics_text(),
         r.replay_verdict,
+        r.version_url,
     ]
 
 
@@ -734,18 +760,20 @@ def models_markdown(name: str, rows: list[ModelRow]) -> str:
 
 
 def models_rich(name: str, rows: list[ModelRow]) -> object:
-    """The versions as a Rich table (for a terminal): short run ids that link to the UI."""
+    """The versions as a Rich table (for a terminal): versions and short run ids that link to
+    their pages in the UI."""
     from rich.table import Table
     from rich.text import Text
 
     table = Table(title=name, show_lines=True)
     widths = {"aliases": 6, "A/B label": 9, "A/B group": 9, "key metrics": 15, "replay": 9}
-    for h in HEADERS:
+    for h in HEADERS[:-1]:  # the version links to its page
         table.add_column(
             h, no_wrap=h in ("version", "source run"), min_width=widths.get(h), overflow="fold"
         )
     for r in rows:
-        cells: list[object] = _cells(r)
+        cells: list[object] = _cells(r)[:-1]
+        cells[0] = Text(str(cells[0]), style=f"link {r.version_url}" if r.version_url else "")
         cells[1] = r.registered_at.replace("T", " ")[:16]
         url = r.run_url
         cells[5] = Text(r.run_id[:8], style=f"link {url}" if url else "")
@@ -763,16 +791,67 @@ def resolve_model_uri(uri: str, *, spec: StoreSpec) -> VersionRecord:
     store = RegistryStore(spec)
     if "@" in body:
         name, alias = body.rsplit("@", 1)
-        holder = store.holder(name, alias)
-        if holder is None:
+        aliases = store.aliases(name)
+        if alias not in aliases:
             raise ModelNotFoundError(
-                f"{uri}: no version of {name!r} holds alias {alias!r} in {spec.display_uri}; "
-                f"set it with `replayml promote {name} VERSION --alias {alias}`"
+                f"{uri}: no version of {name!r} holds alias {alias!r} in {spec.display_uri} "
+                f"({aliases_text(name, aliases)}); use one of those, or set it with "
+                f"`replayml promote {name} VERSION --alias {alias}`"
             )
-        return store.version(name, holder)
+        return store.version(name, aliases[alias])
     name, _, version = body.rpartition("/")
     if not name or not version.isdigit():
         raise ReplaymlError(
             f"{uri!r} is not a registry URI: use models:/NAME@ALIAS or models:/NAME/VERSION"
         )
     return store.version(name, version)
+
+
+def aliases_text(name: str, aliases: dict[str, str]) -> str:
+    """`the aliases of reco: ab -> v3, prod -> v2` (or that it has none)."""
+    if not aliases:
+        return f"{name} has no aliases yet"
+    held = ", ".join(f"@{a} -> v{v}" for a, v in sorted(aliases.items()))
+    return f"the aliases of {name}: {held}"
+
+
+@dataclass(frozen=True)
+class RunRef:
+    """A run given by its id or by a registered version (`models:/NAME@ALIAS|/VERSION`)."""
+
+    run_id: str
+    given: str
+    version: VersionRecord | None = None
+
+    def describe(self) -> str:
+        """`models:/reco@prod = reco version 3 (run <id>)`; the bare id for a run id."""
+        if self.version is None:
+            return self.run_id
+        v = self.version
+        return f"{self.given} = {v.name} version {v.version} (run {self.run_id})"
+
+
+def resolve_run_ref(ref: str, *, spec: StoreSpec, option: str = "RUN_ID") -> RunRef:
+    """The run `ref` names: a 32-hex MLflow run id as is, or the source run of the version a
+    `models:/NAME@ALIAS` or `models:/NAME/VERSION` URI points at.
+
+    Anything else is refused (`ConfigError`) before the store is asked, naming `option`, the
+    value and the forms accepted.
+    """
+    given = ref.strip()
+    if given.startswith("models:/"):
+        version = resolve_model_uri(given, spec=spec)
+        if not version.run_id:
+            raise ReplaymlError(
+                f"{option} {given}: {version.name} version {version.version} records no source "
+                f"run (it was created from a model outside any run), so there is no run to use; "
+                f"give a run id instead"
+            )
+        return RunRef(version.run_id, given, version)
+    if not RUN_ID.fullmatch(given):
+        raise ConfigError(
+            f"{option} {ref!r} is not a run id: give the run's MLflow id (32 hex digits, the "
+            f"end of its link, as printed by train.py), or a registered model version as "
+            f"models:/NAME@ALIAS or models:/NAME/VERSION (tracking store: {spec.display_uri})"
+        )
+    return RunRef(given, given)

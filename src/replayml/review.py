@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from replayml.tracking.read import RecordedRun, RunReader
+    from replayml.tracking.registry_store import VersionRecord
     from replayml.tracking.store import StoreSpec
 
 log = logging.getLogger(__name__)
@@ -34,6 +35,7 @@ KEY_ORDER = ("test_auc", "test_avg_precision", "test_logloss", "test_ndcg_at_", 
 MODEL_SECTIONS = ("data.", "dates.", "preprocessing.", "features.", "model.")
 WINDOWS = ("train", "valid", "test")
 MAX_CELL = 300
+UI_PARAM = "tracking.ui_url"  # the UI address a run was made with (its links use it)
 
 
 def direction(metric: str) -> str | None:
@@ -97,6 +99,7 @@ class Review:
     run: RecordedRun
     baseline: RecordedRun | None
     baseline_label: str = ""
+    run_label: str = ""
     not_comparable: list[str] = field(default_factory=list)
     metrics: list[MetricRow] = field(default_factory=list)
     config: list[ConfigChange] = field(default_factory=list)
@@ -235,26 +238,70 @@ def _kinds_note(run: RecordedRun, base: RecordedRun) -> str:
     )
 
 
+class NoBaselineError(ReplaymlError):
+    """A review that must judge regressions (`--fail-on`) has no baseline to judge against."""
+
+
+def _missing_alias(name: str, alias: str, aliases: dict[str, str], spec: StoreSpec) -> str:
+    """Why a regression gate cannot run against `models:/<name>@<alias>`, and the fix."""
+    import difflib
+
+    from replayml.registry import aliases_text
+
+    close = difflib.get_close_matches(alias, list(aliases), n=1)
+    if close:
+        fix = f"Did you mean --alias {close[0]}? "
+    elif aliases:
+        fix = "Pass the alias of the version to compare with as --alias. "
+    else:
+        fix = ""
+    return (
+        f"--fail-on cannot be judged: no version of {name} holds alias @{alias} in "
+        f"{spec.display_uri} ({aliases_text(name, aliases)}). {fix}If this is the first model "
+        f"of {name} under @{alias}, there is nothing to compare against yet: review it without "
+        f"--fail-on, then set the alias with `replayml promote {name} VERSION --alias {alias}`"
+    )
+
+
+def _version_label(given: str, version: VersionRecord, base: RecordedRun, spec: StoreSpec) -> str:
+    from replayml.tracking.registry_store import model_version_url
+
+    url = model_version_url(spec, version.name, version.version, base.params.get(UI_PARAM))
+    return f"`{given}` = {version.name} version {version.version} ([version page]({url}))"
+
+
 def _resolve_baseline(
-    reader: RunReader, baseline: str | None, name: str | None, alias: str, spec: StoreSpec
+    reader: RunReader,
+    baseline: str | None,
+    name: str | None,
+    alias: str,
+    spec: StoreSpec,
+    required: bool = False,
 ) -> tuple[RecordedRun | None, str, list[str]]:
-    from replayml.registry import resolve_model_uri
+    from replayml.registry import resolve_run_ref
     from replayml.tracking.registry_store import RegistryStore
 
     if baseline is None and name:
-        if RegistryStore(spec).holder(name, alias) is None:  # a missing model raises here
+        aliases = RegistryStore(spec).aliases(name)  # a missing model raises here
+        if alias not in aliases:
+            if required:
+                raise NoBaselineError(_missing_alias(name, alias, aliases, spec))
             return None, "", [f"No baseline: no version of {name} holds alias @{alias} yet"]
         baseline = f"models:/{name}@{alias}"
     if baseline is None:
+        if required:
+            raise NoBaselineError(
+                "--fail-on cannot be judged without a baseline: pass --baseline RUN_ID (or "
+                "models:/NAME@ALIAS), or --name NAME to compare with the version its --alias "
+                "(default prod) points to"
+            )
         return None, "", []
-    if baseline.startswith("models:/"):
-        version = resolve_model_uri(baseline, spec=spec)
-        if not version.run_id:
-            raise ReplaymlError(f"{baseline} (version {version.version}) has no source run")
-        given = f"--baseline {baseline} (the source run of version {version.version})"
-        run = _finished(reader, version.run_id, "baseline", given)
-        return run, f"`{baseline}` = {version.name} version {version.version}", []
-    return _finished(reader, baseline, "baseline", f"--baseline {baseline}"), "", []
+    ref = resolve_run_ref(baseline, spec=spec, option="--baseline")
+    if ref.version is None:
+        return _finished(reader, ref.run_id, "baseline", f"--baseline {baseline}"), "", []
+    given = f"--baseline {ref.given} (the source run of version {ref.version.version})"
+    run = _finished(reader, ref.run_id, "baseline", given)
+    return run, _version_label(ref.given, ref.version, run, spec), []
 
 
 def _finished(reader: RunReader, run_id: str, role: str, given: str = "") -> RecordedRun:
@@ -283,20 +330,35 @@ def review(
     name: str | None = None,
     alias: str = "prod",
     tolerance: float = 0.0,
+    require_baseline: bool = False,
 ) -> Review:
-    """Review run `run_id` against `baseline` (a run id or `models:/NAME@alias|/VERSION`).
+    """Review run `run_id` against `baseline`; either may be a run id or a registered version
+    (`models:/NAME@ALIAS` or `models:/NAME/VERSION`: its source run).
 
     Without `baseline`, the holder of `models:/<name>@<alias>` when `name` is given, else no
-    baseline (a summary of the run).
+    baseline (a summary of the run). With `require_baseline` (a regression gate), a baseline
+    that cannot be found raises `NoBaselineError` instead.
     """
+    from replayml.registry import resolve_run_ref
     from replayml.tracking.read import RunReader
 
+    ref = resolve_run_ref(run_id, spec=spec, option="RUN")  # bad input before the store
     reader = RunReader(spec)
-    run = _finished(reader, run_id, "reviewed")
-    base, label, notes = _resolve_baseline(reader, baseline, name, alias, spec)
+    run = _finished(reader, ref.run_id, "reviewed")
+    run_label = "" if ref.version is None else _version_label(ref.given, ref.version, run, spec)
+    base, label, notes = _resolve_baseline(
+        reader, baseline, name, alias, spec, required=require_baseline
+    )
     if base is not None and base.run_id == run.run_id:
         notes = [*notes, "The baseline is the run itself: every delta is zero by construction"]
-    result = Review(run=run, baseline=base, baseline_label=label, tolerance=tolerance, notes=notes)
+    result = Review(
+        run=run,
+        baseline=base,
+        baseline_label=label,
+        run_label=run_label,
+        tolerance=tolerance,
+        notes=notes,
+    )
     for recorded in (run, base):
         if recorded is not None and recorded.tag("code.dirty") == "true":
             diff = reader.text(recorded.run_id, DIFF_ARTIFACT)
@@ -477,7 +539,8 @@ def render(r: Review) -> str:
             f"information only and no regression is judged.",
             "",
         ]
-    out.append(f"- Run: [{run.run_id}]({run.url}) ({run.experiment_name})")
+    run_label = f" — {r.run_label}" if r.run_label else ""
+    out.append(f"- Run: [{run.run_id}]({run.url}) ({run.experiment_name}){run_label}")
     if base is not None:
         label = f" — {r.baseline_label}" if r.baseline_label else ""
         out.append(f"- Baseline: [{base.run_id}]({base.url}) ({base.experiment_name}){label}")

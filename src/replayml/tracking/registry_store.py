@@ -29,6 +29,7 @@ from replayml.tracking.store import (
     client_for_existing_store,
     explain,
     process_tracking_uri,
+    run_url,
 )
 
 log = logging.getLogger(__name__)
@@ -37,6 +38,19 @@ T = TypeVar("T")
 MODEL_VERSIONS_TAG = "mlflow.modelVersions"  # MLflow's own link from a logged model to versions
 _NOT_FOUND = ("RESOURCE_DOES_NOT_EXIST", "NOT_FOUND")
 _HTTP_STATUS = re.compile(r"error code (\d{3})\b")
+
+
+def model_version_url(
+    spec: StoreSpec, name: str, version: str, recorded_ui: str | None = None
+) -> str:
+    """The version's page in the MLflow UI (`<ui>/#/models/<name>/versions/<version>`), on the
+    same UI address as the run links (`run_url`): the one given now, else `recorded_ui` (the
+    source run's `tracking.ui_url`), else the store's."""
+    from urllib.parse import quote
+
+    ui = run_url(spec, "0", "0", recorded_ui).split("/#/", 1)[0]  # one rule for every link
+    quoted = quote(name, safe="!'()*~")  # as the UI's route does (encodeURIComponent)
+    return f"{ui}/#/models/{quoted}/versions/{version}"
 
 
 class ModelNotFoundError(ReplaymlError):
