@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import logging
 import shutil
+from datetime import date
 from pathlib import Path
 
+import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -14,8 +16,8 @@ from conftest import SMALL_SCALE, all_runs, compose_cfg, dvc, git, run_train_py
 from replayml.data.load import load
 from replayml.data.prepare import GeneratorSpec, prepare
 from replayml.errors import DataSchemaError, DataVersionError
-from replayml.lineage.data import read_dvc_file, verify_all
-from replayml.pipeline import RunContext, run_experiment
+from replayml.lineage.data import dvc_cache_dir, load_manifest, read_dvc_file, verify_all
+from replayml.pipeline import RunContext, check_config, run_experiment
 
 
 def _a_partition(root: Path) -> Path:
@@ -215,3 +217,51 @@ def test_cache_folder_is_the_one_dvc_uses(tmp_path: Path, configured: str | None
         expected = Path(repo.cache.local.path)
     assert dvc_cache_dir(root) == expected
     assert (configured is None) == (expected.is_relative_to(root))
+
+
+@pytest.mark.parametrize("edge", ["last", "first"])
+def test_a_partition_missing_from_the_workspace_is_refused(project: Path, edge: str) -> None:
+    """Every file read matches its hash, but a deleted last day moves the relative windows
+    and a deleted first day shortens the history: the run would not be the recorded data."""
+    days = sorted((project / "data" / "events").glob("date=*"))
+    gone = days[-1] if edge == "last" else days[0]
+    shutil.rmtree(gone)
+    proc = run_train_py(project, "experiment=quick")
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    said = f"1 of the {len(days)} files of data/events in the data version of data.dvc"
+    assert said in proc.stderr
+    assert f"data/events/{gone.name}/part-0.parquet" in proc.stderr
+    assert "Restore them with `dvc checkout data.dvc`" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert all_runs(project) == []
+    dvc(project, "checkout", "-q", "data.dvc")
+    assert check_config(compose_cfg(project), project)[1] == date(2024, 4, 29)
+
+
+def test_files_of_a_version_never_pulled_point_at_dvc_pull(project: Path) -> None:
+    """data.dvc names a newer version (a teammate added a day) whose files this clone never
+    fetched: the error names how many are missing and the pull that brings them."""
+    events = project / "data" / "events"
+    frame = pd.read_parquet(sorted(events.glob("date=*"))[-1] / "part-0.parquet")
+    new_day = events / "date=2024-04-30"
+    new_day.mkdir()
+    frame.assign(ts=frame["ts"] + pd.Timedelta(days=1)).to_parquet(
+        new_day / "part-0.parquet", index=False
+    )
+    dvc(project, "add", "-q", "data")
+    dvc(project, "push", "-q", "data.dvc")
+    md5 = load_manifest(dvc_cache_dir(project), read_dvc_file(project / "data.dvc")[0])[
+        "events/date=2024-04-30/part-0.parquet"
+    ]
+    (dvc_cache_dir(project) / md5[:2] / md5[2:]).unlink()  # neither fetched nor checked out
+    shutil.rmtree(new_day)
+    cfg = compose_cfg(project, ["experiment=quick"])
+    with pytest.raises(
+        DataVersionError,
+        match=r"1 of the 61 files of data/events in the data version of data.dvc \(\w+\.dir\) "
+        r"are missing from the workspace: data/events/date=2024-04-30/part-0.parquet .*"
+        r"Fetch and restore them with `dvc pull data.dvc` \(or `make data`",
+    ):
+        check_config(cfg, project)
+    dvc(project, "pull", "-q", "data.dvc")
+    assert check_config(cfg, project)[1] == date(2024, 4, 30)

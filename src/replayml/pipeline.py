@@ -38,7 +38,7 @@ from replayml.config.resolve import (
 from replayml.config.schema import DataConfig, DatesMode, ModelKind, RunConfig
 from replayml.errors import ConfigError, ReplaymlError
 from replayml.lineage.code import CodeVersion, code_version, ignored_modules, untracked_bulk
-from replayml.lineage.data import DataVersion, verify_files
+from replayml.lineage.data import DataVersion, check_present, verify_files
 from replayml.lineage.environment import Environment, command_line, current_environment
 from replayml.lineage.sharing import commit_on_remote
 from replayml.progress import Steps
@@ -227,6 +227,8 @@ def check_config(cfg: RunConfig, root: Path) -> tuple[date, date]:
         raise ConfigError(
             f"preprocessing.negative_rate={cfg.preprocessing.negative_rate} must be in (0, 1]"
         )
+    # the data's first and last day come from the workspace: it must hold the whole version
+    check_present(root, cfg.data.dvc_file, cfg.data.root, cfg.data.events.path)
     first, last = date_range(cfg.data, root)
     resolve_dates(cfg.dates, first, last)
     return first, last

@@ -10,7 +10,7 @@ import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import yaml
 
@@ -95,6 +95,59 @@ def load_manifest(cache_dir: Path, dir_hash: str) -> dict[str, str]:
     return {entry["relpath"]: entry["md5"] for entry in json.loads(path.read_text())}
 
 
+def _recorded(root: Path, dvc_file: str, data_root: str) -> tuple[str, int, Path, dict[str, str]]:
+    """(`.dir` hash, nfiles, cache folder, manifest) of the version `dvc_file` records, after
+    checking that it tracks `data_root`."""
+    data_dir = (root / data_root).resolve()
+    dir_hash, out_path, nfiles = read_dvc_file(root / dvc_file)
+    tracked_dir = ((root / dvc_file).parent / out_path).resolve()
+    if tracked_dir != data_dir:
+        raise DataVersionError(
+            f"data.root={data_root!r} resolves to {data_dir}, but {dvc_file} tracks "
+            f"{tracked_dir}; set data.dvc_file to the .dvc file that tracks {data_root} (e.g. "
+            f"data.dvc_file: {Path(data_root).name}.dvc after `dvc add {data_root}`), or point "
+            f"data.root at the folder {dvc_file} tracks"
+        )
+    cache_dir = dvc_cache_dir(root)
+    return dir_hash, nfiles, cache_dir, load_manifest(cache_dir, dir_hash)
+
+
+def check_present(root: Path, dvc_file: str, data_root: str, table: str) -> None:
+    """Refuse when files of the version in `dvc_file` under `table` (a file or folder relative
+    to `data_root`) are missing from the workspace.
+
+    The days present decide where relative windows end and how far back history reaches, so
+    a deleted partition, or a `dvc pull` forgotten after updating `dvc_file`, would train on
+    other days than the recorded version holds; the files read are hashed later, but a
+    missing one is not read. Existence only, no hashing: cheap on every run.
+    """
+    if not dvc_file:
+        return
+    dir_hash, _, cache_dir, manifest = _recorded(root, dvc_file, data_root)
+    data_dir = (root / data_root).resolve()
+    under = PurePosixPath(table)
+    wanted = sorted(rel for rel in manifest if PurePosixPath(rel).is_relative_to(under))
+    missing = [rel for rel in wanted if not (data_dir / rel).is_file()]
+    if not missing:
+        return
+    shown = ", ".join(f"{data_root}/{rel}" for rel in missing[:3])
+    more = f" and {len(missing) - 3} more" if missing[3:] else ""
+    cached = all((cache_dir / manifest[rel][:2] / manifest[rel][2:]).is_file() for rel in missing)
+    restore = (
+        f"restore them with `dvc checkout {dvc_file}`"
+        if cached
+        else f"fetch and restore them with `dvc pull {dvc_file}` (or `make data` for the "
+        f"default dataset)"
+    )
+    raise DataVersionError(
+        f"{len(missing)} of the {len(wanted)} files of {data_root}/{under} in the data version "
+        f"of {dvc_file} ({dir_hash}) are missing from the workspace: {shown}{more} (a deleted "
+        f"partition, or {dvc_file} updated without `dvc pull`?); a run would see other days "
+        f"than that version holds. {restore[0].upper()}{restore[1:]}, or record the data "
+        f"without them with `dvc add {data_root}` and commit {dvc_file}"
+    )
+
+
 def verify_files(
     root: Path,
     dvc_file: str,
@@ -113,16 +166,7 @@ def verify_files(
     if not dvc_file:
         rels = tuple(sorted(str(f.resolve().relative_to(data_dir)) for f in files))
         return DataVersion("", UNTRACKED, data_root, len(rels), rels)
-    dir_hash, out_path, nfiles = read_dvc_file(root / dvc_file)
-    tracked_dir = ((root / dvc_file).parent / out_path).resolve()
-    if tracked_dir != data_dir:
-        raise DataVersionError(
-            f"data.root={data_root!r} resolves to {data_dir}, but {dvc_file} tracks "
-            f"{tracked_dir}; set data.dvc_file to the .dvc file that tracks {data_root} (e.g. "
-            f"data.dvc_file: {Path(data_root).name}.dvc after `dvc add {data_root}`), or point "
-            f"data.root at the folder {dvc_file} tracks"
-        )
-    manifest = load_manifest(dvc_cache_dir(root), dir_hash)
+    dir_hash, nfiles, _, manifest = _recorded(root, dvc_file, data_root)
     rels: list[str] = []
     for f in files:
         rel = f.resolve().relative_to(data_dir).as_posix()
