@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -657,3 +658,197 @@ def test_hidden_files_in_partitions_are_not_data(tmp_path: Path) -> None:
     start, end = pd.Timestamp("2025-03-02").date(), pd.Timestamp("2025-03-05").date()
     events = load(_cfg("hive"), tmp_path, start, end).events
     assert len(events) == int(frame["when"].between("2025-03-02", "2025-03-06").sum())
+
+
+def test_day_folders_without_files_of_their_own_are_named(tmp_path: Path) -> None:
+    """Days written by hour too (`date=D/hour=H/`) or left empty used to be dropped: the
+    windows then ended on another day."""
+    from replayml.data.load import date_range, load
+    from replayml.errors import DataSchemaError
+
+    frame = _events_frame()
+    day = frame["when"].dt.strftime("%Y-%m-%d")
+    _write_hive(tmp_path, frame[day < "2025-03-09"])
+    late = frame[day >= "2025-03-09"]
+    late.assign(date=day, hour=late["when"].dt.hour).to_parquet(
+        tmp_path / "data" / "hive", partition_cols=["date", "hour"], index=False
+    )
+    nested = (
+        r"2 partition folder\(s\) of .*/data/hive do not hold their day's events as "
+        r"Parquet files directly: "
+        r"date=2025-03-09 \(holds hour=0/, hour=1/, hour=10/ and 21 more\), date=2025-03-10 "
+        r"\(holds .*\); write one level of files per day, `date=YYYY-MM-DD/\*.parquet` \(e.g. "
+        r"pandas `to_parquet\(path, partition_cols=\['date'\]\)` with the day only"
+    )
+    with pytest.raises(DataSchemaError, match=nested):
+        date_range(_cfg("hive"), tmp_path)
+    start, end = pd.Timestamp("2025-03-02").date(), pd.Timestamp("2025-03-05").date()
+    with pytest.raises(DataSchemaError, match=nested):  # a window of flat days too
+        load(_cfg("hive"), tmp_path, start, end)
+    # every day nested: the same error, not a refusal listing the very folders it wants
+    frame.assign(date=day, hour=frame["when"].dt.hour).to_parquet(
+        tmp_path / "data" / "by_hour", partition_cols=["date", "hour"], index=False
+    )
+    every_day = r"10 partition folder\(s\) .*date=2025-03-01 \(holds hour=0/.* and 7 more; write"
+    with pytest.raises(DataSchemaError, match=every_day):
+        date_range(_cfg("by_hour"), tmp_path)
+    # a day with files of its own and a sub-folder: the sub-folder's rows would be lost
+    shutil.rmtree(tmp_path / "data" / "hive")
+    _write_hive(tmp_path, frame)
+    extra = tmp_path / "data" / "hive" / "date=2025-03-05" / "hour=23"
+    extra.mkdir()
+    frame.head(5).to_parquet(extra / "part-0.parquet", index=False)
+    with pytest.raises(DataSchemaError, match=r"1 partition folder\(s\) .*: date=2025-03-05 "
+                       r"\(holds hour=23/, part-0.parquet\); write one level"):  # fmt: skip
+        date_range(_cfg("hive"), tmp_path)
+    shutil.rmtree(extra)
+    # an empty day folder (its files deleted) is not a day without a word
+    (tmp_path / "data" / "hive" / "date=2025-03-11").mkdir()
+    with pytest.raises(DataSchemaError, match=r"1 partition folder\(s\) .*: date=2025-03-11 "
+                       r"\(empty\); remove an empty folder \(a day without events needs none\), "
+                       r"or restore its files"):  # fmt: skip
+        date_range(_cfg("hive"), tmp_path)
+
+
+def test_zone_aware_partitions_by_local_date_load_like_one_file(tmp_path: Path) -> None:
+    """Partitions named by the Berlin date hold an hour of the next UTC day: the windows are
+    UTC days, so the partitions next to a window are read too, and the data's range comes
+    from its times, not from the folder names."""
+    from replayml.data.load import date_range, event_files, load
+
+    frame = _events_frame(n=4_000)
+    berlin = frame.assign(when=frame["when"].dt.tz_localize("UTC").dt.tz_convert("Europe/Berlin"))
+    (tmp_path / "data").mkdir()
+    berlin.to_parquet(tmp_path / "data" / "events.parquet", index=False)
+    local_day = berlin["when"].dt.strftime("%Y-%m-%d")
+    berlin.assign(date=local_day).to_parquet(
+        tmp_path / "data" / "hive", partition_cols=["date"], index=False
+    )
+    assert (tmp_path / "data" / "hive" / "date=2025-03-11").is_dir()  # UTC 23:00 onwards
+    one, hive = _cfg("events.parquet"), _cfg("hive")
+    first, last = date_range(one, tmp_path)
+    assert (first, last) == (pd.Timestamp("2025-03-01").date(), pd.Timestamp("2025-03-10").date())
+    assert date_range(hive, tmp_path) == (first, last)
+
+    def ordered(f: pd.DataFrame) -> pd.DataFrame:  # partitions are read day by day
+        return f.sort_values(list(f.columns), kind="stable", ignore_index=True)
+
+    for start, end in ((first, first), (last, last), (first, last)):
+        from_files = load(hive, tmp_path, start, end).events
+        pd.testing.assert_frame_equal(
+            ordered(from_files), ordered(load(one, tmp_path, start, end).events)
+        )
+        assert len(from_files) == int(frame["when"].dt.floor("D").between(
+            pd.Timestamp(start), pd.Timestamp(end)).sum())  # fmt: skip
+    # times in UTC (or naive) read exactly the window's partitions, as before
+    utc = frame.assign(when=frame["when"].dt.tz_localize("UTC"))
+    utc.assign(date=frame["when"].dt.strftime("%Y-%m-%d")).to_parquet(
+        tmp_path / "data" / "utc", partition_cols=["date"], index=False
+    )
+    read = event_files(_cfg("utc"), tmp_path, last, last)
+    assert [f.parent.name for f in read] == ["date=2025-03-10"]
+    assert [f.parent.name for f in event_files(hive, tmp_path, last, last)] == [
+        "date=2025-03-09", "date=2025-03-10", "date=2025-03-11"
+    ]  # fmt: skip
+
+
+HIVE_CONF = SHOP_CONF.replace("shop", "shop_hive").replace("events.csv", "events")
+
+
+def test_a_zone_aware_partitioned_dataset_trains_like_one_file(project: Path) -> None:
+    """The repro: a shop log in Berlin time partitioned by the Berlin date. The last folder
+    holds the last UTC day's final hour; it used to be taken as the test day (0 rows)."""
+    events = _shop_events()
+    seen = events["seen_at"].dt.tz_localize("UTC").dt.tz_convert("Europe/Berlin")
+    berlin = events.assign(seen_at=seen)
+    (project / "shop_data").mkdir()
+    berlin.to_parquet(project / "shop_data" / "events.parquet", index=False)
+    (project / "conf" / "data" / "shop.yaml").write_text(
+        SHOP_CONF.replace("events.csv", "events.parquet")
+    )
+    dvc(project, "add", "-q", "shop_data")
+    (project / "shop_hive_data").mkdir()
+    berlin.assign(date=seen.dt.strftime("%Y-%m-%d")).to_parquet(
+        project / "shop_hive_data" / "events", partition_cols=["date"], index=False
+    )
+    (project / "conf" / "data" / "shop_hive.yaml").write_text(HIVE_CONF)
+    dvc(project, "add", "-q", "shop_hive_data")
+    args = ["features=minimal", "preprocessing=none", "dates=last_7d"]
+    train(project, ["data=shop", *args])
+    train(project, ["data=shop_hive", *args])
+    one, hive = sorted(all_runs(project), key=lambda r: r.data.tags["replayml.dataset"])
+    assert hive.data.tags["replayml.dates.test_end"] == "2025-01-30"
+    for key in ("dates.train_start", "dates.test_end", "rows.train", "rows.valid", "rows.test"):
+        assert hive.data.tags[f"replayml.{key}"] == one.data.tags[f"replayml.{key}"], key
+
+
+def test_placeholder_epoch_times_are_counted_not_blamed_on_the_unit(tmp_path: Path) -> None:
+    from replayml.config.schema import TimeUnit
+    from replayml.data.load import date_range, load
+    from replayml.errors import DataSchemaError
+
+    frame = _events_frame()
+    # epoch seconds with a few 0s for unknown times: not a wrong unit
+    seconds = (frame["when"] - pd.Timestamp(0)) // pd.Timedelta(seconds=1)
+    zeros = seconds.where(frame.index % 400 > 0, 0)
+    (tmp_path / "data").mkdir()
+    frame.assign(when=zeros).to_parquet(tmp_path / "data" / "epoch.parquet", index=False)
+    placeholders = (
+        r"'when' \(data.events.timestamp=when\) read with data.events.timestamp_unit=s: 5 of "
+        r"2000 rows give times outside 1990..2100 \(e.g. 0\), placeholders for unknown times\? "
+        r"Drop or fill those rows"
+    )
+    with pytest.raises(DataSchemaError, match=placeholders):
+        date_range(_cfg("epoch.parquet", timestamp_unit=TimeUnit.s), tmp_path)
+    # a partitioned folder: a file's statistics tell, then its rows
+    _partitions(tmp_path, frame.assign(when=zeros), frame["when"].dt.strftime("%Y-%m-%d"))
+    start, end = pd.Timestamp("2025-03-01").date(), pd.Timestamp("2025-03-10").date()
+    with pytest.raises(DataSchemaError, match=r"date=2025-03-\d\d/part-0.parquet: .* 1 of \d+ "
+                       r"rows give times outside 1990..2100 \(e.g. 0\)"):  # fmt: skip
+        load(_cfg("hive", timestamp_unit=TimeUnit.s), tmp_path, start, end)
+    # milliseconds read as seconds, with the same zeros: the unit that fits most is named
+    millis = _cfg("epoch.parquet", timestamp_unit=TimeUnit.s)
+    frame.assign(when=zeros * 1000).to_parquet(tmp_path / "data" / "epoch.parquet", index=False)
+    with pytest.raises(DataSchemaError, match=r"most times fit data.events.timestamp_unit=ms: "
+                       r"set it; even then 5 of 2000 rows give times outside"):  # fmt: skip
+        date_range(millis, tmp_path)
+
+
+def test_text_where_numbers_belong_shows_its_values_and_a_fix(tmp_path: Path) -> None:
+    from replayml.config.schema import ItemsTable
+    from replayml.errors import DataSchemaError
+
+    frame = _events_frame()
+    # outcomes as text: the values found and the line that maps them
+    yes_no = frame.assign(y=frame["y"].map({0: "no", 1: "yes"}))
+    with pytest.raises(DataSchemaError, match=r"'y' \(data.events.label=y\) should be 0/1 or "
+                       r"true/false, found (large_)?string; it holds text \('no', 'yes'\): map "
+                       r"it to 0/1 in the data, e.g. `df\[\"y\"\] = \(df\[\"y\"\] == \"yes\"\)"
+                       r"\.astype\(\"int8\"\)`"):  # fmt: skip
+        _load(tmp_path, yes_no)
+    # prices as text: an example and pd.to_numeric
+    prices = ["12.50", "1,299.00", "7"] * 10
+    pd.DataFrame({"iid": range(30), "price": prices}).to_parquet(
+        tmp_path / "data" / "items.parquet", index=False
+    )
+    table = ItemsTable(path="items.parquet", id="iid", price="price")
+    with pytest.raises(DataSchemaError, match=r"'price' \(data.items.price=price\) should be "
+                       r"number, found (large_)?string; it holds numbers as text \(e.g. "
+                       r"'1,299.00'\): convert them in the data, e.g. `df\[\"price\"\] = "
+                       r"pd.to_numeric\(df\[\"price\"\]\)`"):  # fmt: skip
+        _load(tmp_path, frame, items=table)
+
+
+def test_a_pattern_as_a_data_path_is_named(tmp_path: Path) -> None:
+    from replayml.config.schema import ItemsTable
+    from replayml.data.load import date_range
+    from replayml.errors import ConfigError
+
+    frame = _events_frame()
+    _write_hive(tmp_path, frame)
+    with pytest.raises(ConfigError, match=r"data.events.path=hive/\*.parquet is a pattern, but "
+                       r"data paths are a file or a folder, not a pattern; .*\(e.g. "
+                       r"data.events.path=hive\)"):  # fmt: skip
+        date_range(_cfg("hive/*.parquet"), tmp_path)
+    with pytest.raises(ConfigError, match=r"data.items.path=items/\*.parquet is a pattern"):
+        _load(tmp_path, frame, items=ItemsTable(path="items/*.parquet", id="iid"))

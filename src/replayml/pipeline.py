@@ -272,7 +272,7 @@ def prepare(
 
     with steps.step("verifying data version"):
         files = event_files(cfg.data, root, history_start, windows.test.end)
-        belongs = in_window(cfg.data, history_start, windows.test.end)
+        belongs = in_window(cfg.data, root, history_start, windows.test.end)
         version = verify_files(root, cfg.data.dvc_file, cfg.data.root, files, belongs)
     key = None
     if version.tracked:  # untracked data has no version that could tell a change

@@ -7,7 +7,9 @@ dataset calls them, so the rest of the pipeline is dataset-agnostic.
 
 from __future__ import annotations
 
+import functools
 import logging
+import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -23,7 +25,7 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from replayml.config.schema import DataConfig, EventsTable
-from replayml.errors import DataSchemaError, DataVersionError
+from replayml.errors import ConfigError, DataSchemaError, DataVersionError
 
 log = logging.getLogger(__name__)
 
@@ -126,7 +128,28 @@ def events_path(cfg: DataConfig, project_root: Path) -> Path:
     return _root(cfg, project_root) / cfg.events.path
 
 
-def _missing(path: Path, what: str) -> DataVersionError:
+_GLOB_CHARS = frozenset("*?[")
+
+
+def _missing(
+    path: Path, what: str, key: str | None = None, value: str | None = None
+) -> DataVersionError | ConfigError:
+    """The error for a data path that does not exist: a pattern in `key` is named as such."""
+    if key and value and _GLOB_CHARS & set(value):
+        parts = PurePosixPath(value).parts
+        plain = PurePosixPath(
+            *parts[: next(i for i, p in enumerate(parts) if _GLOB_CHARS & set(p))]
+        )
+        what_fits = (
+            "one file (Parquet or CSV) or a folder of `date=YYYY-MM-DD/*.parquet` partitions"
+            if key == "data.events.path"
+            else "one file (Parquet or CSV)"
+        )
+        example = f" (e.g. {key}={plain})" if plain.parts and key == "data.events.path" else ""
+        return ConfigError(
+            f"{key}={value} is a pattern, but data paths are a file or a folder, not a "
+            f"pattern; point {key} at {what_fits}{example}"
+        )
     return DataVersionError(
         f"{what} {path} does not exist; restore the data with `dvc pull` "
         f"(or `make data` for the default dataset)"
@@ -151,12 +174,128 @@ def _partition_day(name: str) -> date | None:
 
 
 def _partitions(path: Path) -> dict[date, list[Path]]:
+    """The data files of each `date=` folder of `path`: one level of Parquet files per day.
+
+    A folder without any, or with sub-folders (whose files would not be read), is an error.
+    """
     parts: dict[date, list[Path]] = {}
+    wrong: list[Path] = []
     for sub in sorted(path.iterdir()):
         day = _partition_day(sub.name) if sub.is_dir() else None
-        if day is not None:
-            parts[day] = sorted(f for f in sub.glob("*.parquet") if _data_file(f.name))
+        if day is None:
+            continue
+        files, nested = [], False
+        with os.scandir(sub) as entries:
+            for entry in entries:
+                if not _data_file(entry.name):
+                    continue
+                if entry.is_dir():
+                    nested = True
+                elif entry.name.endswith(".parquet"):
+                    files.append(Path(entry.path))
+        parts[day] = sorted(files)
+        if nested or not files:
+            wrong.append(sub)
+    if wrong:
+        raise _not_one_level(path, wrong)
     return parts
+
+
+def _not_one_level(path: Path, folders: list[Path]) -> DataSchemaError:
+    """The error for `date=` folders that are not one level of Parquet files (a day dropped
+    or read in part would shift the windows, or silently lose rows)."""
+    kinds = set()
+    described = []
+    for i, folder in enumerate(folders):
+        found = sorted(
+            (p.name + ("/" if p.is_dir() else "") for p in folder.iterdir()),
+            key=lambda name: (not name.endswith("/"), name),  # sub-folders first
+        )
+        kinds.add(
+            "nested" if any(n.endswith("/") for n in found) else "files" if found else "empty"
+        )
+        if i < 3:
+            shown = ", ".join(found[:3]) + (f" and {len(found) - 3} more" if found[3:] else "")
+            described.append(f"{folder.name} ({'holds ' + shown if found else 'empty'})")
+    more = f" and {len(folders) - 3} more" if folders[3:] else ""
+    fixes = []
+    if "nested" in kinds:
+        fixes.append(
+            "write one level of files per day, `date=YYYY-MM-DD/*.parquet` (e.g. pandas "
+            "`to_parquet(path, partition_cols=['date'])` with the day only: partitioning by "
+            "hour too nests a folder per hour), then `dvc add` the data again"
+        )
+    if "files" in kinds:
+        fixes.append(
+            "store a day's events as `*.parquet` files (names starting with `.` or `_` are "
+            "not data), then `dvc add` the data again"
+        )
+    if "empty" in kinds:
+        fixes.append(
+            "remove an empty folder (a day without events needs none), or restore its files "
+            "(`dvc checkout`)"
+        )
+    return DataSchemaError(
+        f"{len(folders)} partition folder(s) of {path} do not hold their day's events as "
+        f"Parquet files directly: "
+        f"{', '.join(described)}{more}; {'; '.join(fixes)}"
+    )
+
+
+#: time zones that are UTC under another name
+_UTC_NAMES = frozenset({"utc", "etc/utc", "z", "+00:00", "-00:00", "gmt", "etc/gmt", "uct",
+                        "etc/uct", "zulu", "etc/zulu", "universal", "etc/universal"})  # fmt: skip
+
+
+def _zoned(parts: dict[date, list[Path]], events: EventsTable) -> bool:
+    """Whether a partitioned folder's times are zone-aware in a zone other than UTC.
+
+    Such data is usually partitioned by local date: a partition then holds a few hours of the
+    UTC days next to it. One file's schema tells (the files share one schema).
+    """
+    first = next((files[0] for files in parts.values() if files), None)
+    if first is None:
+        return False
+    try:
+        schema = pq.read_schema(first)
+    except (pa.ArrowInvalid, OSError):
+        return False  # the load names the unreadable file
+    return events.timestamp in schema.names and _local_zone(schema.field(events.timestamp).type)
+
+
+def _local_zone(t: pa.DataType) -> bool:
+    """Whether `t` is a zone-aware timestamp in a zone other than UTC."""
+    t = _value_type(t)
+    return bool(pa.types.is_timestamp(t) and t.tz and t.tz.lower() not in _UTC_NAMES)
+
+
+def _read_span(
+    parts: dict[date, list[Path]], events: EventsTable, start: date, end: date
+) -> tuple[date, date]:
+    """The partition days a load of the UTC days [start, end] reads: one more on each side
+    for zone-aware times (the window's filter keeps the rows of [start, end])."""
+    if _zoned(parts, events):
+        return start - timedelta(days=1), end + timedelta(days=1)
+    return start, end
+
+
+def _edge_day(parts: dict[date, list[Path]], events: EventsTable, last: bool) -> date | None:
+    """The UTC day of the earliest (or latest) time, read from the partitions at that edge."""
+    for day in sorted(parts, reverse=last):
+        files = parts[day]
+        with _read_errors(files):
+            tables = [pq.read_table(f, columns=[events.timestamp]) for f in files]
+        days = []
+        for table in tables:
+            if table.num_rows:  # an empty file's columns may have any type
+                times = as_naive_timestamps(table.column(0), events)
+                bounds = pc.min_max(times)
+                value = bounds["max" if last else "min"].as_py()
+                if value is not None:
+                    days.append(value.date())
+        if days:
+            return max(days) if last else min(days)
+    return None
 
 
 def _data_file(name: str) -> bool:
@@ -169,9 +308,11 @@ def date_range(cfg: DataConfig, project_root: Path) -> tuple[date, date]:
     """First and last day present in the events (partition names, or the timestamp column)."""
     path = events_path(cfg, project_root)
     if not path.exists():
-        raise _missing(path, "the events data (data.events.path)")
+        raise _missing(path, "the events data (data.events.path)", "data.events.path",
+                       cfg.events.path)  # fmt: skip
     if path.is_dir():
-        days = [d for d, files in _partitions(path).items() if files]
+        parts = _partitions(path)
+        days = list(parts)
         if not days:
             found = sorted(p.name + ("/" if p.is_dir() else "") for p in path.iterdir())
             shown = ", ".join(found[:4]) + (f" (and {len(found) - 4} more)" if found[4:] else "")
@@ -181,6 +322,11 @@ def date_range(cfg: DataConfig, project_root: Path) -> tuple[date, date]:
                 f"`to_parquet(partition_cols=['date'])` with the day as text), or point "
                 f"data.events.path at a single Parquet or CSV file"
             )
+        if _zoned(parts, cfg.events):  # partitions by local date: the times tell the UTC days
+            first = _edge_day(parts, cfg.events, last=False)
+            last = _edge_day(parts, cfg.events, last=True)
+            if first is not None and last is not None:
+                return first, last
         return min(days), max(days)
     dataset = _file_dataset([path])
     _check_schema("events", dataset.schema, {"data.events.timestamp": (cfg.events.timestamp,
@@ -188,7 +334,8 @@ def date_range(cfg: DataConfig, project_root: Path) -> tuple[date, date]:
     with _read_errors([path]):
         column = dataset.to_table(columns=[cfg.events.timestamp]).column(0)
     if _is_epoch(column.type):
-        _check_epoch_unit(pc.min(column).as_py(), pc.max(column).as_py(), cfg.events)
+        low, high = pc.min(column).as_py(), pc.max(column).as_py()
+        _check_epoch_unit(low, high, cfg.events, lambda: column)
     column = as_naive_timestamps(column, cfg.events)
     ts = pd.Series(column.to_pandas())
     return ts.min().date(), ts.max().date()
@@ -198,8 +345,28 @@ def date_range(cfg: DataConfig, project_root: Path) -> tuple[date, date]:
 PLAUSIBLE_YEARS = (1990, 2100)
 
 
-def _check_epoch_unit(low: int | None, high: int | None, events: EventsTable) -> None:
-    """Refuse integer times that the configured unit puts outside plausible years."""
+def _outside(values: pa.ChunkedArray, unit: str) -> tuple[int, object]:
+    """How many epoch times `unit` puts outside the plausible years, and one of them."""
+    lo, hi = (
+        (pd.Timestamp(f"{y}-01-01") - pd.Timestamp(0)) // pd.Timedelta(1, unit)
+        for y in PLAUSIBLE_YEARS
+    )
+    inside = pc.and_(pc.greater_equal(values, lo), pc.less(values, hi))
+    out = pc.filter(values, pc.invert(inside))
+    return len(out), (out[0].as_py() if len(out) else None)
+
+
+def _check_epoch_unit(
+    low: float | None,
+    high: float | None,
+    events: EventsTable,
+    values: Callable[[], pa.ChunkedArray] | None = None,
+) -> None:
+    """Refuse integer times that the configured unit puts outside plausible years.
+
+    `values` reads the column, to tell a few placeholder times (e.g. 0 for unknown) from a
+    wrong unit; it is called only when `low` or `high` is implausible.
+    """
     unit = events.timestamp_unit
     if low is None or high is None or unit is None:
         return
@@ -214,7 +381,28 @@ def _check_epoch_unit(low: int | None, high: int | None, events: EventsTable) ->
 
     if plausible(unit.value):
         return
+    years = f"{PLAUSIBLE_YEARS[0]}..{PLAUSIBLE_YEARS[1]}"
+    col = events.timestamp
     fits = [u for u in ("s", "ms", "us", "ns") if plausible(u)]
+    column = values() if values is not None and not fits else None
+    if column is not None and len(column) - column.null_count:
+        total = len(column) - column.null_count
+        for u in (unit.value, *(u for u in ("s", "ms", "us", "ns") if u != unit.value)):
+            n_out, example = _outside(column, u)
+            if n_out * 2 >= total:
+                continue  # most times do not fit this unit
+            rows = (
+                f"{n_out} of {total} rows give times outside {years} (e.g. {example})"
+                if u == unit.value
+                else f"most times fit data.events.timestamp_unit={u}: set it; even then "
+                f"{n_out} of {total} rows give times outside {years} (e.g. {example})"
+            )
+            raise DataSchemaError(
+                f"events column {col!r} (data.events.timestamp={col}) read with "
+                f"data.events.timestamp_unit={unit.value}: {rows}, placeholders for unknown "
+                f"times? Drop or fill those rows in the data (rows are never dropped "
+                f"silently), then `dvc add` it again"
+            )
     fix = (
         f"set data.events.timestamp_unit={fits[0]}"
         if fits
@@ -222,8 +410,7 @@ def _check_epoch_unit(low: int | None, high: int | None, events: EventsTable) ->
     )
     raise DataSchemaError(
         f"events column {events.timestamp!r} read with data.events.timestamp_unit={unit.value} "
-        f"gives times outside {PLAUSIBLE_YEARS[0]}..{PLAUSIBLE_YEARS[1]} (values {low}..{high}); "
-        f"{fix}"
+        f"gives times outside {years} (values {low}..{high}); {fix}"
     )
 
 
@@ -274,10 +461,15 @@ def as_naive_timestamps(column: pa.ChunkedArray, events: EventsTable) -> pa.Chun
     return column.cast(as_ts)
 
 
-def in_window(cfg: DataConfig, start: date, end: date) -> Callable[[str], bool]:
+def in_window(
+    cfg: DataConfig, project_root: Path, start: date, end: date
+) -> Callable[[str], bool]:
     """Whether a file of the dataset (a path relative to `data.root`) is an events file of a
-    day in [start, end]: what a load of that window must read."""
+    partition a load of [start, end] reads: what that load must read."""
     events = PurePosixPath(cfg.events.path)
+    path = events_path(cfg, project_root)
+    if path.is_dir():
+        start, end = _read_span(_partitions(path), cfg.events, start, end)
 
     def belongs(rel: str) -> bool:
         path = PurePosixPath(rel)
@@ -297,7 +489,7 @@ def event_files(cfg: DataConfig, project_root: Path, start: date, end: date) -> 
     files: list[Path] = []
     if path.is_dir():
         parts = _partitions(path)
-        day = start
+        day, end = _read_span(parts, cfg.events, start, end)
         while day <= end:
             files.extend(parts.get(day, []))
             day += timedelta(days=1)
@@ -332,6 +524,56 @@ _KINDS = {
 }
 
 
+#: the kinds a text column can be converted to
+_NUMBER_KINDS = ("number", "integer", "0/1 or true/false")
+#: text values that usually mean a positive outcome
+_YES = frozenset({"yes", "y", "true", "t", "1", "positive", "clicked", "bought", "converted"})
+
+
+def _is_text(t: pa.DataType) -> bool:
+    t = _value_type(t)
+    return pa.types.is_string(t) or pa.types.is_large_string(t)
+
+
+def _is_number_text(value: str) -> bool:
+    try:
+        float(value)
+    except ValueError:
+        return False
+    return True
+
+
+def _text_fix(column: str, key: str, kind: str, values: pa.ChunkedArray) -> str:
+    """What a text column holds where `kind` is expected, and how to convert it in the data."""
+    if pa.types.is_dictionary(values.type):
+        values = values.cast(values.type.value_type)
+    found = sorted(v for v in pc.unique(values).to_pylist() if v is not None)
+    if not found:
+        return f"it holds no values: fill it or map {key} to another column"
+    df = f'df["{column}"]'
+    if kind == "0/1 or true/false":
+        shown = ", ".join(repr(v) for v in found[:5])
+        more = f" and {len(found) - 5} more" if found[5:] else ""
+        yes = next((v for v in found if v.strip().lower() in _YES), None)
+        which = "" if yes else " (with the value of a positive outcome)"
+        return (
+            f"it holds text ({shown}{more}): map it to 0/1 in the data{which}, e.g. "
+            f'`{df} = ({df} == "{yes or found[-1]}").astype("int8")`, then `dvc add` it again'
+        )
+    bad = next((v for v in found if not _is_number_text(v)), None)
+    caveat = (
+        f" ({bad!r} is not a number as written: remove currency signs and thousands "
+        f'separators first, or pass errors="coerce" to make such values empty)'
+        if bad is not None
+        else ""
+    )
+    return (
+        f"it holds numbers as text (e.g. {(bad or found[0])!r}): convert them in the data, "
+        f"e.g. `{df} = pd.to_numeric({df})`{caveat}, then `dvc add` it again, or map {key} to "
+        f"another column"
+    )
+
+
 def _value_type(t: pa.DataType) -> pa.DataType:
     """The type of a column's values: a dictionary-encoded (pandas categorical) column's too."""
     return t.value_type if pa.types.is_dictionary(t) else t
@@ -347,25 +589,43 @@ def _decoded(table: pa.Table) -> pa.Table:
     return table
 
 
-def check_type(table: str, column: str, found: pa.DataType, kind: str, key: str) -> None:
-    """Raise `DataSchemaError` naming the column, expected kind and found type."""
-    if not _KINDS[kind](_value_type(found)):
-        hint = "fix the data or map {key} to another column"
-        if kind == "id" and pa.types.is_floating(_value_type(found)):
-            hint = (
-                "integer ids become floats in pandas when a column had empty values: drop "
-                "those rows and store the ids as integers (`df[col].astype('int64')`), or map "
-                "{key} to another column"
-            )
-        raise DataSchemaError(
-            f"{table} column {column!r} ({key}={column}) should be {kind}, found {found}; "
-            + hint.format(key=key)
+def check_type(
+    table: str,
+    column: str,
+    found: pa.DataType,
+    kind: str,
+    key: str,
+    values: Callable[[], pa.ChunkedArray] | None = None,
+) -> None:
+    """Raise `DataSchemaError` naming the column, expected kind and found type.
+
+    `values` reads the column, to show what a text column holds where numbers are expected.
+    """
+    if _KINDS[kind](_value_type(found)):
+        return
+    if values is not None and _is_text(found) and kind in _NUMBER_KINDS:
+        hint = _text_fix(column, key, kind, values())
+    elif kind == "id" and pa.types.is_floating(_value_type(found)):
+        hint = (
+            "integer ids become floats in pandas when a column had empty values: drop "
+            "those rows and store the ids as integers (`df[col].astype('int64')`), or map "
+            f"{key} to another column"
         )
+    else:
+        hint = f"fix the data or map {key} to another column"
+    raise DataSchemaError(
+        f"{table} column {column!r} ({key}={column}) should be {kind}, found {found}; {hint}"
+    )
 
 
 def _check_schema(
-    table: str, schema: pa.Schema, wanted: dict[str, tuple[str | None, str]], source: Path
+    table: str,
+    schema: pa.Schema,
+    wanted: dict[str, tuple[str | None, str]],
+    source: Path,
+    read: Callable[[str], pa.ChunkedArray] | None = None,
 ) -> None:
+    """Every mapped column exists with its kind; `read(column)` shows a wrong column's values."""
     names = set(schema.names)
     for key, (column, kind) in wanted.items():
         if column is None:
@@ -375,7 +635,8 @@ def _check_schema(
                 f"{table} table {source} has no column {column!r} ({key}={column}); "
                 f"found {sorted(names)}. Map {key} to an existing column in conf/data/"
             )
-        check_type(table, column, schema.field(column).type, kind, key)
+        values = functools.partial(read, column) if read is not None else None
+        check_type(table, column, schema.field(column).type, kind, key, values)
 
 
 def _events_columns(cfg: DataConfig) -> dict[str, tuple[str | None, str]]:
@@ -410,7 +671,7 @@ def load(cfg: DataConfig, project_root: Path, start: date, end: date) -> Tables:
         event_list = [f for f in event_list if metas[f].num_rows] or event_list[:1]
     ids = (cfg.events.user, cfg.events.item)
     dataset = _file_dataset(event_list, ids=ids)
-    _check_schema("events", dataset.schema, wanted, path)
+    _check_schema("events", dataset.schema, wanted, path, _column_reader(dataset, event_list))
     canonical = {"user": "user_id", "item": "item_id", "timestamp": "ts"}
     roles = {}  # canonical name -> the dataset's column; one column may fill two roles
     for key, (col, _) in wanted.items():
@@ -425,9 +686,11 @@ def load(cfg: DataConfig, project_root: Path, start: date, end: date) -> Tables:
         else:
             rename[col] = name
     if path.is_dir() and cfg.events.timestamp_unit is not None:
+        ts = cfg.events.timestamp
         for f in event_list:  # every file: the unit may change between partitions
             try:
-                _check_epoch_unit(*_min_max(metas[f], cfg.events.timestamp), cfg.events)
+                low, high = _min_max(metas[f], cfg.events.timestamp)
+                _check_epoch_unit(low, high, cfg.events, functools.partial(_read_column, f, ts))
             except DataSchemaError as exc:
                 raise DataSchemaError(f"{f}: {exc}") from None
     with _read_errors(event_list):
@@ -436,7 +699,8 @@ def load(cfg: DataConfig, project_root: Path, start: date, end: date) -> Tables:
         )
     table = _decoded(table)
     _check_values(table, cfg.events, start, end)
-    if rows_in_files is not None:  # the window's partitions were read whole: say what fell out
+    zoned = _local_zone(dataset.schema.field(cfg.events.timestamp).type)
+    if rows_in_files is not None and not zoned:  # the window's partitions, read whole
         outside = rows_in_files - table.num_rows
         if outside:
             log.warning(
@@ -627,20 +891,41 @@ def _check_overlap(event_ids: pd.Series, table_ids: pd.Series, table: str, event
     )
 
 
+def _read_column(path: Path, column: str) -> pa.ChunkedArray:
+    """One column of a Parquet file."""
+    with _read_errors([path]):
+        return pq.read_table(path, columns=[column]).column(0)
+
+
+def _column_reader(dataset: ds.Dataset, files: list[Path]) -> Callable[[str], pa.ChunkedArray]:
+    """Read one column of `dataset` (for an error message that shows its values)."""
+
+    def read(column: str) -> pa.ChunkedArray:
+        with _read_errors(files):
+            return dataset.to_table(columns=[column]).column(0)
+
+    return read
+
+
 def _load_attr(
-    path: Path, table: str, wanted: dict[str, tuple[str | None, str]], names: dict[str, str]
+    path: Path,
+    table: str,
+    wanted: dict[str, tuple[str | None, str]],
+    names: dict[str, str],
+    value: str,
 ) -> pd.DataFrame:
     if not path.is_file():
-        raise _missing(path, f"the {table} table")
+        raise _missing(path, f"the {table} table", f"data.{table}.path", value)
     cols = list(dict.fromkeys(c for c, _ in wanted.values() if c))
     if file_format(path) == "parquet":
         with _read_errors([path]):
-            _check_schema(table, pq.read_schema(path), wanted, path)
+            read = functools.partial(_read_column, path)
+            _check_schema(table, pq.read_schema(path), wanted, path, read)
             frame = _decoded(pq.read_table(path, columns=cols)).to_pandas()
     else:
         key = f"data.{table}.id"
         dataset = _file_dataset([path], f"data.{table}.path", ids=(wanted[key][0],))
-        _check_schema(table, dataset.schema, wanted, path)
+        _check_schema(table, dataset.schema, wanted, path, _column_reader(dataset, [path]))
         with _read_errors([path]):
             frame = _decoded(dataset.to_table(columns=cols)).to_pandas()
     out = pd.DataFrame(index=frame.index)
@@ -668,7 +953,7 @@ def _load_items(cfg: DataConfig, project_root: Path) -> pd.DataFrame | None:
         "data.items.created": "created",
         "data.items.region": "item_region",
     }
-    items = _load_attr(_root(cfg, project_root) / it.path, "items", wanted, names)
+    items = _load_attr(_root(cfg, project_root) / it.path, "items", wanted, names, it.path)
     if "created" in items and getattr(items["created"].dtype, "tz", None) is not None:
         items["created"] = items["created"].dt.tz_convert("UTC").dt.tz_localize(None)
     elif "created" in items and items["created"].dtype == object:  # days: their midnight
@@ -686,7 +971,7 @@ def _load_users(cfg: DataConfig, project_root: Path) -> pd.DataFrame | None:
         return None
     wanted = {"data.users.id": (us.id, "id"), "data.users.region": (us.region, "text or integer")}
     names = {"data.users.id": "user_id", "data.users.region": "user_region"}
-    users = _load_attr(_root(cfg, project_root) / us.path, "users", wanted, names)
+    users = _load_attr(_root(cfg, project_root) / us.path, "users", wanted, names, us.path)
     if "user_region" in users:
         users["user_region"] = users["user_region"].astype("string")
     return users
