@@ -410,13 +410,13 @@ def test_the_logged_models_signature_requires_every_feature_in_order(project: Pa
 
 
 def test_data_left_untracked_in_the_checkout_is_said_when_it_becomes_code(project: Path) -> None:
-    raw = project / "raw"
-    raw.mkdir()
-    (raw / "events.csv").write_text("user,item,ts\n" + "1,2,2024-01-01\n" * 100_000)
+    exports = project / "exports"  # (raw/ is ignored by the project's .gitignore)
+    exports.mkdir()
+    (exports / "events.csv").write_text("user,item,ts\n" + "1,2,2024-01-01\n" * 100_000)
     proc = run_train_py(project, "model.num_boost_round=5")
     assert proc.returncode == 0, proc.stderr[-3000:]
     said = proc.stdout + proc.stderr
-    assert "1 untracked file(s) of 1.5 MB in all (e.g. raw/events.csv (1.5 MB))" in said
+    assert "1 untracked file(s) of 1.5 MB in all (e.g. exports/events.csv (1.5 MB))" in said
     assert "add them to .gitignore" in said
 
 
