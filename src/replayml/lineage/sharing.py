@@ -94,12 +94,13 @@ def sharing_gaps(
             )
         else:
             log.warning(
-                "not checked whether others can fetch the run's commit: commit %s is not in "
-                "the git repository at %s (run the command in a clone of the run's project, "
-                "or pass --project)",
+                "not checked whether others can fetch the run's commit and data: commit %s is "
+                "not in the git repository at %s (run the command in a clone of the run's "
+                "project, or pass --project)",
                 commit[:12] or "(none recorded)",
                 root,
             )
+        return gaps  # not the run's project: its DVC remote says nothing about the run's data
     else:
         code = commit_on_remote(root, commit)
         if code.shared is False:
