@@ -111,6 +111,15 @@ def test_prepare_is_a_noop_when_data_is_verified(project: Path) -> None:
     assert (project / "data.dvc").read_bytes() == before
 
 
+def test_generator_options_that_were_not_used_are_said(project: Path) -> None:
+    # `replayml data prepare --seed 7` on data already at its version generates nothing
+    done = prepare(project, GeneratorSpec(scale=SMALL_SCALE, seed=7), push=False)
+    assert "already at" in done
+    assert "--scale, --seed ignored: generator options apply only when" in done
+    done = prepare(project, GeneratorSpec(), push=False)
+    assert "ignored" not in done
+
+
 def test_prepare_pulls_from_remote_into_an_empty_clone(project: Path, tmp_path: Path) -> None:
     clone = tmp_path / "clone"
     git(project.parent, "clone", "-q", str(project), str(clone))

@@ -119,7 +119,7 @@ class ReplayReport:
 
     @property
     def exit_code(self) -> int:
-        """0 IDENTICAL, 1 DIFFERENT (also an environment refused by --strict-env), 2 else."""
+        """0 IDENTICAL, 1 DIFFERENT, 2 else (NOT_REPLAYABLE, --strict-env refusals included)."""
         return {Verdict.IDENTICAL: 0, Verdict.DIFFERENT: 1}.get(self.verdict, 2)
 
 

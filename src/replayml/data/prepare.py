@@ -8,6 +8,7 @@ data version.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import shutil
@@ -109,6 +110,23 @@ def _explain_failed_pull(pulled: subprocess.CompletedProcess[str], version: str)
     return reason
 
 
+def _spec_unused(spec: GeneratorSpec, dvc_file: str) -> str:
+    """What to say when generator options were given but nothing was generated."""
+    option = {"scale": "--scale", "seed": "--seed", "n_days": "--days", "start_date": "--start"}
+    changed = [
+        option.get(f.name, f.name)
+        for f in dataclasses.fields(spec)
+        if getattr(spec, f.name) != f.default
+    ]
+    if not changed:
+        return ""
+    return (
+        f" ({', '.join(changed)} ignored: generator options apply only when the version in "
+        f"{dvc_file} has to be regenerated; to make other data, generate it in its own folder "
+        f"and `dvc add` it as a dataset of its own)"
+    )
+
+
 def prepare(
     root: Path,
     spec: GeneratorSpec = GeneratorSpec(),
@@ -129,7 +147,7 @@ def prepare(
         expected, _, _ = read_dvc_file(root / dvc_file)
         why = _why_unusable(root, dvc_file, data_root)
         if why is None:
-            return f"{data_root}/ is already at {expected}"
+            return f"{data_root}/ is already at {expected}" + _spec_unused(spec, dvc_file)
         if data_dir.exists():
             log.info("%s/ is not usable as is: %s", data_root, why)
         log.info("fetching data version %s with `dvc pull`", expected)
@@ -139,7 +157,9 @@ def prepare(
         else:
             why = _why_unusable(root, dvc_file, data_root)
             if why is None:
-                return f"restored {data_root}/ at {expected} from the DVC remote"
+                return f"restored {data_root}/ at {expected} from the DVC remote" + _spec_unused(
+                    spec, dvc_file
+                )
             not_pulled = f"`dvc pull` did not restore {data_root}/ ({why})"
             log.warning("%s; regenerating it", not_pulled)
     if data_dir.exists() and any(data_dir.iterdir()):
