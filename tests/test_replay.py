@@ -302,17 +302,23 @@ def test_corrupted_cache_file_is_named_and_repaired_from_the_remote(
     assert file_md5(root / "data" / "items.parquet") == workspace
 
 
-def test_data_missing_from_both_cache_and_remote_is_refused(
-    code_project: Path, tmp_path: Path
-) -> None:
+def _private_remote(root: Path, tmp_path: Path) -> Path:
+    """A copy of the project's DVC remote that only this test uses (it may delete from it)."""
     from dvc.repo import Repo
 
-    root = code_project
     with Repo(str(root)) as repo:
         shared = Path(repo.config["remote"]["local"]["url"])
     remote = tmp_path / "remote"
-    shutil.copytree(shared, remote)  # a private remote: this test deletes from it
+    shutil.copytree(shared, remote)
     dvc(root, "remote", "modify", "--local", "local", "url", str(remote))
+    return remote
+
+
+def test_data_missing_from_both_cache_and_remote_is_refused(
+    code_project: Path, tmp_path: Path
+) -> None:
+    root = code_project
+    remote = _private_remote(root, tmp_path)  # this test deletes from it
     result = train(root)
     md5 = _items_md5(root, result.run_id)
     _corrupt(_cache_object(root, md5))
@@ -757,14 +763,8 @@ def test_data_only_in_a_dirty_runs_diff_gets_advice_that_pushes_that_version(
 ) -> None:
     # the run's data.dvc was never committed: checking it out from the run's commit would
     # push another version; the advice must point at the one in the run's diff
-    from dvc.repo import Repo
-
     root = code_project
-    with Repo(str(root)) as repo:
-        shared = Path(repo.config["remote"]["local"]["url"])
-    remote = tmp_path / "remote"
-    shutil.copytree(shared, remote)
-    dvc(root, "remote", "modify", "--local", "local", "url", str(remote))
+    _private_remote(root, tmp_path)  # nothing of this version may reach the shared one
     users = root / "data" / "users.parquet"
     table = pq.read_table(users)
     pq.write_table(table.slice(0, table.num_rows - 1), users)  # an edit of the user's
