@@ -464,3 +464,27 @@ def test_a_test_day_cut_short_is_said(project: Path, caplog: pytest.LogCaptureFi
     with caplog.at_level("WARNING"):  # the advice taken: whole days only, nothing to say
         train(project, ["model.num_boost_round=5", f"dates.anchor={before}"])
     assert "rows a day against" not in caplog.text
+
+
+def test_the_popularity_baseline_has_a_log_loss_like_the_classifier(project: Path) -> None:
+    # its scores are smoothed contact rates: probabilities, comparable with the classifier's
+    pop = train(project, ["model=popularity"])
+    assert pop.metrics["test_logloss"] == pop.metrics["baseline_logloss"] > 0
+    lgbm = train(project, ["model.num_boost_round=10"])
+    assert lgbm.metrics["baseline_logloss"] == pop.metrics["baseline_logloss"]
+    assert {"valid_best_ndcg_at_10", "valid_best_recall_at_10"} <= set(lgbm.metrics)
+
+
+def test_negative_sampling_says_the_probabilities_are_not_calibrated(
+    project: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level("WARNING"):
+        sampled = train(project, ["model.num_boost_round=20", "preprocessing.negative_rate=0.2"])
+    assert "preprocessing.negative_rate=0.2 keeps that share" in caplog.text
+    assert "about 5x too high" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        full = train(project, ["model.num_boost_round=20"])
+    assert "negative_rate" not in caplog.text
+    # what the warning is about: the same test rows, a worse log loss from inflated scores
+    assert sampled.metrics["test_logloss"] > full.metrics["test_logloss"]

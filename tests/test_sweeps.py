@@ -136,9 +136,9 @@ def test_the_objectives_usual_direction_ranks_the_children(project: Path) -> Non
         # the ranker records no log loss: the sweep could never rank its jobs
         (["model=lgbm,lgbm_ranker", "tracking.objective=test_logloss"],
          "tracking.objective='test_logloss' is not recorded by model=lgbm_ranker runs"),
-        # no run records a baseline log loss (the baseline's scores are not probabilities)
-        (["model.num_leaves=15,31", "tracking.objective=baseline_logloss"],
-         "tracking.objective='baseline_logloss' is not a metric runs record"),
+        # a metric no run records
+        (["model.num_leaves=15,31", "tracking.objective=baseline_f1"],
+         "tracking.objective='baseline_f1' is not a metric runs record"),
         # the baseline trains nothing, so it has no validation metric to select on
         (["model=popularity,lgbm", "tracking.objective=valid_best_auc"],
          "tracking.objective='valid_best_auc' is not recorded by model=popularity runs"),
@@ -566,3 +566,42 @@ def test_an_edit_between_a_sweeps_jobs_makes_the_later_jobs_not_replayable(
     assert second.data.tags["replayml.replayable"] == "false"
     reasons = second.data.tags["replayml.not_replayable_reasons"]
     assert "replayml's features/builders.py changed after this process imported it" in reasons
+
+
+def test_a_validation_objective_compares_only_children_on_the_same_validation_rows(
+    project: Path,
+) -> None:
+    # same test rows (no preprocessing moves with the windows), other validation rows: the
+    # wider window's lower log loss says nothing about which model is better
+    proc = run_train_py(
+        project, "-m", "preprocessing=none", "dates.valid_days=1,3",
+        "tracking.objective=valid_best_logloss", "model.num_boost_round=20",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    parent, children = _by_role(project)
+    assert len(children) == 2
+    tests = {c.data.tags["replayml.test_rows_hash"] for c in children}
+    valids = {c.data.tags["replayml.valid_rows_hash"] for c in children}
+    assert len(tests) == 1 and len(valids) == 2
+    assert "replayml.sweep.best_run_id" not in parent[0].data.tags
+    table = mlflow_client(project).download_artifacts(parent[0].info.run_id, "sweep_summary.md")
+    assert (
+        "No best child: the children were scored on 2 different validation sets"
+        in Path(table).read_text()
+    )
+
+
+def test_a_sweep_over_model_kinds_can_select_on_the_validation_window(project: Path) -> None:
+    # the classifier also records the ranker's validation NDCG, the ranker the classifier's
+    # AUC: the test window stays unseen when the question is "which kind?"
+    proc = run_train_py(
+        project, "-m", "model=lgbm,lgbm_ranker", "tracking.objective=valid_best_ndcg_at_10",
+        "model.num_boost_round=20",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    parent, children = _by_role(project)
+    for child in children:
+        assert {"valid_best_ndcg_at_10", "valid_best_auc"} <= set(child.data.metrics)
+    best = parent[0].data.tags["replayml.sweep.best_run_id"]
+    top = max(children, key=lambda r: r.data.metrics["valid_best_ndcg_at_10"])
+    assert best == top.info.run_id

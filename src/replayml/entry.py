@@ -33,7 +33,8 @@ def _hydra_set_aside() -> Iterator[None]:
 
 
 def train_from_hydra(cfg: DictConfig) -> float | None:
-    """Run one training job from a Hydra-composed config; returns the test AUC for sweepers."""
+    """Run one training job from a Hydra-composed config; returns the value of the sweep's
+    objective (`tracking.objective`) for sweepers."""
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import OmegaConf
 
@@ -100,7 +101,9 @@ def train_from_hydra(cfg: DictConfig) -> float | None:
             raise CompactHydraException(message) from None
         raise SystemExit(exc.exit_code) from None
     print(f"run: {result.url}")
-    return result.metrics.get("test_auc")
+    # what an optimising sweeper (Optuna, Nevergrad) minimises or maximises: the objective
+    # the sweep selects by, so `tracking.objective=valid_best_auc` keeps the test window unseen
+    return result.metrics.get(run_cfg.tracking.objective)
 
 
 def _to_log_files(message: str) -> None:

@@ -72,6 +72,7 @@ def save(
         "rows": m.rows,
         "preprocess": m.preprocess,
         "feature_names": m.feature_names,
+        "valid_rows_hash": m.valid_rows_hash,
     }
     (out / META).write_text(json.dumps(meta, indent=2, sort_keys=True))
 
@@ -136,6 +137,6 @@ def load(
         train=splits["train"], valid=splits["valid"], test=splits["test"], test_frame=test_frame,
         test_popularity=popularity, feature_names=list(meta["feature_names"]),
         slice_hashes=dict(meta["slice_hashes"]), rows=dict(meta["rows"]),
-        preprocess=dict(meta["preprocess"]),
+        preprocess=dict(meta["preprocess"]), valid_rows_hash=meta.get("valid_rows_hash", ""),
     )  # fmt: skip
     return windows, version, m

@@ -89,6 +89,9 @@ class Matrices:
     slice_hashes: dict[str, str]
     rows: dict[str, int]
     preprocess: dict[str, int]
+    #: which events the validation window holds (`rows_hash`): a sweep selecting on validation
+    #: metrics compares only children scored on the same rows ("" from an older cache)
+    valid_rows_hash: str = ""
 
 
 @dataclass(frozen=True)
@@ -227,6 +230,16 @@ def check_config(cfg: RunConfig, root: Path) -> tuple[date, date]:
         raise ConfigError(
             f"preprocessing.negative_rate={cfg.preprocessing.negative_rate} must be in (0, 1]"
         )
+    rate = cfg.preprocessing.negative_rate
+    if rate < 1.0 and cfg.model.kind is ModelKind.lgbm:
+        log.warning(
+            "preprocessing.negative_rate=%s keeps that share of the training window's "
+            "negatives: the classifier's probabilities come out about %.3gx too high on the "
+            "validation and test windows (which keep every row), so its log loss (and any "
+            "threshold on its scores) does not compare with runs at another rate; AUC, AP and "
+            "NDCG rank and are unaffected",
+            rate, 1 / rate,
+        )  # fmt: skip
     # the data's first and last day come from the workspace: it must hold the whole version
     check_present(root, cfg.data.dvc_file, cfg.data.root, cfg.data.events.path)
     first, last = date_range(cfg.data, root)
@@ -383,6 +396,7 @@ def prepare(
         feature_names=feature_names,
         slice_hashes=hashes,
         rows=rows,
+        valid_rows_hash=rows_hash(parts[1]),
         preprocess={
             "duplicates_removed": stats.duplicates,
             "bot_users_removed": stats.bot_users,
@@ -703,6 +717,8 @@ def _lineage_tags(
         tags[f"slice_hash.{name}"] = h
         tags[f"rows.{name}"] = str(m.rows[name])
     tags["test_rows_hash"] = rows_hash(m.test_frame)
+    if m.valid_rows_hash:
+        tags["valid_rows_hash"] = m.valid_rows_hash
     for group, choice in ctx.choices.items():
         tags[f"choice.{group}"] = choice
     out = {TAG + k: v for k, v in tags.items()}
@@ -905,9 +921,11 @@ def run_experiment(cfg: RunConfig, ctx: RunContext) -> RunResult:
             )
         scores = predict(result, m.test.X, m.test_popularity)
         k = resolved.model.eval_at
-        probabilities = resolved.model.kind is ModelKind.lgbm
+        # the classifier and the popularity baseline (a smoothed contact rate) give
+        # probabilities; the ranker's scores are not, so it has no log loss
+        probabilities = resolved.model.kind is not ModelKind.lgbm_ranker
         metrics = evaluate(m.test.y, scores, m.test.groups, k, probabilities)
-        baseline = evaluate(m.test.y, m.test_popularity, m.test.groups, k, False)
+        baseline = evaluate(m.test.y, m.test_popularity, m.test.groups, k, True)
         all_metrics = {f"test_{n}": v for n, v in metrics.items()}
         all_metrics.update({f"baseline_{n}": v for n, v in baseline.items()})
         all_metrics["best_iteration"] = float(result.best_iteration)
@@ -917,6 +935,12 @@ def run_experiment(cfg: RunConfig, ctx: RunContext) -> RunResult:
             if curve.startswith("valid_") and 0 < result.best_iteration <= len(values):
                 best = float(values[result.best_iteration - 1])
                 all_metrics[f"valid_best_{curve.removeprefix('valid_')}"] = best
+        if result.booster is not None:  # every kind also gets what the other trained on, so
+            # a sweep over model kinds can select on the validation window too
+            valid_scores = predict(result, m.valid.X, np.zeros(len(m.valid.y)))
+            valid = evaluate(m.valid.y, valid_scores, m.valid.groups, k, probabilities)
+            for name, value in valid.items():
+                all_metrics.setdefault(f"valid_best_{name}", value)
         all_metrics.update({f"rows_{n}": float(v) for n, v in m.rows.items()})
         all_metrics.update({n: float(v) for n, v in m.preprocess.items()})
         t_hash = tree_hash(result.booster)

@@ -68,17 +68,18 @@ def parallel_jobs(config: DictConfig) -> int:
 
 
 def recorded_metrics(eval_at: int, kind: str) -> list[str]:
-    """The metrics a run of model `kind` records (see `model.evaluate.evaluate`): log loss only
-    for the binary classifier's probabilities, never for the popularity baseline; validation
-    metrics only for what LightGBM trained."""
+    """The metrics a run of model `kind` records (see `model.evaluate.evaluate`): log loss for
+    probabilities (the classifier's and the popularity baseline's), never for the ranker's
+    scores; validation metrics only for what LightGBM trained."""
     ranking = ["auc", "avg_precision", f"ndcg_at_{eval_at}", f"recall_at_{eval_at}"]
-    test = ranking[:2] + (["logloss"] if kind == "lgbm" else []) + ranking[2:]
-    # the validation metrics at the best iteration (see `model.fit.fit`'s curves)
-    valid = {"lgbm": ["logloss", "auc"], "lgbm_ranker": [f"ndcg_at_{eval_at}"]}.get(kind, [])
+    with_logloss = ranking[:2] + ["logloss"] + ranking[2:]
+    test = ranking if kind == "lgbm_ranker" else with_logloss
+    # the validation metrics at the best iteration, of the models LightGBM trained
+    valid = {"lgbm": with_logloss, "lgbm_ranker": ranking}.get(kind, [])
     return (
         [f"test_{m}" for m in test]
         + [f"valid_best_{m}" for m in valid]
-        + [f"baseline_{m}" for m in ranking]
+        + [f"baseline_{m}" for m in with_logloss]
     )
 
 

@@ -73,9 +73,10 @@ class SweepSummary:
             return ""
         if not self.scored:
             return f"no finished child has {self.objective}"
+        w = "validation" if _window(self.objective) == "valid" else "test"
         return (
-            f"the children were scored on {len(self.test_sets)} different test sets (other "
-            f"test rows: the dataset, data version, test window or the rows preprocessing "
+            f"the children were scored on {len(self.test_sets)} different {w} sets (other "
+            f"{w} rows: the dataset, data version, {w} window or the rows preprocessing "
             f"kept differ), so their {self.objective} values do not compare across them"
         )
 
@@ -120,7 +121,7 @@ def collect(
             overrides=json.loads(r.data.tags.get(TAG_PREFIX + "overrides", "[]")),
             metrics=dict(r.data.metrics),
             url=run_url(spec, exp_id, r.info.run_id, r.data.params.get("tracking.ui_url")),
-            test_set=_test_set(r.data.tags),
+            test_set=_scored_set(r.data.tags, objective),
         )
         for r in runs
     ]
@@ -147,17 +148,23 @@ def collect(
     )
 
 
-def _test_set(tags: dict[str, str]) -> str:
+def _window(objective: str) -> str:
+    """The window an objective is computed on: "valid" for `valid_best_*`, else "test"."""
+    return "valid" if objective.startswith("valid_") else "test"
+
+
+def _scored_set(tags: dict[str, str], objective: str) -> str:
+    """The rows a child's `objective` was computed on: children compare only within one."""
+
     def tag(key: str) -> str:
         return tags.get(TAG_PREFIX + key, "?")
 
-    rows = tags.get(TAG_PREFIX + "test_rows_hash")
-    if rows:  # the test rows themselves (other preprocessing or data files change them)
-        return f"{tag('dataset')} {tag('dates.test_start')}..{tag('dates.test_end')} {rows[:8]}"
-    return (
-        f"{tag('dataset')}@{tag('data.dvc_hash')[:8]} "
-        f"{tag('dates.test_start')}..{tag('dates.test_end')}"
-    )
+    w = _window(objective)
+    rows = tags.get(TAG_PREFIX + f"{w}_rows_hash")
+    span = f"{tag(f'dates.{w}_start')}..{tag(f'dates.{w}_end')}"
+    if rows:  # the rows themselves (other preprocessing or data files change them)
+        return f"{tag('dataset')} {span} {rows[:8]}"
+    return f"{tag('dataset')}@{tag('data.dvc_hash')[:8]} {span}"
 
 
 def summary_markdown(s: SweepSummary, metrics: list[str]) -> str:
@@ -165,7 +172,8 @@ def summary_markdown(s: SweepSummary, metrics: list[str]) -> str:
     objective is always one of its columns."""
     metrics = [*metrics, *([s.objective] if s.objective not in metrics else [])]
     mixed = len(s.test_sets) > 1
-    head = ["#", "status", "overrides", *metrics, *(["test set"] if mixed else []), "run"]
+    scored_on = "validation set" if _window(s.objective) == "valid" else "test set"
+    head = ["#", "status", "overrides", *metrics, *([scored_on] if mixed else []), "run"]
     lines = [
         f"# Sweep {s.sweep_id}",
         "",
@@ -175,7 +183,7 @@ def summary_markdown(s: SweepSummary, metrics: list[str]) -> str:
         "",
     ]
     if mixed:
-        lines += [f"No best child: {s.why_no_best}; compare rows of one test set.", ""]
+        lines += [f"No best child: {s.why_no_best}; compare rows of one {scored_on}.", ""]
     lines += ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
     for i, c in enumerate(s.children, 1):
         vals = [f"{c.metrics[m]:.5f}" if m in c.metrics else "" for m in metrics]
