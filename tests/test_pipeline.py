@@ -488,3 +488,11 @@ def test_negative_sampling_says_the_probabilities_are_not_calibrated(
     assert "negative_rate" not in caplog.text
     # what the warning is about: the same test rows, a worse log loss from inflated scores
     assert sampled.metrics["test_logloss"] > full.metrics["test_logloss"]
+
+
+def test_an_empty_tracking_uri_is_said_not_silently_local(project: Path) -> None:
+    # a CI secret that was never set: the run lands in a local store the job throws away
+    proc = run_train_py(project, "model.num_boost_round=5", env={"MLFLOW_TRACKING_URI": ""})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    said = proc.stdout + proc.stderr
+    assert said.count("MLFLOW_TRACKING_URI is set but empty") == 1

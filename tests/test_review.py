@@ -210,8 +210,9 @@ def test_baseline_from_the_registry(trained_store: TrainedStore) -> None:
     s = trained_store
     spec = spec_for(s.uri, s.root)
     name = "review-baseline"
-    with pytest.raises(ReplaymlError, match=name):  # no such registered model yet
-        review(s.weaker, spec=spec, name=name)
+    first = review(s.weaker, spec=spec, name=name)  # no such registered model yet
+    assert first.baseline is None
+    assert f"No baseline: there is no registered model {name} yet" in first.markdown
     v = register(s.base, name, spec=spec).version
     pending = review(s.weaker, spec=spec, name=name)
     assert pending.baseline is None and f"no version of {name} holds alias @prod" in (
@@ -425,3 +426,46 @@ def test_a_registered_baseline_links_its_version_page(trained_store: TrainedStor
     # a run given by id is a run, not a version: no version link
     plain = review(s.weaker, baseline=s.base, spec=spec).markdown
     assert "version page" not in plain
+
+
+def test_a_ci_review_of_a_name_never_registered_and_what_the_gate_decided(
+    trained_store: TrainedStore, tmp_path: Path
+) -> None:
+    from replayml.registry import register
+
+    s = trained_store
+    name = "review-never-registered"
+    out = tmp_path / "review.md"
+    # the very first pull request: no model of that name exists yet
+    summary = _cli(s, "review", s.weaker, "--name", name, "-o", str(out))
+    assert summary.exit_code == 0, summary.output
+    assert f"No baseline: there is no registered model {name} yet" in summary.stdout
+    assert out.read_text() == summary.stdout
+    gate = _cli(s, "review", s.weaker, "--name", name, "--fail-on", "test_auc")
+    assert gate.exit_code == 2, gate.output
+    assert f"there is no registered model {name!r}" in gate.stderr
+    assert "review it without --fail-on" in gate.stderr
+    # bad gate options are refused before anything is judged
+    for bad in ("nan", "inf"):
+        refused = _cli(s, "review", s.weaker, "--baseline", s.base, "--fail-on", "test_auc",
+                       "--tolerance", bad)  # fmt: skip
+        assert refused.exit_code == 2 and "not a finite number" in refused.stderr
+    register(s.base, name, spec=spec_for(s.uri, s.root), alias="prod")
+    both = _cli(s, "review", s.weaker, "--baseline", s.base, "--name", name, "--fail-on",
+                "test_auc")  # fmt: skip
+    assert both.exit_code == 2 and "pass one" in both.stderr
+    # the Markdown for the pull request says what the gate decided
+    failed = _cli(s, "review", s.weaker, "--name", name, "--fail-on", "test_auc", "-o", str(out))
+    assert failed.exit_code == 1
+    assert "Gate: --fail-on `test_auc` (tolerance 0): **failed**: test_auc regressed." in (
+        out.read_text()
+    )
+    passed = _cli(s, "review", s.base, "--baseline", s.weaker, "--fail-on", "test_auc")
+    assert passed.exit_code == 0 and "**passed**" in passed.stdout
+    # an --output that is a link is written through, never replaced by a file
+    target = tmp_path / "comment.md"
+    target.write_text("")
+    link = tmp_path / "latest.md"
+    link.symlink_to(target)
+    assert _cli(s, "review", s.base, "--baseline", s.weaker, "-o", str(link)).exit_code == 0
+    assert link.is_symlink() and "Gate" not in target.read_text() and target.read_text()

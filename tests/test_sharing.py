@@ -59,3 +59,40 @@ def test_a_run_others_cannot_fetch_is_registered_only_once_pushed(
     assert done.returncode == 0, done.stderr[-3000:]
     (version,) = client.search_model_versions("name = 'reco-team'")
     assert "replayml.forced" not in version.tags
+
+
+def test_a_ci_clone_of_a_pushed_pull_request_is_not_called_unpushed(
+    project: Path, tmp_path: Path
+) -> None:
+    # CI clones shallow and checks out the pull request's commit by its SHA: no remote-tracking
+    # branch contains it, yet it is on the remote (the head of the pull request's branch)
+    from replayml.lineage.sharing import commit_on_remote, sharing_gaps
+
+    root = project
+    origin = tmp_path / "origin.git"
+    subprocess.run(["git", "init", "-q", "--bare", str(origin)], check=True)
+    git(root, "remote", "add", "origin", str(origin))
+    main = git(root, "rev-parse", "--abbrev-ref", "HEAD").strip()
+    git(root, "push", "-q", "origin", main)
+    git(root, "checkout", "-q", "-b", "pr-1")
+    (root / "conf" / "experiment" / "pr.yaml").write_text("# @package _global_\n{}\n")
+    git(root, "add", "-A")
+    git(root, "commit", "-qm", "a pull request")
+    git(root, "push", "-q", "origin", "pr-1")
+    sha = git(root, "rev-parse", "HEAD").strip()
+
+    ci = tmp_path / "ci"
+    subprocess.run(["git", "clone", "-q", "--depth", "1", "--branch", main,
+                    origin.as_uri(), str(ci)], check=True)  # fmt: skip
+    git(ci, "fetch", "-q", "--depth", "1", "origin", sha)
+    git(ci, "checkout", "-q", "--detach", "FETCH_HEAD")
+    at_training = commit_on_remote(ci, sha)
+    assert at_training.shared is None and "shallow clone" in at_training.where  # no alarm
+    asked = commit_on_remote(ci, sha, ask_remote=True)
+    assert asked.shared is True and asked.where == "origin refs/heads/pr-1"
+    assert sharing_gaps(ci, sha, "HEAD", "", "", on_remote="false") == []
+    # a commit that really is on no ref of the remote is still named
+    git(ci, "commit", "-q", "--allow-empty", "-m", "local only")
+    local = git(ci, "rev-parse", "HEAD").strip()
+    gaps = sharing_gaps(ci, local, "HEAD", "", "", on_remote="false")
+    assert len(gaps) == 1 and f"commit {local[:12]} is on no branch" in gaps[0]

@@ -1,8 +1,9 @@
-"""The `replayml` command: data preparation, config export and (later) replay and review."""
+"""The `replayml` command: data, params and features for DVC; replay, review, registry, sweeps."""
 
 from __future__ import annotations
 
 import logging
+import math
 import os
 import sqlite3
 import sys
@@ -262,9 +263,14 @@ def review_run(
     if output is not None and not output.parent.is_dir():
         _fail(ReplaymlError(f"--output {output}: the folder {output.parent} does not exist; "
                             f"create it or write the review elsewhere"))  # fmt: skip
-    if tolerance < 0:
-        _fail(ReplaymlError(f"--tolerance {tolerance} is negative: use 0 (any worsening "
-                            f"counts) or the absolute change allowed, e.g. 0.002"))  # fmt: skip
+    if not math.isfinite(tolerance) or tolerance < 0:
+        what = "is negative" if tolerance < 0 else "is not a finite number"
+        _fail(ReplaymlError(f"--tolerance {tolerance} {what}: use 0 (any worsening counts) or "
+                            f"the absolute change allowed, e.g. 0.002"))  # fmt: skip
+    if baseline is not None and name is not None:
+        _fail(ReplaymlError(f"--baseline {baseline} and --name {name} both say what to compare "
+                            f"with: pass one (--name {name} --alias {alias} is "
+                            f"--baseline models:/{name}@{alias})"))  # fmt: skip
     try:
         spec = _store(tracking_uri, project)
         result = review(
@@ -282,22 +288,46 @@ def review_run(
         _fail(exc)
     except Exception as exc:  # a crash is not a verdict: exit 1 would read as "regressed"
         _crash("review", exc)
-    typer.echo(result.markdown, nl=False)
-    if output is not None:
-        tmp = output.with_name(output.name + ".tmp")
-        try:
-            tmp.write_text(result.markdown)
-            tmp.replace(output)
-        except OSError as exc:
-            tmp.unlink(missing_ok=True)
-            _fail(ReplaymlError(f"--output {output}: cannot write it ({exc.strerror})"))
+    not_judged: ReplaymlError | None = None
     try:
         regressed = [m for m in (fail_on or []) if result.regressed(m)]
-    except ReplaymlError as exc:
-        _fail(exc)
+    except ReplaymlError as exc:  # e.g. not comparable: the review says why, then exit 2
+        not_judged, regressed = exc, []
+    markdown = result.markdown
+    if fail_on:  # what the gate decided, for whoever reads the review in the pull request
+        gate = ", ".join(f"`{m}`" for m in fail_on)
+        if not_judged is not None:
+            verdict = "**not judged** (see above)"
+        elif regressed:
+            verdict = f"**failed**: {', '.join(regressed)} regressed"
+        else:
+            verdict = "**passed**"
+        markdown += f"\nGate: --fail-on {gate} (tolerance {tolerance:g}): {verdict}.\n"
+    typer.echo(markdown, nl=False)
+    if output is not None:
+        _write_output(output, markdown)
+    if not_judged is not None:
+        _fail(not_judged)
     if regressed:
         typer.echo(f"regressed: {', '.join(regressed)}", err=True)
         raise typer.Exit(1)
+
+
+def _write_output(output: Path, text: str) -> None:
+    """Write `text` to `output`: a regular file is replaced whole (never half-written); a
+    device, pipe or link is written through, never replaced by a file."""
+    special = output.is_symlink() or (output.exists() and not output.is_file())
+    tmp = output.with_name(output.name + ".tmp")
+    try:
+        if special:
+            with output.open("w") as f:
+                f.write(text)
+        else:
+            tmp.write_text(text)
+            tmp.replace(output)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        _fail(ReplaymlError(f"--output {output}: cannot write it ({exc.strerror})"))
 
 
 @app.command("register")

@@ -744,12 +744,9 @@ def _redacted_fingerprints(plain: dict[str, Any], redacted: dict[str, Any]) -> d
 
 def _user() -> str:
     """Who ran it, as MLflow's UI shows it ("Created by")."""
-    import getpass
+    from replayml.lineage.environment import login_name
 
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):  # no login name for this uid (some containers)
-        return "unknown"
+    return login_name()
 
 
 def _requirements(env: Environment) -> list[str]:

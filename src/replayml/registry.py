@@ -20,10 +20,8 @@ that version's own `previous` as it was, so a second rollback goes one step furt
 
 from __future__ import annotations
 
-import getpass
 import json
 import logging
-import os
 import re
 import time
 import uuid
@@ -91,7 +89,9 @@ class AliasConflictError(ReplaymlError):
 
 
 def _user() -> str:
-    return os.environ.get("USER") or getpass.getuser()
+    from replayml.lineage.environment import login_name
+
+    return login_name()
 
 
 def _now() -> str:

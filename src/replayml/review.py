@@ -282,7 +282,22 @@ def _resolve_baseline(
     from replayml.tracking.registry_store import RegistryStore
 
     if baseline is None and name:
-        aliases = RegistryStore(spec).aliases(name)  # a missing model raises here
+        store = RegistryStore(spec)
+        if not store.model_exists(name):  # the very first model of this name
+            if required:
+                import difflib
+
+                names = [m[0] for m in store.models()]
+                close = difflib.get_close_matches(name, names, n=1)
+                hint = f"Did you mean --name {close[0]}? " if close else ""
+                raise NoBaselineError(
+                    f"--fail-on cannot be judged: there is no registered model {name!r} in "
+                    f"{spec.display_uri}. {hint}If this is the first model of {name}, there is "
+                    f"nothing to compare against yet: review it without --fail-on, then "
+                    f"`replayml register RUN_ID --name {name} --alias {alias}`"
+                )
+            return None, "", [f"No baseline: there is no registered model {name} yet"]
+        aliases = store.aliases(name)
         if alias not in aliases:
             if required:
                 raise NoBaselineError(_missing_alias(name, alias, aliases, spec))

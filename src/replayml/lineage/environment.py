@@ -65,3 +65,14 @@ def current_environment(root: Path) -> Environment:
 def command_line() -> str:
     """The command that started this process, as typed."""
     return " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])
+
+
+def login_name() -> str:
+    """Who runs this process: the login name, or "unknown" where the uid has none (a container
+    started with `-u 1001` has no passwd entry, and getpass raises)."""
+    import getpass
+
+    try:
+        return os.environ.get("USER") or getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"

@@ -9,6 +9,7 @@ so nothing is checked there.
 from __future__ import annotations
 
 import logging
+import os
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,9 +37,34 @@ def git_remotes(root: Path) -> list[str]:
     return _git(root, "remote").stdout.split()
 
 
-def commit_on_remote(root: Path, commit: str) -> Shared:
+#: how long `git ls-remote` may take when a command asks the remote itself (register)
+LS_REMOTE_TIMEOUT = 15.0
+
+
+def _remote_tip(root: Path, remotes: list[str], commit: str) -> str:
+    """The first ref of a git remote whose tip is `commit` ("" when none is, or the remote
+    cannot be asked without a prompt within `LS_REMOTE_TIMEOUT`)."""
+    env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "GIT_SSH_COMMAND": "ssh -o BatchMode=yes"}
+    for remote in remotes:
+        try:
+            listed = subprocess.run(
+                ["git", "ls-remote", remote], cwd=root, capture_output=True, text=True,
+                check=False, timeout=LS_REMOTE_TIMEOUT, env=env,
+            )  # fmt: skip
+        except subprocess.TimeoutExpired:
+            continue
+        for line in listed.stdout.splitlines():
+            sha, _, ref = line.partition("\t")
+            if sha == commit and ref != "HEAD":
+                return f"{remote} {ref}"
+    return ""
+
+
+def commit_on_remote(root: Path, commit: str, ask_remote: bool = False) -> Shared:
     """Whether `commit` is on a remote-tracking branch of `root`'s repository (as of the last
-    fetch or push)."""
+    fetch or push). A shallow clone (CI) cannot tell: unknown, unless `ask_remote`, which also
+    accepts a commit that is the tip of any ref on a remote (`git ls-remote`: a pull request's
+    head fetched by its SHA)."""
     remotes = git_remotes(root)
     if not remotes or not commit:
         return Shared(None, "the repository has no git remote")
@@ -48,6 +74,13 @@ def commit_on_remote(root: Path, commit: str) -> Shared:
     branches = [b for b in contains.stdout.split() if not b.endswith("/HEAD")]
     if branches:
         return Shared(True, ", ".join(branches[:3]) + (", …" if len(branches) > 3 else ""))
+    tip = _remote_tip(root, remotes, commit) if ask_remote else ""
+    if tip:
+        return Shared(True, tip)
+    shallow = _git(root, "rev-parse", "--is-shallow-repository").stdout.strip() == "true"
+    if shallow and not ask_remote:
+        return Shared(None, f"this shallow clone's remote-tracking branches do not show "
+                            f"whether commit {commit[:12]} was pushed")  # fmt: skip
     return Shared(False, f"commit {commit[:12]} is on no branch of the git remote(s) "
                          f"{', '.join(remotes)}")  # fmt: skip
 
@@ -102,7 +135,7 @@ def sharing_gaps(
             )
         return gaps  # not the run's project: its DVC remote says nothing about the run's data
     else:
-        code = commit_on_remote(root, commit)
+        code = commit_on_remote(root, commit, ask_remote=True)
         if code.shared is False:
             remote = (git_remotes(root) or ["origin"])[0]
             target = branch if branch and branch != "HEAD" else "<branch>"

@@ -16,6 +16,8 @@ from replayml.errors import TrackingError
 from replayml.redact import strip_userinfo
 
 log = logging.getLogger(__name__)
+#: warnings already given by this process
+_SAID: set[str] = set()
 
 DEFAULT_UI = "http://127.0.0.1:5000"
 
@@ -61,6 +63,13 @@ def store_spec(cfg: TrackingConfig, root: Path) -> StoreSpec:
     """Resolve `tracking.*` with $MLFLOW_TRACKING_URI and the project's default local store."""
     uri = cfg.uri or os.environ.get("MLFLOW_TRACKING_URI") or ""
     artifact_location = None
+    if not uri and "MLFLOW_TRACKING_URI" in os.environ and not _SAID:  # an unset CI secret?
+        _SAID.add("empty uri")
+        log.warning(
+            "MLFLOW_TRACKING_URI is set but empty: using the project's local store in %s "
+            "(unset the variable to say so, or give the server's address)",
+            workspace_origin(root) / cfg.store_dir,
+        )
     if not uri:
         store = (workspace_origin(root) / cfg.store_dir).resolve()
         uri = f"sqlite:///{store / 'mlflow.db'}"
