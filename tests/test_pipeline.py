@@ -261,11 +261,13 @@ def test_sigkill_leaves_running_and_doctor_marks_it_killed(project: Path) -> Non
     assert listed.returncode == 0 and f"process {proc.pid}" in listed.stdout, listed.stderr
     assert not (project / "conf" / "mlruns").exists()
     assert _only_run(project).info.status == "RUNNING"  # listing changes nothing
+    assert doctor("--check").returncode == 1  # a CI step fails while a ghost is left
     fixed = doctor("--fix")
     assert fixed.returncode == 0
     run = _only_run(project)
     assert run.info.status == "KILLED"
     assert "process" in run.data.tags["replayml.doctor"]
+    assert doctor("--check").returncode == 0
 
 
 def test_doctor_leaves_live_runs_alone(project: Path) -> None:

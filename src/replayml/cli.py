@@ -181,6 +181,9 @@ def doctor(
     ),
     stale_after: float = typer.Option(600.0, help="Seconds without a heartbeat = dead."),
     fix: bool = typer.Option(False, "--fix", help="Mark the ghosts KILLED (default: list)."),
+    check: bool = typer.Option(
+        False, "--check", help="Exit 1 when ghosts are found and not fixed (for CI)."
+    ),
     project: Path = typer.Option(Path("."), "--project", help="Project root."),
 ) -> None:
     """Find runs left RUNNING by a dead process; with --fix, mark them KILLED with a tag."""
@@ -199,6 +202,8 @@ def doctor(
         typer.echo(f"{'KILLED' if fix else 'ghost'} {g.run_id}: {g.reason} {g.url}")
     typer.echo(f"{len(ghosts)} run(s) left RUNNING by a dead process" + ("" if fix else
                "; run with --fix to mark them KILLED"))  # fmt: skip
+    if check and ghosts and not fix:
+        raise typer.Exit(1)
 
 
 def _root(project: Path) -> Path:
