@@ -369,24 +369,40 @@ def test_a_lookback_before_the_data_starts_is_said(
 def test_an_edit_while_the_run_trains_makes_it_not_replayable(
     project: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # the run records the code as it started; an editor saving a file (or a `git stash`)
-    # before it ends means the record may not be the code that ran
+    # the run records the code as it started; an editor saving a Python file (or a `git
+    # stash`) before it ends means the record may not be the code that ran. Other files (a
+    # README, a config the run has read already, a commit of what is there) do not count.
     import replayml.model.fit as fit_module
 
     real_fit = fit_module.fit
-    config = project / "conf" / "config.yaml"
+    edits: list[Path] = []
 
     def fit_while_editing(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
-        config.write_text(config.read_text() + "\n# saved by an editor meanwhile\n")
+        for path in edits:
+            path.write_text(path.read_text() + "\n# saved by an editor meanwhile\n")
+        if len(edits) == 2:  # and a commit of the edited files meanwhile
+            git(project, "commit", "-qam", "work in progress")
         return real_fit(*args, **kwargs)
 
     monkeypatch.setattr(fit_module, "fit", fit_while_editing)
+    edits[:] = [project / "conf" / "config.yaml", project / "README.md"]
+    (project / "README.md").write_text("notes\n")
+    git(project, "add", "README.md")
+    git(project, "commit", "-qm", "notes")
+    harmless = train(project, ["model.num_boost_round=20"])
+    assert harmless.replayable, (
+        mlflow_client(project)
+        .get_run(harmless.run_id)
+        .data.tags.get("replayml.not_replayable_reasons")
+    )
+    edits[:] = [project / "train.py"]
     result = train(project, ["model.num_boost_round=20"])
     tags = mlflow_client(project).get_run(result.run_id).data.tags
     assert not result.replayable
     assert tags["replayml.replayable"] == "false"
     reasons = tags["replayml.not_replayable_reasons"]
-    assert "the git checkout changed while the run trained (edited: conf/config.yaml)" in reasons
+    assert "Python files of the checkout changed while the run trained (train.py)" in reasons
+    assert "; " not in reasons  # one reason: the tag joins reasons with "; "
     assert tags["replayml.code.dirty"] == "false"  # the code as the run started
     lineage = json.loads((result.output_dir / "lineage.json").read_text())
     assert lineage["tags"]["replayml.replayable"] == "false"
@@ -498,3 +514,45 @@ def test_an_empty_tracking_uri_is_said_not_silently_local(project: Path) -> None
     assert proc.returncode == 0, proc.stderr[-3000:]
     said = proc.stdout + proc.stderr
     assert said.count("MLFLOW_TRACKING_URI is set but empty") == 1
+
+
+def test_a_runs_own_store_and_output_folder_in_the_checkout_are_not_its_code(
+    project: Path,
+) -> None:
+    # a store and an output folder no .gitignore covers: what runs write there is not code
+    for _ in range(2):
+        proc = run_train_py(
+            project, "model.num_boost_round=5", "tracking.store_dir=store",
+            "hydra.run.dir=runs/first",
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "untracked file(s)" not in proc.stdout + proc.stderr
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{project / 'store' / 'mlflow.db'}")
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    assert len(runs) == 2
+    for run in runs:
+        assert run.data.tags["replayml.code.dirty"] == "false"
+        assert run.data.tags["replayml.replayable"] == "true", run.data.tags.get(
+            "replayml.not_replayable_reasons"
+        )
+
+
+def test_a_quiet_last_day_that_runs_to_the_evening_is_not_called_cut_off(
+    project: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # a weekend or a holiday: few rows, but spread over the whole day
+    import pyarrow.parquet as pq
+
+    from conftest import dvc
+
+    last = sorted((project / "data" / "events").glob("date=*"))[-1]
+    for part in last.glob("*.parquet"):
+        table = pq.read_table(part)
+        pq.write_table(table.take(list(range(0, table.num_rows, 4))), part)
+    dvc(project, "add", "-q", "data")
+    git(project, "commit", "-qam", "a quiet last day")
+    with caplog.at_level("WARNING"):
+        train(project, ["model.num_boost_round=5"])
+    assert "rows a day against" not in caplog.text

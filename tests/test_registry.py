@@ -535,14 +535,20 @@ def test_promote_refuses_a_version_registered_outside_replayml_from_an_unreplaya
     ).version
     refused = _cli(s, "promote", name, str(outside), "--alias", "prod")
     assert refused.exit_code == 2, refused.output
-    assert "was not registered by replayml" in refused.stderr
+    assert "was registered outside replayml and its run" in refused.stderr
     assert "not replayable" in refused.stderr and "model.deterministic=false" in refused.stderr
     assert "--force" in refused.stderr
     assert str(client.get_registered_model(name).aliases["prod"]) == "1"  # nothing moved
     forced = _cli(s, "promote", name, str(outside), "--alias", "prod", "--force")
     assert forced.exit_code == 0, forced.output
-    assert "was not registered by replayml" in forced.output
+    assert "was registered outside replayml" in forced.output
     assert str(client.get_registered_model(name).aliases["prod"]) == str(outside)
+    # from a replayable run, MLflow's own registration is fine: a warning, no refusal
+    fine = client.create_model_version(name, f"runs:/{s.base}/model", run_id=s.base).version
+    moved = _cli(s, "promote", name, str(fine), "--alias", "prod")
+    assert moved.exit_code == 0, moved.output
+    assert "was registered outside replayml (no replayml.run_id tag)" in moved.output
+    assert str(client.get_registered_model(name).aliases["prod"]) == str(fine)
 
 
 def test_a_model_of_another_kind_does_not_take_an_alias_silently(

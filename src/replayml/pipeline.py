@@ -12,7 +12,6 @@ import importlib
 import json
 import logging
 import os
-import re
 import sys
 import tempfile
 import threading
@@ -37,7 +36,13 @@ from replayml.config.resolve import (
 )
 from replayml.config.schema import DataConfig, DatesMode, ModelKind, RunConfig
 from replayml.errors import ConfigError, ReplaymlError
-from replayml.lineage.code import CodeVersion, code_version, ignored_modules, untracked_bulk
+from replayml.lineage.code import (
+    CodeVersion,
+    code_version,
+    ignored_modules,
+    python_files,
+    untracked_bulk,
+)
 from replayml.lineage.data import DataVersion, check_present, verify_files
 from replayml.lineage.environment import Environment, command_line, current_environment
 from replayml.lineage.sharing import commit_on_remote
@@ -478,22 +483,31 @@ RANKER_MAX_GROUP_ROWS = 10_000
 SHORT_TEST_SHARE = 0.5
 
 
+#: a last day whose last event is this long before midnight (UTC) may be cut off
+CUT_OFF_GAP = timedelta(hours=3)
+
+
 def warn_short_test_window(windows: DateWindows, m: Matrices) -> None:
-    """Say when the test window holds far fewer rows a day than the training window: a dump
-    cut off during its last day scores the model on a part of a day."""
+    """Say when the test window holds far fewer rows a day than the training window and its
+    events stop hours before the day's end: a dump cut off during its last day scores the model
+    on part of a day. (A quiet day, a weekend, that runs to the evening is not one.)"""
 
     def per_day(w: Window, rows: int) -> float:
         return rows / ((w.end - w.start).days + 1)
 
     train, test = per_day(windows.train, m.rows["train"]), per_day(windows.test, m.rows["test"])
-    if train > 0 and test < SHORT_TEST_SHARE * train:
-        log.warning(
-            "the test window %s..%s has %.0f rows a day against %.0f in the training window: a "
-            "dump cut off during its last day? The test metrics then describe part of a day; "
-            "set dates.anchor=%s (the day before) if so",
-            windows.test.start, windows.test.end, test, train,
-            windows.test.end - timedelta(days=1),
-        )  # fmt: skip
+    if not (train > 0 and test < SHORT_TEST_SHARE * train) or m.test_frame.empty:
+        return
+    last = pd.Timestamp(m.test_frame["ts"].max())
+    if pd.Timestamp(windows.test.end + timedelta(days=1)) - last < CUT_OFF_GAP:
+        return
+    log.warning(
+        "the test window %s..%s has %.0f rows a day against %.0f in the training window, and "
+        "its last event is at %s: a dump cut off during its last day? The test metrics then "
+        "describe part of a day; set dates.anchor=%s (the day before) if so",
+        windows.test.start, windows.test.end, test, train, last,
+        windows.test.end - timedelta(days=1),
+    )  # fmt: skip
 
 
 def check_ranking_groups(cfg: RunConfig, m: Matrices) -> None:
@@ -585,33 +599,21 @@ def note_loaded_code() -> None:
         _FIRST_SEEN.setdefault(name, digest)
 
 
-def _diff_files(diff: str) -> dict[str, str]:
-    """Each file of a `git diff` with its part of the diff."""
-    parts = re.split(r"^(?=diff --git )", diff, flags=re.MULTILINE)
-    out = {}
-    for part in parts:
-        head = part.split("\n", 1)[0]
-        if head.startswith("diff --git "):
-            out[head.rsplit(" b/", 1)[-1]] = part
-    return out
-
-
-def code_moved(root: Path, started: CodeVersion) -> list[str]:
-    """Why the code recorded at the run's start may not be the code that ran: the checkout
-    changed during the run, or a module this process imported changed on disk since."""
+def code_moved(root: Path, started: dict[str, str]) -> list[str]:
+    """Why the code recorded at the run's start may not be the code that ran: a Python file of
+    the checkout changed during the run (`started`: `python_files` then), or a module this
+    process imported changed on disk since. Other files (docs, data, the run's own outputs)
+    and commits that leave the files as they were do not count."""
     reasons = []
-    now = code_version(root)
-    if (now.commit, now.diff) != (started.commit, started.diff):
-        if now.commit != started.commit:
-            what = f"HEAD moved from {started.commit[:12]} to {now.commit[:12]}"
-        else:
-            a, b = _diff_files(started.diff), _diff_files(now.diff)
-            files = sorted(f for f in a.keys() | b.keys() if a.get(f) != b.get(f))
-            what = "edited: " + ", ".join(files[:5]) + (", …" if len(files) > 5 else "")
+    now = python_files(root)
+    edited = sorted(f for f in started.keys() | now.keys() if started.get(f) != now.get(f))
+    if edited:
         reasons.append(
-            f"the git checkout changed while the run trained ({what}): the run records the "
-            f"code as it started, which may not be the code that ran; train again with the "
-            f"checkout left alone"
+            "Python files of the checkout changed while the run trained ("
+            + ", ".join(edited[:5])
+            + (", …" if len(edited) > 5 else "")
+            + "): the run records the code as it started, which may not be the code that "
+            "ran, so train again with the checkout left alone"
         )
     current = _package_files()
     loaded = set()
@@ -624,7 +626,7 @@ def code_moved(root: Path, started: CodeVersion) -> list[str]:
         reasons.append(
             f"replayml's {', '.join(changed[:5])} changed after this process imported "
             f"{'it' if len(changed) == 1 else 'them'} (an edit during a sweep?): the code "
-            f"that ran is not the code recorded; train again"
+            f"that ran is not the code recorded, so train again"
         )
     return reasons
 
@@ -658,7 +660,7 @@ def replayability(
                 f"{', '.join(ignored[:5])} {'was' if len(ignored) == 1 else 'were'} imported by "
                 f"this run but {'is' if len(ignored) == 1 else 'are'} ignored by git "
                 f"(.gitignore or .git/info/exclude): that code is in no commit and not in the "
-                f"run's diff; track it (`git add -f`) or move it out of the ignored path"
+                f"run's diff, so track it (`git add -f`) or move it out of the ignored path"
             )
     if not data.tracked:
         reasons.append("data.dvc_file is empty: the data is not versioned by DVC")
@@ -817,7 +819,10 @@ def run_experiment(cfg: RunConfig, ctx: RunContext) -> RunResult:
     data_range = check_config(cfg, root)
     # the code as the run starts: what the modules imported from here on are read from
     note_loaded_code()
-    code = code_version(root)
+    # the run's own outputs (a store or an output folder inside the checkout) are not code
+    own = [spec.local_dir, ctx.output_dir] if spec.local_dir else [ctx.output_dir]
+    code = code_version(root, exclude=own)
+    code_files = python_files(root)
     bulk = untracked_bulk(code)
     if bulk:
         log.warning(bulk)
@@ -907,7 +912,7 @@ def run_experiment(cfg: RunConfig, ctx: RunContext) -> RunResult:
             )
         with steps.step("training"):
             result = fit(m.train, m.valid, resolved.model)
-        moved = code_moved(root, code)
+        moved = code_moved(root, code_files)
         if moved:
             log.warning("this run will not be replayable: %s", "; ".join(moved))
             reasons += moved

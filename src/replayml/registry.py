@@ -405,6 +405,11 @@ def check_ab(ab_label: str | None, ab_group: str | None) -> None:
 def _target_warnings(store: RegistryStore, target: VersionRecord) -> list[str]:
     """What a reviewer should know about the version an alias moves to."""
     out = []
+    if not target.tag("run_id"):
+        out.append(
+            f"version {target.version} was registered outside replayml (no {P}run_id tag): "
+            f"its lineage tags are missing; its run {target.run_id} has them"
+        )
     if target.tag("forced") == "true":
         out.append(
             f"version {target.version} was registered with --force despite: "
@@ -462,15 +467,14 @@ def _target_problems(
             f"the run of version {target.version} ({target.run_id or 'none recorded'}) is "
             f"deleted or not in this store: where the model came from cannot be shown"
         )
-    if not target.tag("run_id"):
+    if not target.tag("run_id") and tags is not None and tags.get(P + "replayable") != "true":
+        # registered outside replayml (MLflow's own "Register model"): nothing checked its run
+        why = tags.get(P + "not_replayable_reasons") or f"no {P}replayable tag"
         problems.append(
-            f"version {target.version} was not registered by replayml (it has no {P}run_id "
-            f"tag, e.g. MLflow's own 'Register model'): its run was never checked; register "
-            f"it with `replayml register {target.run_id or 'RUN_ID'} --name {name}`"
+            f"version {target.version} was registered outside replayml and its run "
+            f"{target.run_id} is not replayable ({why}); register a replayable run with "
+            f"`replayml register RUN_ID --name {name}`"
         )
-        if tags is not None and tags.get(P + "replayable") != "true":
-            why = tags.get(P + "not_replayable_reasons") or f"no {P}replayable tag"
-            problems.append(f"its run {target.run_id} is not replayable ({why})")
     if holder is not None and holder != target.version:
         kind = target.tag("model.kind") or (tags or {}).get(P + "model.kind", "")
         held = store.version(name, holder)

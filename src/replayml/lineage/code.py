@@ -32,8 +32,9 @@ def _git(root: Path, *args: str, ok: tuple[int, ...] = (0,)) -> str:
     return proc.stdout
 
 
-def code_version(root: Path) -> CodeVersion:
-    """Read the git state of `root`; outside a git repo, an empty (unavailable) version."""
+def code_version(root: Path, exclude: list[Path] | None = None) -> CodeVersion:
+    """Read the git state of `root`; outside a git repo, an empty (unavailable) version.
+    `exclude`: folders that are not code (a run's own store or output folder)."""
     probe = subprocess.run(
         ["git", "rev-parse", "--verify", "HEAD"],
         cwd=root,
@@ -54,6 +55,11 @@ def code_version(root: Path) -> CodeVersion:
         project.relative_to(root.resolve()) if project.is_relative_to(root.resolve()) else None
     )
     skip = [f":(exclude){prefix / out}" for out in pipeline_outputs(project)] if prefix else []
+    top = root.resolve()
+    for folder in exclude or []:
+        folder = folder.resolve()
+        if folder.is_relative_to(top) and folder != top:
+            skip.append(f":(exclude){folder.relative_to(top)}")
     spec = ["--", ".", *skip] if skip else []
     diff = _git(root, "diff", "HEAD", "--binary", *spec)
     untracked = _git(root, "ls-files", "--others", "--exclude-standard", "-z", *spec).split("\0")
@@ -123,3 +129,21 @@ def pipeline_outputs(project: Path) -> list[str]:
                 if isinstance(out, str) and "${" not in out:
                     found.append(out)
     return found
+
+
+def python_files(root: Path) -> dict[str, str]:
+    """sha256 of every Python file git sees in the checkout at `root` (tracked, or untracked
+    and not ignored), by path; what a run could still import while it runs."""
+    import hashlib
+
+    probe = subprocess.run(
+        ["git", "ls-files", "-co", "--exclude-standard", "-z", "--", "*.py"],
+        cwd=root, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    if probe.returncode != 0:
+        return {}
+    out = {}
+    for rel in (p for p in probe.stdout.split("\0") if p):
+        path = root / rel
+        out[rel] = hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else "deleted"
+    return out

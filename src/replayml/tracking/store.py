@@ -43,6 +43,13 @@ class StoreSpec:
     def display_uri(self) -> str:
         return strip_userinfo(self.uri)
 
+    @property
+    def local_dir(self) -> Path | None:
+        """The folder of a local store (its database and artifacts); None for a server."""
+        if not self.uri.startswith("sqlite:///"):
+            return None
+        return Path(self.uri.removeprefix("sqlite:///")).parent
+
 
 #: where DVC runs `dvc exp run --temp` and queued experiments: a throwaway copy of the project
 DVC_TEMP_WORKSPACES = (".dvc", "tmp", "exps")
