@@ -274,3 +274,14 @@ def test_files_of_a_version_never_pulled_point_at_dvc_pull(project: Path) -> Non
         check_config(cfg, project)
     dvc(project, "pull", "-q", "data.dvc")
     assert check_config(cfg, project)[1] == date(2024, 4, 30)
+
+
+def test_a_symlink_dvc_cache_trains(project: Path) -> None:
+    # DVC's documented choice for large data: the workspace's files link into the cache
+    dvc(project, "config", "cache.type", "symlink", "--local")
+    dvc(project, "checkout", "-q", "--relink", "data.dvc")
+    assert next((project / "data" / "events").glob("date=*/*.parquet")).is_symlink()
+    proc = run_train_py(project, "model.num_boost_round=5")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (run,) = all_runs(project)
+    assert run.data.tags["replayml.replayable"] == "true"

@@ -662,6 +662,10 @@ def test_a_redacted_value_the_model_needs_or_nondeterminism_is_not_replayable(
     tagged = train(root, ["+tags.api_token=s3cr3t-canary", "model.num_boost_round=5"])
     again = replay(tagged.run_id, project=root)
     assert again.verdict is Verdict.IDENTICAL, _explain(again)
+    # nor does a tracking setting from the environment (a UI address)
+    shown = {**result.config, "tracking": {**result.config["tracking"], "ui_url": PLACEHOLDER}}
+    _, changed, missing = replay_config(shown, result.run_id, "t", "replayml")
+    assert not missing and "tracking.ui_url" in changed
     # a redacted value the model depends on (an env-interpolated data path) does block it
     recorded = {**result.config, "data": {**result.config["data"], "root": PLACEHOLDER}}
     _, _, missing = replay_config(recorded, result.run_id, "t", "replayml")

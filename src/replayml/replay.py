@@ -216,8 +216,9 @@ def replay_config(
         if isinstance(node, str):
             if PLACEHOLDER in node:
                 var = secret_env_var(key)
-                if var not in os.environ and key.startswith("tags."):
-                    # a free-form run tag cannot change the model: replay with it redacted
+                if var not in os.environ and key.startswith(("tags.", "tracking.")):
+                    # a free-form run tag or a tracking setting (a UI address) cannot change
+                    # the model: replay with it redacted
                     changed.add(key)
                     return node.replace("${", "\\${")
                 if var not in os.environ:

@@ -164,12 +164,14 @@ def verify_files(
     """
     data_dir = (root / data_root).resolve()
     if not dvc_file:
-        rels = tuple(sorted(str(f.resolve().relative_to(data_dir)) for f in files))
+        rels = tuple(
+            sorted(str((f.parent.resolve() / f.name).relative_to(data_dir)) for f in files)
+        )
         return DataVersion("", UNTRACKED, data_root, len(rels), rels)
     dir_hash, nfiles, _, manifest = _recorded(root, dvc_file, data_root)
     rels: list[str] = []
     for f in files:
-        rel = f.resolve().relative_to(data_dir).as_posix()
+        rel = (f.parent.resolve() / f.name).relative_to(data_dir).as_posix()
         expected = manifest.get(rel)
         if expected is None:
             raise DataVersionError(
