@@ -366,6 +366,17 @@ def _cwds_under(folder_prefix: str) -> list[str]:
     return found
 
 
+def _training_run(root: Path, proc: subprocess.Popen) -> str:
+    """The id of the replay's run once it trains (within two minutes)."""
+    deadline, training = time.monotonic() + 120, None
+    while training is None and time.monotonic() < deadline and proc.poll() is None:
+        running = [r for r in all_runs(root) if r.info.status == "RUNNING"]
+        training = running[0].info.run_id if running else None
+        time.sleep(0.1)
+    assert training is not None, "the replay never started training"
+    return training
+
+
 @pytest.mark.parametrize(
     ("stop", "code", "said"),
     [
@@ -387,12 +398,7 @@ def test_a_stopped_replay_stops_its_trainer_and_removes_its_worktree(
         cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         start_new_session=True,  # its own process group, as a terminal's foreground job has
     )  # fmt: skip
-    deadline, training = time.monotonic() + 120, None
-    while training is None and time.monotonic() < deadline and proc.poll() is None:
-        running = [r for r in all_runs(root) if r.info.status == "RUNNING"]
-        training = running[0].info.run_id if running else None
-        time.sleep(0.1)
-    assert training is not None, "the replay never started training"
+    training = _training_run(root, proc)
     if stop == "SIGTERM":
         proc.send_signal(signal.SIGTERM)
     else:
@@ -408,8 +414,8 @@ def test_a_stopped_replay_stops_its_trainer_and_removes_its_worktree(
 
 
 def test_a_killed_replay_does_not_leave_its_trainer_training(code_project: Path) -> None:
-    # SIGKILL gives the replay no chance to stop its trainer: the kernel does (parent-death
-    # signal), and the trainer marks its run KILLED instead of training on unseen
+    # SIGKILL gives the replay no chance to stop its trainer: the trainer sees its caller gone
+    # and marks its run KILLED instead of training on unseen
     root = code_project
     slow = ["model.num_boost_round=1000", "model.early_stopping_rounds=0"]
     original = train(root, slow).run_id
@@ -417,12 +423,7 @@ def test_a_killed_replay_does_not_leave_its_trainer_training(code_project: Path)
         [sys.executable, "-m", "replayml", "replay", original],
         cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
-    deadline, training = time.monotonic() + 120, None
-    while training is None and time.monotonic() < deadline and proc.poll() is None:
-        running = [r for r in all_runs(root) if r.info.status == "RUNNING"]
-        training = running[0].info.run_id if running else None
-        time.sleep(0.1)
-    assert training is not None, "the replay never started training"
+    training = _training_run(root, proc)
     proc.kill()
     proc.wait()
     deadline = time.monotonic() + 60

@@ -17,15 +17,20 @@ def _register(root: Path, run_id: str, *args: str) -> subprocess.CompletedProces
     )  # fmt: skip
 
 
-def test_a_run_others_cannot_fetch_is_registered_only_once_pushed(
-    project: Path, tmp_path: Path
-) -> None:
-    root = project
-    origin = tmp_path / "origin.git"
+def _pushed_to_origin(root: Path, origin: Path) -> str:
+    """Give the project a bare `origin` and push its branch there; returns the branch."""
     subprocess.run(["git", "init", "-q", "--bare", str(origin)], check=True)
     git(root, "remote", "add", "origin", str(origin))
     branch = git(root, "rev-parse", "--abbrev-ref", "HEAD").strip()
     git(root, "push", "-q", "origin", branch)
+    return branch
+
+
+def test_a_run_others_cannot_fetch_is_registered_only_once_pushed(
+    project: Path, tmp_path: Path
+) -> None:
+    root = project
+    branch = _pushed_to_origin(root, tmp_path / "origin.git")
     # a teammate's new commit, not pushed yet, and a DVC remote without the data version
     preset = root / "conf" / "experiment" / "team.yaml"
     preset.write_text("# @package _global_\nmodel:\n  num_leaves: 15\n")
@@ -70,10 +75,7 @@ def test_a_ci_clone_of_a_pushed_pull_request_is_not_called_unpushed(
 
     root = project
     origin = tmp_path / "origin.git"
-    subprocess.run(["git", "init", "-q", "--bare", str(origin)], check=True)
-    git(root, "remote", "add", "origin", str(origin))
-    main = git(root, "rev-parse", "--abbrev-ref", "HEAD").strip()
-    git(root, "push", "-q", "origin", main)
+    main = _pushed_to_origin(root, origin)
     git(root, "checkout", "-q", "-b", "pr-1")
     (root / "conf" / "experiment" / "pr.yaml").write_text("# @package _global_\n{}\n")
     git(root, "add", "-A")

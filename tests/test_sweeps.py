@@ -541,8 +541,9 @@ class EditAfterEachJob(Callback):
 '''
 
 
+@pytest.mark.parametrize("direction", ["max", "min"])  # one of them ranks the edited job first
 def test_an_edit_between_a_sweeps_jobs_makes_the_later_jobs_not_replayable(
-    project: Path, tmp_path: Path
+    project: Path, tmp_path: Path, direction: str
 ) -> None:
     # the jobs of a sweep share one process: a module it imported for the first job is what
     # the second runs, whatever the file says by then (the project runs its own src/)
@@ -556,6 +557,7 @@ def test_an_edit_between_a_sweeps_jobs_makes_the_later_jobs_not_replayable(
     proc = run_train_py(
         project, "-m", "model.learning_rate=0.05,0.2", "model.num_boost_round=20",
         "+hydra.callbacks.edit._target_=edit_callback.EditAfterEachJob",
+        f"tracking.objective_direction={direction}",
         env={"PYTHONPATH": str(helpers), "EDIT_FILE": str(builders)},
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -566,6 +568,14 @@ def test_an_edit_between_a_sweeps_jobs_makes_the_later_jobs_not_replayable(
     assert second.data.tags["replayml.replayable"] == "false"
     reasons = second.data.tags["replayml.not_replayable_reasons"]
     assert "replayml's features/builders.py changed after this process imported it" in reasons
+    # the sweep's table says so when such a child is the best one
+    (parent,) = _by_role(project)[0]
+    table = Path(
+        mlflow_client(project).download_artifacts(parent.info.run_id, "sweep_summary.md")
+    ).read_text()
+    best = parent.data.tags["replayml.sweep.best_run_id"]
+    noted = "The best child is not replayable" in table
+    assert noted == (best == second.info.run_id), table
 
 
 def test_a_validation_objective_compares_only_children_on_the_same_validation_rows(

@@ -32,6 +32,8 @@ class ChildRow:
     url: str
     #: the test set the child was scored on: dataset, data version and test window
     test_set: str = ""
+    #: why the child cannot be replayed exactly ("" when it can)
+    not_replayable: str = ""
 
 
 @dataclass
@@ -122,6 +124,11 @@ def collect(
             metrics=dict(r.data.metrics),
             url=run_url(spec, exp_id, r.info.run_id, r.data.params.get("tracking.ui_url")),
             test_set=_scored_set(r.data.tags, objective),
+            not_replayable=(
+                r.data.tags.get(TAG_PREFIX + "not_replayable_reasons") or "not replayable"
+                if r.data.tags.get(TAG_PREFIX + "replayable") == "false"
+                else ""
+            ),
         )
         for r in runs
     ]
@@ -184,6 +191,12 @@ def summary_markdown(s: SweepSummary, metrics: list[str]) -> str:
     ]
     if mixed:
         lines += [f"No best child: {s.why_no_best}; compare rows of one {scored_on}.", ""]
+    if s.best is not None and s.best.not_replayable:
+        lines += [
+            f"The best child is not replayable ({s.best.not_replayable}): train it again "
+            f"before registering it.",
+            "",
+        ]
     lines += ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
     for i, c in enumerate(s.children, 1):
         vals = [f"{c.metrics[m]:.5f}" if m in c.metrics else "" for m in metrics]
