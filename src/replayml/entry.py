@@ -63,11 +63,13 @@ def train_from_hydra(cfg: DictConfig) -> float | None:
             from replayml.config.compose import params_changes
             from replayml.redact import redact_override
 
-            with _hydra_set_aside():  # composing conf/ needs Hydra's global state
-                changes = params_changes(Path.cwd() / "conf", Path.cwd() / "params.yaml")
-            extra_tags["replayml.dvc.params_changes"] = (
-                " ".join(redact_override(c) for c in changes) or "(none: conf/'s defaults)"
-            )
+            try:
+                with _hydra_set_aside():  # composing conf/ needs Hydra's global state
+                    changes = params_changes(Path.cwd() / "conf", Path.cwd() / "params.yaml")
+                said = " ".join(redact_override(c) for c in changes) or "(none: conf/'s defaults)"
+            except Exception as exc:  # a record of what was set, never a reason not to train
+                said = f"(unknown: conf/ did not compose: {str(exc).splitlines()[0][:200]})"
+            extra_tags["replayml.dvc.params_changes"] = said
         ctx = RunContext(
             project_root=Path.cwd(),
             output_dir=Path(run_cfg.output_dir or hc.runtime.output_dir),
