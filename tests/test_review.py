@@ -57,8 +57,9 @@ def test_weaker_run_regresses_against_base(trained_store: TrainedStore) -> None:
     delta = run.metrics["test_auc"] - base.metrics["test_auc"]
     assert float(auc[3]) == pytest.approx(delta, abs=1e-5)
     assert auc[4] == f"{delta / base.metrics['test_auc']:+.2%}"
-    assert auc[5:] == ["higher", "**regressed**"]
-    assert _table_row(md, "test_logloss")[5:] == ["lower", "**regressed**"]
+    # (one small test day: both regressions are within the noise; see the bootstrap test)
+    assert auc[5:7] == ["higher", "regressed (within noise)"]
+    assert _table_row(md, "test_logloss")[5:7] == ["lower", "regressed (within noise)"]
 
     # config: only the keys that differ, baseline -> run, dotted paths from the params
     changed = {c.key: (c.baseline, c.run) for c in r.config}
@@ -91,7 +92,7 @@ def test_better_run_does_not_regress_and_same_data(trained_store: TrainedStore) 
     s = trained_store
     r = review(s.base, baseline=s.weaker, spec=spec_for(s.uri, s.root))
     assert not r.regressed("test_auc") and not r.regressed("test_logloss")
-    assert _table_row(r.markdown, "test_auc")[6] == "improved"
+    assert _table_row(r.markdown, "test_auc")[6] == "improved (within noise)"
     same = review(s.not_replayable, baseline=s.base, spec=spec_for(s.uri, s.root))
     assert [c.key for c in same.config] == ["model.deterministic"]
     # booleans and nulls are written as YAML writes them, like the rest of the config
@@ -140,6 +141,7 @@ def test_another_model_kind_on_the_same_rows_is_compared_on_the_metrics_both_rec
     r = review(s.ranker, baseline=s.base, spec=spec_for(s.uri, s.root))
     assert r.comparable and "**Not comparable:**" not in r.markdown
     assert "Different model kinds (lgbm in the baseline, lgbm_ranker in the run)" in r.markdown
+    assert "; test_logloss, recorded by only one, is not judged" in r.markdown
     ndcg = r.metric("test_ndcg_at_10")
     assert ndcg.run is not None and ndcg.baseline is not None
     assert r.regressed("test_ndcg_at_10") == (ndcg.run < ndcg.baseline)
@@ -261,6 +263,7 @@ def test_baseline_scored_on_another_test_set_is_not_the_same_data(project: Path)
     assert f"**Different test sets:** {why}" in metrics
     # the deltas are shown, but no metric is called improved or regressed on other rows
     assert _table_row(md, "test_auc")[6] == "n/a (other test rows)"
+    assert "Regressions:" not in md and r.regressions == []
     # a CI gate cannot judge a regression on other rows: exit 2, not 1
     with pytest.raises(ReplaymlError, match=r"cannot judge whether test_auc regressed: the test "
                        r"sets differ"):  # fmt: skip
@@ -469,3 +472,115 @@ def test_a_ci_review_of_a_name_never_registered_and_what_the_gate_decided(
     link.symlink_to(target)
     assert _cli(s, "review", s.base, "--baseline", s.weaker, "-o", str(link)).exit_code == 0
     assert link.is_symlink() and "Gate" not in target.read_text() and target.read_text()
+
+
+def test_the_run_records_every_test_score_and_the_review_bootstraps_them(
+    trained_store: TrainedStore,
+) -> None:
+    import numpy as np
+
+    from replayml.model.evaluate import evaluate, prediction_hash
+    from replayml.tracking.read import TEST_SCORES_ARTIFACT, RunReader
+
+    s = trained_store
+    spec = spec_for(s.uri, s.root)
+    reader = RunReader(spec)
+    run = reader.run(s.base)
+    table = reader.table(s.base, TEST_SCORES_ARTIFACT)
+    # the artifact is the scored test window: its rows, its prediction hash, its metrics
+    assert len(table) == int(run.tag("rows.test"))
+    assert prediction_hash(table["score"].to_numpy()) == run.tag("prediction_hash")
+    y, groups, scores = (table[c].to_numpy() for c in ("label", "group", "score"))
+    recomputed = evaluate(y, scores, groups, 10, probabilities=True)
+    for name, value in recomputed.items():
+        assert run.metrics[f"test_{name}"] == pytest.approx(value, abs=1e-12), name
+    assert run.metrics["ranked_groups_test"] == len(np.unique(groups[y > 0]))
+
+    r = review(s.weaker, baseline=s.base, spec=spec)
+    assert set(r.intervals) == set(KEY)
+    # one test day of small data holds a handful of positives: the near-trivial model's
+    # lower AUC is within the noise, and the interval holds the observed delta
+    auc = r.intervals["test_auc"]
+    assert auc.low <= r.metric("test_auc").delta <= auc.high  # type: ignore[operator]
+    assert auc.low < 0 < auc.high and r.within_noise("test_auc")
+    assert r.regressed("test_auc") and not r.regressed("test_auc", significant=True)
+    row = _table_row(r.markdown, "test_auc")
+    assert row[6] == "regressed (within noise)"
+    assert row[7] == f"[{auc.low:+.5f}, {auc.high:+.5f}]"
+    user_days = len(np.unique(groups))
+    assert f"the {user_days:,} user-days of the test window resampled 1,000 times" in r.markdown
+    # the same run as its own baseline: every interval is exactly zero
+    itself = review(s.base, baseline=s.base, spec=spec)
+    assert all(i.low == i.high == 0 for i in itself.intervals.values())
+    assert _table_row(itself.markdown, "test_auc")[6:] == ["same", "[0, 0]"]
+    # runs scored on another dataset get no interval, and a gate on noise cannot judge them
+    other = review(s.other_data, baseline=s.base, spec=spec)
+    assert other.intervals == {} and "95% interval" not in other.markdown
+    with pytest.raises(ReplaymlError, match="not comparable"):
+        other.regressed("test_auc", significant=True)
+
+
+def test_a_gate_beyond_the_noise_passes_a_change_within_it(project: Path) -> None:
+    # two weeks of test days: enough positives for a broken model to be worse beyond the noise
+    weeks = ["dates.test_days=14"]
+    base = train(project, [*weeks, "tracking.run_name=base"]).run_id
+    trivial = train(
+        project, [*weeks, "tracking.run_name=trivial", "model.num_leaves=2",
+                  "model.num_boost_round=1"],
+    ).run_id  # fmt: skip
+    other = train(project, [*weeks, "tracking.run_name=tweak", "model.num_leaves=30"]).run_id
+    uri = f"sqlite:///{project / 'mlruns' / 'mlflow.db'}"
+    spec = spec_for(uri, project)
+
+    def gate(run: str, baseline: str, *extra: str):  # noqa: ANN202
+        args = ["review", run, "--baseline", baseline, "--fail-on", "test_auc", *extra]
+        return CliRunner().invoke(app, [*args, "--tracking-uri", uri], catch_exceptions=False)
+
+    broken = review(trivial, baseline=base, spec=spec)
+    auc = broken.intervals["test_auc"]
+    assert auc.low <= broken.metric("test_auc").delta <= auc.high < 0  # type: ignore[operator]
+    assert _table_row(broken.markdown, "test_auc")[6] == "**regressed**"
+    failed = gate(trivial, base, "--significant")
+    assert failed.exit_code == 1, failed.output
+    assert "(tolerance 0, beyond the noise): **failed**: test_auc regressed" in failed.stdout
+
+    # whichever of the two near-equal models scored the lower AUC is the reviewed run
+    first = review(other, baseline=base, spec=spec)
+    worse, better = (other, base) if first.metric("test_auc").delta < 0 else (base, other)  # type: ignore[operator]
+    r = review(worse, baseline=better, spec=spec)
+    assert r.metric("test_auc").delta < 0  # type: ignore[operator]
+    assert r.within_noise("test_auc"), r.intervals["test_auc"]
+    strict = gate(worse, better)
+    assert strict.exit_code == 1, strict.output
+    assert "| regressed (within noise) |" in strict.stdout
+    assert "Regressions: test_auc (within noise)" in strict.stdout
+    noisy = gate(worse, better, "--significant")
+    assert noisy.exit_code == 0, noisy.output
+    assert "(tolerance 0, beyond the noise): **passed**" in noisy.stdout
+    off = gate(worse, better, "--significant", "--bootstrap", "0")
+    assert off.exit_code == 2 and "the bootstrap was turned off" in off.stderr
+    alone = CliRunner().invoke(app, ["review", worse, "--significant", "--tracking-uri", uri])
+    assert alone.exit_code == 2 and "add --fail-on METRIC" in alone.stderr
+
+    # a baseline whose recorded scores are gone gets no interval, and the review says why
+    from mlflow.tracking import MlflowClient
+
+    artifacts = MlflowClient(uri).get_run(better).info.artifact_uri.removeprefix("file://")
+    (Path(artifacts) / "replayml" / "test_scores.parquet").unlink()
+    lost = gate(worse, better, "--significant")
+    assert lost.exit_code == 2
+    assert f"run {better[:8]} records no test scores" in lost.stderr
+    assert f"Noise: no intervals: run {better[:8]} records no test scores" in lost.stdout
+
+
+def test_the_popularity_baseline_is_judged_on_every_metric_the_classifier_records(
+    project: Path,
+) -> None:
+    # the popularity scores are probabilities too: log loss is judged, nothing is excused
+    base = train(project, ["tracking.run_name=base"]).run_id
+    popularity = train(project, ["model=popularity", "tracking.run_name=popularity"]).run_id
+    spec = spec_for(f"sqlite:///{project / 'mlruns' / 'mlflow.db'}", project)
+    r = review(popularity, baseline=base, spec=spec)
+    assert "Different model kinds (lgbm in the baseline, popularity in the run)" in r.markdown
+    assert "recorded by only one" not in r.markdown
+    assert r.regressed("test_logloss") == (r.metric("test_logloss").delta > 0)  # type: ignore[operator]

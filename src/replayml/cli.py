@@ -251,6 +251,19 @@ def review_run(
     tolerance: float = typer.Option(
         0.0, "--tolerance", help="Absolute change allowed before a metric counts as regressed."
     ),
+    significant: bool = typer.Option(
+        False,
+        "--significant",
+        help="A --fail-on metric counts as regressed only when its 95% bootstrap interval lies "
+        "wholly on the worse side (a difference beyond the test set's noise).",
+    ),
+    bootstrap: int = typer.Option(
+        1000,
+        "--bootstrap",
+        min=0,
+        help="Bootstrap resamples of the test user-days behind the intervals of the deltas "
+        "(0: no intervals).",
+    ),
     output: Path = typer.Option(None, "--output", "-o", help="Also write the Markdown here."),
     tracking_uri: str = typer.Option(None, "--tracking-uri", help=_TRACKING_HELP),
     project: Path = typer.Option(Path("."), "--project", help="Project root."),
@@ -272,6 +285,9 @@ def review_run(
         what = "is negative" if tolerance < 0 else "is not a finite number"
         _fail(ReplaymlError(f"--tolerance {tolerance} {what}: use 0 (any worsening counts) or "
                             f"the absolute change allowed, e.g. 0.002"))  # fmt: skip
+    if significant and not fail_on:
+        _fail(ReplaymlError("--significant changes only what --fail-on judges: add "
+                            "--fail-on METRIC (test_auc, ...) or drop it"))  # fmt: skip
     if baseline is not None and name is not None:
         _fail(ReplaymlError(f"--baseline {baseline} and --name {name} both say what to compare "
                             f"with: pass one (--name {name} --alias {alias} is "
@@ -286,6 +302,7 @@ def review_run(
             alias=alias,
             tolerance=tolerance,
             require_baseline=bool(fail_on),
+            resamples=bootstrap,
         )
         for metric in fail_on or []:
             result.metric(metric)  # a misspelt metric fails before anything is printed
@@ -295,7 +312,7 @@ def review_run(
         _crash("review", exc)
     not_judged: ReplaymlError | None = None
     try:
-        regressed = [m for m in (fail_on or []) if result.regressed(m)]
+        regressed = [m for m in (fail_on or []) if result.regressed(m, significant=significant)]
     except ReplaymlError as exc:  # e.g. not comparable: the review says why, then exit 2
         not_judged, regressed = exc, []
     markdown = result.markdown
@@ -307,7 +324,8 @@ def review_run(
             verdict = f"**failed**: {', '.join(regressed)} regressed"
         else:
             verdict = "**passed**"
-        markdown += f"\nGate: --fail-on {gate} (tolerance {tolerance:g}): {verdict}.\n"
+        rule = f"tolerance {tolerance:g}" + (", beyond the noise" if significant else "")
+        markdown += f"\nGate: --fail-on {gate} ({rule}): {verdict}.\n"
     typer.echo(markdown, nl=False)
     if output is not None:
         _write_output(output, markdown)

@@ -803,9 +803,15 @@ def _connect_and_import(spec: Any, kind: ModelKind, cancelled: threading.Event) 
 
 def run_experiment(cfg: RunConfig, ctx: RunContext) -> RunResult:
     """Train, evaluate and record one run with its full lineage; return what it produced."""
-    from replayml.model.evaluate import evaluate, pr_curves, prediction_hash, save_figures
+    from replayml.model.evaluate import (
+        evaluate,
+        pr_curves,
+        prediction_hash,
+        ranked_groups,
+        save_figures,
+    )
     from replayml.model.fit import fit, importance, predict, tree_hash
-    from replayml.tracking.read import CONFIG_ARTIFACT, DIFF_ARTIFACT
+    from replayml.tracking.read import CONFIG_ARTIFACT, DIFF_ARTIFACT, TEST_SCORES_ARTIFACT
     from replayml.tracking.run import tracked_run
     from replayml.tracking.store import store_spec, workspace_origin
 
@@ -944,6 +950,8 @@ def run_experiment(cfg: RunConfig, ctx: RunContext) -> RunResult:
             for name, value in valid.items():
                 all_metrics.setdefault(f"valid_best_{name}", value)
         all_metrics.update({f"rows_{n}": float(v) for n, v in m.rows.items()})
+        # the user-days the ranking metrics average over (those with a positive)
+        all_metrics["ranked_groups_test"] = float(ranked_groups(m.test.groups, m.test.y))
         all_metrics.update({n: float(v) for n, v in m.preprocess.items()})
         t_hash = tree_hash(result.booster)
         p_hash = prediction_hash(scores)
@@ -954,6 +962,11 @@ def run_experiment(cfg: RunConfig, ctx: RunContext) -> RunResult:
             m.test_frame[["user_id", "item_id", "ts", "label"]]
             .head(200)
             .assign(score=scores[:200], baseline=m.test_popularity[:200])
+        )
+        # every test row's score, label and user-day, in the test matrix's order: what
+        # `replayml review` bootstraps to tell a real difference between two runs from noise
+        test_scores = pd.DataFrame(
+            {"group": m.test.groups, "label": m.test.y.astype("int8"), "score": scores}
         )
         lineage = {
             "run_id": run.run_id,
@@ -976,6 +989,7 @@ def run_experiment(cfg: RunConfig, ctx: RunContext) -> RunResult:
             )  # fmt: skip
             _write_plot_data(folder / "plots", result.curves, pr.get(kind))
             sample.to_csv(folder / "scored_sample.csv", index=False)
+            test_scores.to_parquet(folder / Path(TEST_SCORES_ARTIFACT).name, index=False)
             _save_local(folder / "lineage.json", json.dumps(lineage, indent=2, sort_keys=True))
             _save_local(folder / "config.yaml", config_yaml)
             _save_local(folder / "metrics.json", json.dumps(all_metrics, indent=2, sort_keys=True))
@@ -1011,6 +1025,7 @@ def run_experiment(cfg: RunConfig, ctx: RunContext) -> RunResult:
         for fig in figures:
             run.log_artifact(fig, "plots")
         run.log_artifact(sample_path, "replayml")
+        run.log_artifact(out / Path(TEST_SCORES_ARTIFACT).name, "replayml")
         run.log_artifact(out / "lineage.json", "replayml")
         if result.booster is not None and resolved.tracking.log_model:
             with steps.step("logging the model"):

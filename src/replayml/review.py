@@ -4,7 +4,9 @@
 deltas and regressions, the config keys that differ, the data (DVC hashes, date windows, row
 counts, "same data"), the code (commits, dirty flags, replay verdicts). A baseline that is not
 comparable (another dataset) is said so at the top, and no regression is
-judged against it.
+judged against it. Runs scored on the same test rows get a 95% interval for each delta from a
+paired bootstrap of their recorded test scores (`replayml.model.bootstrap`), so a reviewer can
+tell a real difference from the noise of the test set.
 """
 
 from __future__ import annotations
@@ -17,11 +19,12 @@ from typing import TYPE_CHECKING
 import yaml
 
 from replayml.errors import ReplaymlError, RunNotFoundError
-from replayml.tracking.read import CONFIG_ARTIFACT, DIFF_ARTIFACT
+from replayml.tracking.read import CONFIG_ARTIFACT, DIFF_ARTIFACT, TEST_SCORES_ARTIFACT
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from replayml.model.bootstrap import Interval, Scored
     from replayml.tracking.read import RecordedRun, RunReader
     from replayml.tracking.registry_store import VersionRecord
     from replayml.tracking.store import StoreSpec
@@ -36,6 +39,7 @@ MODEL_SECTIONS = ("data.", "dates.", "preprocessing.", "features.", "model.")
 WINDOWS = ("train", "valid", "test")
 MAX_CELL = 300
 UI_PARAM = "tracking.ui_url"  # the UI address a run was made with (its links use it)
+RESAMPLES = 1000  # bootstrap resamples behind the intervals of the deltas
 
 
 def direction(metric: str) -> str | None:
@@ -108,6 +112,10 @@ class Review:
     notes: list[str] = field(default_factory=list)
     #: run id -> a summary of the uncommitted changes a dirty run was trained with
     diffs: dict[str, str] = field(default_factory=dict)
+    #: metric -> 95% bootstrap interval of its delta (runs scored on the same test rows)
+    intervals: dict[str, Interval] = field(default_factory=dict)
+    #: how the intervals were made, or why there are none
+    noise: str = ""
     markdown: str = ""
 
     @property
@@ -122,11 +130,13 @@ class Review:
         known = ", ".join(r.name for r in self.metrics) or "(none)"
         raise ReplaymlError(f"metric {name!r} is not recorded for run {self.run.run_id}: {known}")
 
-    def regressed(self, metric: str) -> bool:
-        """Whether `metric` is worse than the baseline's (False without a baseline).
+    def regressed(self, metric: str, *, significant: bool = False) -> bool:
+        """Whether `metric` is worse than the baseline's (False without a baseline); with
+        `significant`, only when its bootstrap interval also lies wholly on the worse side.
 
         Raises `ReplaymlError` when the baseline is not comparable, the metric is missing from
-        either run, or the metric has no known better direction.
+        either run, the metric has no known better direction, or (`significant`) it has no
+        interval.
         """
         row = self.metric(metric)
         if self.baseline is None:
@@ -152,12 +162,25 @@ class Review:
                 f"cannot judge whether {metric} regressed: replayml does not know whether "
                 f"higher or lower is better for it"
             )
-        return row.status(self.tolerance) == "regressed"
+        worse = row.status(self.tolerance) == "regressed"
+        if not significant:
+            return worse
+        interval = self.intervals.get(metric)
+        if interval is None:
+            why = self.noise or "no interval of its delta could be computed"
+            raise ReplaymlError(f"cannot judge whether {metric} regressed beyond the noise: {why}")
+        return worse and interval.excludes_zero
+
+    def within_noise(self, metric: str) -> bool:
+        """Whether the metric's delta has a bootstrap interval that contains zero."""
+        interval = self.intervals.get(metric)
+        return interval is not None and not interval.excludes_zero
 
     @property
     def regressions(self) -> list[str]:
-        """Metrics that regressed (empty when not comparable or without a baseline)."""
-        if not self.comparable:
+        """Metrics that regressed (empty when not comparable, scored on other test rows, or
+        without a baseline)."""
+        if not self.comparable or test_set_difference(self.run, self.baseline):  # type: ignore[arg-type]
             return []
         return [r.name for r in self.metrics if r.status(self.tolerance) == "regressed"]
 
@@ -231,10 +254,12 @@ def _kinds_note(run: RecordedRun, base: RecordedRun) -> str:
     kinds = base.tag("model.kind") or "?", run.tag("model.kind") or "?"
     if kinds[0] == kinds[1]:
         return ""
+    tests = [{m for m in r.metrics if m.startswith("test_")} for r in (base, run)]
+    only = sorted(tests[0] ^ tests[1])
+    unjudged = f"; {', '.join(only)}, recorded by only one, is not judged" if only else ""
     return (
         f"Different model kinds ({kinds[0]} in the baseline, {kinds[1]} in the run): compared on "
-        f"the test metrics both record from their scores on the same test rows; a metric only "
-        f"one records (log loss) is not judged"
+        f"the test metrics both record from their scores on the same test rows{unjudged}"
     )
 
 
@@ -346,13 +371,15 @@ def review(
     alias: str = "prod",
     tolerance: float = 0.0,
     require_baseline: bool = False,
+    resamples: int = RESAMPLES,
 ) -> Review:
     """Review run `run_id` against `baseline`; either may be a run id or a registered version
     (`models:/NAME@ALIAS` or `models:/NAME/VERSION`: its source run).
 
     Without `baseline`, the holder of `models:/<name>@<alias>` when `name` is given, else no
     baseline (a summary of the run). With `require_baseline` (a regression gate), a baseline
-    that cannot be found raises `NoBaselineError` instead.
+    that cannot be found raises `NoBaselineError` instead. `resamples` bootstrap resamples
+    give the intervals of the deltas (0: none).
     """
     from replayml.registry import resolve_run_ref
     from replayml.tracking.read import RunReader
@@ -401,8 +428,59 @@ def review(
         )
         for m in _ordered_metrics(names)
     ]
+    if base is not None and result.comparable and not test_set_difference(run, base):
+        result.intervals, result.noise = _intervals(reader, run, base, result.metrics, resamples)
     result.markdown = render(result)
     return result
+
+
+def _scores(reader: RunReader, run: RecordedRun) -> tuple[Scored | None, str]:
+    """The run's recorded test scores, or None and why not."""
+    from replayml.model.bootstrap import Scored
+    from replayml.model.evaluate import prediction_hash
+
+    table = reader.table(run.run_id, TEST_SCORES_ARTIFACT)
+    if table is None:
+        return None, f"run {_short(run.run_id)} records no test scores ({TEST_SCORES_ARTIFACT})"
+    scores = table["score"].to_numpy("float64")
+    if prediction_hash(scores) != run.tag("prediction_hash"):
+        return None, (
+            f"the test scores recorded for run {_short(run.run_id)} do not hash to its "
+            f"prediction_hash tag (the artifact was changed after the run)"
+        )
+    return Scored(table["label"].to_numpy(), table["group"].to_numpy(), scores), ""
+
+
+def _intervals(
+    reader: RunReader, run: RecordedRun, base: RecordedRun, rows: list[MetricRow], resamples: int
+) -> tuple[dict[str, Interval], str]:
+    """95% intervals of the deltas from a paired bootstrap, and how they were made (or why
+    there are none)."""
+    from replayml.model.bootstrap import INTERVAL, paired_intervals
+
+    if resamples <= 0:
+        return {}, "no intervals: the bootstrap was turned off (--bootstrap 0)"
+    ours, why = _scores(reader, run)
+    theirs, why_base = _scores(reader, base) if ours is not None else (None, "")
+    if ours is None or theirs is None:
+        return {}, f"no intervals: {why or why_base}"
+    names = [
+        r.name.removeprefix("test_")
+        for r in rows
+        if r.run is not None and r.baseline is not None and r.name.startswith("test_")
+    ]
+    try:
+        found = paired_intervals(ours, theirs, names, resamples=resamples)
+    except ValueError as exc:
+        return {}, f"no intervals: {exc}"
+    user_days = len(set(ours.groups.tolist()))
+    how = (
+        f"{INTERVAL[1] - INTERVAL[0]:g}% intervals of each delta from a paired bootstrap: the "
+        f"{user_days:,} user-days of the test window resampled {resamples:,} times, both "
+        f"runs' recorded test scores re-scored on each; an interval that contains 0 means the "
+        f"difference is within the noise of this test set"
+    )
+    return {f"test_{n}": i for n, i in found.items()}, how
 
 
 # --------------------------------------------------------------------------- Markdown
@@ -431,6 +509,10 @@ def _delta(value: float | None) -> str:
 
 def _rel(value: float | None) -> str:
     return "—" if value is None else f"{value:+.2%}"
+
+
+def _ci(interval: Interval | None) -> str:
+    return "—" if interval is None else f"[{_delta(interval.low)}, {_delta(interval.high)}]"
 
 
 def _short(run_id: str) -> str:
@@ -582,16 +664,20 @@ def render(r: Review) -> str:
             status = m.status(r.tolerance) if r.comparable else "n/a (not comparable)"
             if r.comparable and other_rows:  # the deltas are shown; no verdict is judged
                 status = "n/a (other test rows)"
-            if status == "regressed":
+            if status in ("regressed", "improved") and r.within_noise(m.name):
+                status += " (within noise)"
+            elif status == "regressed":
                 status = "**regressed**"
             better = {"max": "higher", "min": "lower"}.get(m.better or "", "?")
-            rows.append(
-                [m.name, _num(m.run), _num(m.baseline), _delta(m.delta), _rel(m.relative),
-                 better, status]
-            )  # fmt: skip
-        out += _table(
-            ["metric", "run", "baseline", "delta", "rel. delta", "better", "verdict"], rows
-        )
+            row = [m.name, _num(m.run), _num(m.baseline), _delta(m.delta), _rel(m.relative),
+                   better, status]  # fmt: skip
+            if r.intervals:
+                row.append(_ci(r.intervals.get(m.name)))
+            rows.append(row)
+        head = ["metric", "run", "baseline", "delta", "rel. delta", "better", "verdict"]
+        out += _table(head + (["95% interval of delta"] if r.intervals else []), rows)
+        if r.noise:
+            out += ["", f"Noise: {r.noise}."]
         test_set = test_set_difference(run, base)
         if test_set:
             out += [
@@ -599,8 +685,8 @@ def render(r: Review) -> str:
                 f"> **Different test sets:** {test_set}. The metrics were measured on different "
                 f"test data, so the deltas and verdicts do not compare like with like.",
             ]
-        if r.comparable:
-            regressed = r.regressions
+        if r.comparable and not test_set:
+            regressed = [n + (" (within noise)" * r.within_noise(n)) for n in r.regressions]
             out += ["", f"Regressions: {', '.join(regressed) if regressed else 'none'}"]
     out.append("")
 

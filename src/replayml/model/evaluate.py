@@ -9,17 +9,20 @@ import numpy as np
 import pandas as pd
 
 
-def ranking_metrics(
+def ranking_per_group(
     groups: np.ndarray, labels: np.ndarray, scores: np.ndarray, k: int
-) -> tuple[float, float]:
-    """Mean NDCG@k and recall@k over groups with at least one positive.
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """NDCG@k and recall@k of each group with at least one positive.
 
-    `groups` is an integer group id per row. Ties in score are broken by row order, so the
-    result is deterministic.
+    Returns the group ids, their NDCG@k and their recall@k. `groups` is an integer group id
+    per row. Ties in score are broken by row order, so the result is deterministic.
     """
     rel = (labels > 0).astype("float64")
     order = np.lexsort((np.arange(len(scores)), -scores, groups))
     g, r = groups[order], rel[order]
+    if not len(g):
+        empty = np.array([], dtype="float64")
+        return np.array([], dtype="int64"), empty, empty
     starts = np.r_[0, np.flatnonzero(g[1:] != g[:-1]) + 1]
     sizes = np.diff(np.r_[starts, len(g)])
     rank = np.arange(len(g)) - np.repeat(starts, sizes)
@@ -28,14 +31,26 @@ def ranking_metrics(
     dcg = np.add.reduceat(np.where(top, r * disc, 0.0), starts)
     hits = np.add.reduceat(np.where(top, r, 0.0), starts)
     npos = np.add.reduceat(r, starts)
-    ideal_disc = np.cumsum(1.0 / np.log2(np.arange(k) + 2.0))
-    idcg = ideal_disc[np.minimum(npos, k).astype(int) - 1] if len(npos) else np.array([])
     has = npos > 0
-    if not has.any():
+    ideal_disc = np.cumsum(1.0 / np.log2(np.arange(k) + 2.0))
+    idcg = ideal_disc[np.minimum(npos[has], k).astype(int) - 1]
+    return g[starts][has], dcg[has] / idcg, hits[has] / npos[has]
+
+
+def ranking_metrics(
+    groups: np.ndarray, labels: np.ndarray, scores: np.ndarray, k: int
+) -> tuple[float, float]:
+    """Mean NDCG@k and recall@k over groups with at least one positive (NaN without any)."""
+    ranked, ndcg, recall = ranking_per_group(groups, labels, scores, k)
+    if not len(ranked):
         return float("nan"), float("nan")
-    ndcg = dcg[has] / idcg[has]
-    recall = hits[has] / npos[has]
     return float(ndcg.mean()), float(recall.mean())
+
+
+def ranked_groups(groups: np.ndarray, labels: np.ndarray) -> int:
+    """How many groups have at least one positive (the ones the ranking metrics average)."""
+    positive = np.asarray(labels) > 0
+    return int(len(np.unique(np.asarray(groups)[positive])))
 
 
 def group_ids(frame: pd.DataFrame) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""Read a recorded run back from the tracking store: params, tags, metrics and text artifacts.
+"""Read a recorded run back from the tracking store: params, tags, metrics and artifacts.
 
 Used by replay (and review): a run id that does not exist, is deleted, is not a replayml run or
 did not finish is refused here with a message naming the id and the (redacted) store URI.
@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,8 @@ MARKER_TAG = TAG_PREFIX + "schema_version"  # every run the pipeline creates has
 #: the run's resolved config, and the uncommitted changes of a run from a dirty tree
 CONFIG_ARTIFACT = "replayml/config.yaml"
 DIFF_ARTIFACT = "replayml/code.diff"
+#: every test row's group (user-day), label and score, in the test matrix's order
+TEST_SCORES_ARTIFACT = "replayml/test_scores.parquet"
 
 
 @dataclass(frozen=True)
@@ -129,6 +132,15 @@ class RunReader:
 
     def text(self, run_id: str, artifact_path: str) -> str | None:
         """A text artifact of the run, or None when the run does not have it."""
+        return self._read(run_id, artifact_path, lambda local: local.read_text())
+
+    def table(self, run_id: str, artifact_path: str) -> Any:
+        """A Parquet artifact of the run as a DataFrame, or None when the run does not have it."""
+        import pandas as pd
+
+        return self._read(run_id, artifact_path, pd.read_parquet)
+
+    def _read(self, run_id: str, artifact_path: str, read: Callable[[Path], Any]) -> Any:
         from mlflow.exceptions import MlflowException
 
         parent = str(Path(artifact_path).parent)
@@ -143,7 +155,7 @@ class RunReader:
                 local = self.client.download_artifacts(run_id, artifact_path, tmp)
             except Exception as exc:  # requests/sqlalchemy/OS errors of an unusable store
                 raise self._explain(exc) from exc
-            return Path(local).read_text()
+            return read(Path(local))
 
     def missing_artifacts_hint(self, run_id: str) -> str:
         """Why a run's artifacts may look missing: "" unless they are in a local folder that
