@@ -192,6 +192,7 @@ def test_unreachable_server_fails_fast_before_training(project: Path) -> None:  
     assert proc.returncode == 2
     assert "http://127.0.0.1:9" in proc.stderr
     assert "connection refused: no server listens at that address" in proc.stderr
+    assert "make ui" not in proc.stderr  # a team server is not the project's local UI
     assert elapsed < 30
     assert "training ..." not in proc.stdout + proc.stderr
 

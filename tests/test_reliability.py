@@ -209,3 +209,29 @@ def test_a_busy_local_store_is_not_called_damaged(tmp_path: Path) -> None:
     assert (
         said == f"cannot use the local tracking store {tmp_path / 'mlflow.db'}: database is locked"
     )
+
+
+def test_ctrl_c_while_training_says_which_run_it_marked_killed(project: Path) -> None:
+    import signal
+
+    slow = ["model.num_boost_round=100000", "model.early_stopping_rounds=100000",
+            "model.learning_rate=0.001"]  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "train.py", *slow], cwd=project, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    for line in proc.stdout:  # the progress lines go to stdout
+        if "training ..." in line:
+            break
+    proc.send_signal(signal.SIGINT)
+    try:
+        _, err = proc.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise
+    (run,) = all_runs(project)
+    assert proc.returncode == 130, err[-3000:]
+    assert run.info.status == "KILLED"
+    assert f"error: interrupted (Ctrl-C); run {run.info.run_id} is marked KILLED" in err
+    assert "Traceback" not in err  # one line, not the interpreter's traceback

@@ -135,6 +135,10 @@ def test_replay_right_after_the_run_is_identical_and_tags_both_runs(
     trained: tuple[Path, str],
 ) -> None:
     root, run_id = trained
+    registered = CliRunner().invoke(
+        app, ["register", run_id, "--name", "reco-replayed", "--project", str(root)]
+    )
+    assert registered.exit_code == 0, registered.output
     before = _snapshot(root)
     result = CliRunner().invoke(app, ["replay", run_id, "--project", str(root)])
     assert result.exit_code == 0, result.output
@@ -154,6 +158,10 @@ def test_replay_right_after_the_run_is_identical_and_tags_both_runs(
         assert new.data.tags[f"replayml.{key}"] == original[f"replayml.{key}"], key
     assert new.data.metrics == client.get_run(run_id).data.metrics
     assert _snapshot(root) == before  # same HEAD, status, data; the worktree is gone
+    # the version registered from the run shows the verdict on its own page too
+    version = client.get_model_version("reco-replayed", "1").tags
+    assert version["replayml.replay.verdict"] == "IDENTICAL"
+    assert version["replayml.replay.run_id"] == replay_id
 
 
 def test_replay_after_new_code_and_data_commits_uses_the_runs_versions(

@@ -293,6 +293,7 @@ def test_a_dirty_run_says_what_was_uncommitted_and_links_its_replay_here(
     ), md
     dirty = _table_row(md, "dirty")
     assert dirty[1] == "no" and dirty[2].startswith("yes: 1 file, +1 −0 ([replayml/code.diff](")
+    assert dirty[2].endswith(f"/runs/{s.dirty}/artifactPath/replayml/code.diff))")
     verdict = _table_row(md, "replay verdict")[2]
     run_url = review(s.dirty, spec=spec).run.url
     assert verdict == f"IDENTICAL ([replay]({run_url.rsplit('/runs/', 1)[0]}/runs/{'f' * 32}))"

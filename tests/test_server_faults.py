@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -41,6 +42,9 @@ def test_server_dying_mid_run_fails_bounded_and_keeps_results(
     assert time.monotonic() - start < 120
     assert server.url in output
     assert "kept in" in output
+    # why the run stopped is said, not only why it could not be marked FAILED afterwards
+    assert re.search(r"run [0-9a-f]{32} stopped \(.*Connection refused.*\) and could not be "
+                     r"marked FAILED", output), output[-3000:]  # fmt: skip
     kept = Path(output.split("kept in ")[1].split()[0].rstrip("."))
     assert (kept / "model.txt").is_file() and (kept / "metrics.json").is_file()
     assert (kept / "lineage.json").is_file()

@@ -17,6 +17,16 @@ def _register(root: Path, run_id: str, *args: str) -> subprocess.CompletedProces
     )  # fmt: skip
 
 
+def _review(root: Path, run_id: str) -> str:
+    """The review's Markdown, run in the project like a pull request's CI job."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "replayml", "review", run_id, "--bootstrap", "0"],
+        cwd=root, capture_output=True, text=True, check=False, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout
+
+
 def _pushed_to_origin(root: Path, origin: Path) -> str:
     """Give the project a bare `origin` and push its branch there; returns the branch."""
     subprocess.run(["git", "init", "-q", "--bare", str(origin)], check=True)
@@ -46,11 +56,19 @@ def test_a_run_others_cannot_fetch_is_registered_only_once_pushed(
     assert f"commit {commit[:12]} is on no branch of the git remote(s) origin" in said
     assert run.data.tags["replayml.code.on_remote"] == "false"
 
+    # the review shared in the pull request says it before anyone tries
+    md = _review(root, run.info.run_id)
+    dvc_hash = run.data.tags["replayml.data.dvc_hash"]
+    assert "- **Others cannot replay the run yet:** commit" in md
+    assert f"commit {commit[:12]} is on no branch of the git remote(s) origin" in md
+    assert f"has no copy of data version {dvc_hash}" in md and "dvc push data.dvc" in md
+    cell = next(line for line in md.splitlines() if line.startswith("| others can replay |"))
+    assert cell.startswith(f"| others can replay | no: commit {commit[:12]} is on no branch")
+
     refused = _register(root, run.info.run_id)
     assert refused.returncode == 2, refused.stderr[-3000:]
     assert f"commit {commit[:12]} is on no branch" in refused.stderr
     assert f"git push origin {branch}" in refused.stderr
-    dvc_hash = run.data.tags["replayml.data.dvc_hash"]
     assert f"has no copy of data version {dvc_hash}" in refused.stderr
     assert "dvc push data.dvc" in refused.stderr
     client = mlflow_client(root)
@@ -60,6 +78,9 @@ def test_a_run_others_cannot_fetch_is_registered_only_once_pushed(
     still = _register(root, run.info.run_id)
     assert still.returncode == 2 and "is on no branch" not in still.stderr  # code: fixed
     assert dvc(root, "push").returncode == 0
+    md = _review(root, run.info.run_id)
+    assert "Others cannot replay" not in md
+    assert "| others can replay | yes (commit on the git remote, data in the DVC remote) |" in md
     done = _register(root, run.info.run_id)
     assert done.returncode == 0, done.stderr[-3000:]
     (version,) = client.search_model_versions("name = 'reco-team'")

@@ -303,6 +303,7 @@ def review_run(
             tolerance=tolerance,
             require_baseline=bool(fail_on),
             resamples=bootstrap,
+            project=_root(project),
         )
         for metric in fail_on or []:
             result.metric(metric)  # a misspelt metric fails before anything is printed

@@ -102,6 +102,15 @@ def train_from_hydra(cfg: DictConfig) -> float | None:
 
             raise CompactHydraException(message) from None
         raise SystemExit(exc.exit_code) from None
+    except KeyboardInterrupt as exc:
+        if parent_run_id:  # Ctrl-C stops the whole sweep: the sweep reports it
+            raise
+        run_id = getattr(exc, "replayml_run_id", "")
+        said = f"run {run_id} is marked KILLED" if run_id else "no run was created"
+        message = f"error: interrupted (Ctrl-C); {said}"
+        _to_log_files(message)
+        print(message, file=sys.stderr)
+        raise SystemExit(130) from None
     print(f"run: {result.url}")
     # what an optimising sweeper (Optuna, Nevergrad) minimises or maximises: the objective
     # the sweep selects by, so `tracking.objective=valid_best_auc` keeps the test window unseen

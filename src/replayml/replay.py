@@ -1098,7 +1098,26 @@ def _replay(
             "replayml.replay.differences": ",".join(d.key for d in outcome)[:4000],
         },
     )
+    _tag_versions(spec, original.run_id, replayed, report.verdict)
     return report
+
+
+def _tag_versions(spec: StoreSpec, run_id: str, replayed: RecordedRun, verdict: Verdict) -> None:
+    """Give every registered version of the run its latest replay verdict (the lineage a
+    version page shows); a registry that cannot be tagged is said, never fatal."""
+    from replayml.tracking.registry_store import RegistryStore
+
+    tags = {
+        "replayml.replay.verdict": verdict.value,
+        "replayml.replay.run_id": replayed.run_id,
+        "replayml.replay.url": replayed.url,
+    }
+    try:
+        store = RegistryStore(spec)
+        for name, version in store.versions_of_run(run_id):
+            store.set_version_tags(name, version, tags)
+    except Exception as exc:  # the verdict is on the run whatever happens here
+        log.warning("could not record the verdict on the run's registered versions: %s", exc)
 
 
 def _find_uv(project: Path) -> str:

@@ -23,6 +23,7 @@ from replayml.tracking.read import CONFIG_ARTIFACT, DIFF_ARTIFACT, TEST_SCORES_A
 
 if TYPE_CHECKING:
     from collections.abc import Callable
+    from pathlib import Path
 
     from replayml.model.bootstrap import Interval, Scored
     from replayml.tracking.read import RecordedRun, RunReader
@@ -116,6 +117,8 @@ class Review:
     intervals: dict[str, Interval] = field(default_factory=dict)
     #: how the intervals were made, or why there are none
     noise: str = ""
+    #: run id -> (what stops others from replaying it, what could not be checked)
+    sharing: dict[str, tuple[list[str], list[str]]] = field(default_factory=dict)
     markdown: str = ""
 
     @property
@@ -372,6 +375,7 @@ def review(
     tolerance: float = 0.0,
     require_baseline: bool = False,
     resamples: int = RESAMPLES,
+    project: Path | None = None,
 ) -> Review:
     """Review run `run_id` against `baseline`; either may be a run id or a registered version
     (`models:/NAME@ALIAS` or `models:/NAME/VERSION`: its source run).
@@ -379,7 +383,9 @@ def review(
     Without `baseline`, the holder of `models:/<name>@<alias>` when `name` is given, else no
     baseline (a summary of the run). With `require_baseline` (a regression gate), a baseline
     that cannot be found raises `NoBaselineError` instead. `resamples` bootstrap resamples
-    give the intervals of the deltas (0: none).
+    give the intervals of the deltas (0: none). With `project` (a clone of the runs'
+    project), the review also says whether others can replay each run: its commit on the git
+    remote and its data version in the DVC remote.
     """
     from replayml.registry import resolve_run_ref
     from replayml.tracking.read import RunReader
@@ -402,6 +408,17 @@ def review(
         notes=notes,
     )
     for recorded in (run, base):
+        if recorded is not None and project is not None:
+            from replayml.lineage.sharing import sharing_report
+
+            result.sharing[recorded.run_id] = sharing_report(
+                project,
+                recorded.tag("code.commit"),
+                recorded.tag("code.branch"),
+                recorded.tag("data.dvc_hash"),
+                recorded.tag("data.dvc_file"),
+                on_remote=recorded.tag("code.on_remote"),
+            )
         if recorded is not None and recorded.tag("code.dirty") == "true":
             diff = reader.text(recorded.run_id, DIFF_ARTIFACT)
             result.diffs[recorded.run_id] = diff_summary(diff) if diff else "no diff recorded"
@@ -549,7 +566,9 @@ def _dirty_cell(r: Review) -> Callable[[RecordedRun], str]:
     def cell(run: RecordedRun) -> str:
         dirty = {"true": "yes", "false": "no"}.get(run.tag("code.dirty"), "?")
         if run.run_id in r.diffs:
-            return f"{dirty}: {r.diffs[run.run_id]} ([{DIFF_ARTIFACT}]({run.url}))"
+            # the UI's route that opens one artifact of the run
+            link = f"{run.url}/artifactPath/{DIFF_ARTIFACT}"
+            return f"{dirty}: {r.diffs[run.run_id]} ([{DIFF_ARTIFACT}]({link}))"
         return dirty
 
     return cell
@@ -571,6 +590,18 @@ def _replayable(run: RecordedRun) -> str:
     if run.tag("replayable") == "true":
         return "yes"
     return f"no: {run.tag('not_replayable_reasons') or '?'}"
+
+
+def _shared_cell(r: Review) -> Callable[[RecordedRun], str]:
+    def cell(run: RecordedRun) -> str:
+        gaps, unknown = r.sharing.get(run.run_id, ([], []))
+        if gaps:
+            return "no: " + "; ".join(g.split(":", 1)[0] for g in gaps)
+        if unknown:
+            return "not checked: " + "; ".join(unknown)
+        return "yes (commit on the git remote, data in the DVC remote)"
+
+    return cell
 
 
 def _count(rows: str) -> str:
@@ -644,6 +675,9 @@ def render(r: Review) -> str:
     for note in r.notes:
         out.append(f"- {note}")
     for recorded, role in ((run, "run"), (base, "baseline")):
+        gaps = r.sharing.get(recorded.run_id, ([], []))[0] if recorded is not None else []
+        if recorded is not None and gaps:
+            out.append(f"- **Others cannot replay the {role} yet:** {'; '.join(gaps)}")
         if recorded is not None and recorded.run_id in r.diffs:
             out.append(
                 f"- **Uncommitted changes:** the {role} was trained from a dirty tree "
@@ -725,6 +759,8 @@ def render(r: Review) -> str:
         ("replayable", _replayable),
         ("replay verdict", _verdict),
     ]
+    if r.sharing:
+        code.insert(3, ("others can replay", _shared_cell(r)))
     if base is None:
         out += _table(["", "run"], [[n, f(run)] for n, f in code])
     else:

@@ -116,7 +116,25 @@ def sharing_gaps(
     its fix (empty when nothing does, or nothing could be checked). `on_remote` is what the
     run recorded when it trained (`replayml.code.on_remote`): it decides when this clone does
     not have the commit and so cannot check it now."""
-    gaps = []
+    gaps, unknown = sharing_report(root, commit, branch, dvc_hash, dvc_file, on_remote)
+    if unknown and unknown[0].startswith(NOT_HERE):
+        log.warning(
+            "not checked whether others can fetch the run's commit and data: %s (run the "
+            "command in a clone of the run's project, or pass --project)",
+            unknown[0],
+        )
+    return gaps
+
+
+NOT_HERE = "the git repository at"
+
+
+def sharing_report(
+    root: Path, commit: str, branch: str, dvc_hash: str, dvc_file: str, on_remote: str = ""
+) -> tuple[list[str], list[str]]:
+    """`sharing_gaps`, and what could not be checked (no remote, a commit this clone does not
+    have, an unreachable DVC remote), each said in a phrase."""
+    gaps: list[str] = []
     if not commit or _git(root, "cat-file", "-e", f"{commit}^{{commit}}").returncode != 0:
         if on_remote == "false":
             gaps.append(
@@ -125,28 +143,26 @@ def sharing_gaps(
                 f"nobody but its author can replay the run; push it from the clone that "
                 f"trained it (`git push origin <branch>`), or register from that clone"
             )
-        else:
-            log.warning(
-                "not checked whether others can fetch the run's commit and data: commit %s is "
-                "not in the git repository at %s (run the command in a clone of the run's "
-                "project, or pass --project)",
-                commit[:12] or "(none recorded)",
-                root,
-            )
-        return gaps  # not the run's project: its DVC remote says nothing about the run's data
-    else:
-        code = commit_on_remote(root, commit, ask_remote=True)
-        if code.shared is False:
-            remote = (git_remotes(root) or ["origin"])[0]
-            target = branch if branch and branch != "HEAD" else "<branch>"
-            gaps.append(
-                f"{code.where}: only clones that have it can replay the run; push it "
-                f"(`git push {remote} {target}`, or push a branch or tag that contains it)"
-            )
+            return gaps, []
+        # not the run's project: its DVC remote says nothing about the run's data
+        return gaps, [f"{NOT_HERE} {root} does not have commit {commit[:12] or '(none)'}"]
+    unknown = []
+    code = commit_on_remote(root, commit, ask_remote=True)
+    if code.shared is False:
+        remote = (git_remotes(root) or ["origin"])[0]
+        target = branch if branch and branch != "HEAD" else "<branch>"
+        gaps.append(
+            f"{code.where}: only clones that have it can replay the run; push it "
+            f"(`git push {remote} {target}`, or push a branch or tag that contains it)"
+        )
+    elif code.shared is None:
+        unknown.append(code.where)
     data = data_in_remote(root, dvc_hash)
     if data.shared is False:
         gaps.append(
             f"{data.where}: only machines whose DVC cache has it can replay the run; push it "
             f"from one of them (`dvc push {dvc_file or 'data.dvc'}` with that version checked out)"
         )
-    return gaps
+    elif data.shared is None:
+        unknown.append(data.where)
+    return gaps, unknown

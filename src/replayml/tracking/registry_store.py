@@ -300,6 +300,14 @@ class RegistryStore:
         ]
         return sorted(records, key=lambda r: int(r.version), reverse=True)
 
+    def versions_of_run(self, run_id: str) -> list[tuple[str, str]]:
+        """(name, version) of every registered version made from run `run_id`."""
+        found = self._call(
+            f"list the registered versions of run {run_id}",
+            lambda: self.client.search_model_versions(f"run_id = '{run_id}'", max_results=1000),
+        )
+        return sorted((mv.name, str(mv.version)) for mv in found)
+
     def holder(self, name: str, alias: str) -> str | None:
         """The version holding `alias`, or None when the alias is not set."""
         return self.aliases(name).get(alias)

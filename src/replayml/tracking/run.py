@@ -23,6 +23,7 @@ from typing import Any
 from urllib.parse import unquote
 
 from replayml.errors import ReplaymlError, RunKilled, TrackingError
+from replayml.redact import redact_text
 from replayml.tracking.store import (
     StoreSpec,
     explain,
@@ -255,6 +256,8 @@ def tracked_run(
     except BaseException as exc:
         status = "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED"
         _finish(handle, status, traceback.format_exc())
+        if isinstance(exc, KeyboardInterrupt):  # so the one line said on Ctrl-C names the run
+            exc.replayml_run_id = handle.run_id  # type: ignore[attr-defined]
         raise
     else:
         handle.client.set_terminated(handle.run_id, "FINISHED")
@@ -313,13 +316,13 @@ def _finish(handle: RunHandle, status: str, trace: str) -> None:
             handle.client.log_artifact(handle.run_id, str(path))
     except Exception:  # the store may be what failed; the status below matters more
         log.warning("could not upload the traceback of run %s", handle.run_id)
+    cause = trace.strip().splitlines()[-1][:500] if trace.strip() else "unknown"
     try:
-        handle.client.set_tag(
-            handle.run_id, f"{TAG_PREFIX}error", trace.strip().splitlines()[-1][:500]
-        )
+        handle.client.set_tag(handle.run_id, f"{TAG_PREFIX}error", cause)
         handle.client.set_terminated(handle.run_id, status)
     except Exception as exc:
         raise TrackingError(
-            f"run {handle.run_id} failed and could not be marked {status} in "
-            f"{handle.spec.display_uri}: {exc}; run `replayml doctor` once the store is back"
+            f"run {handle.run_id} stopped ({redact_text(cause)}) and could not be marked "
+            f"{status} in {handle.spec.display_uri}: {exc}; run `replayml doctor` once the "
+            f"store is back"
         ) from exc

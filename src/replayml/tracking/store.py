@@ -159,9 +159,13 @@ def explain(exc: BaseException, spec: StoreSpec) -> TrackingError:
             "or point MLFLOW_TRACKING_URI (or tracking.uri) at a running server "
             "(tracking=local for the local store)"
         )
+    # `make ui` serves the project's local store at the UI's default address; a team server
+    # elsewhere is started by whoever runs it
+    local_ui = spec.uri.rstrip("/") in ("http://127.0.0.1:5000", "http://localhost:5000")
+    hint = " (`make ui` starts one on the local store)" if local_ui else ""
     return TrackingError(
         f"cannot use the tracking store at {where}: {cause}. Check that the server is "
-        f"running (`make ui` starts one on the local store) {other}"
+        f"running{hint} {other}"
     )
 
 
