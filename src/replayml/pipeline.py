@@ -262,7 +262,7 @@ def prepare(
     """
     from replayml.data.load import event_files, in_window, load
     from replayml.data.preprocess import preprocess, sample_negatives
-    from replayml.features.build import build_features
+    from replayml.features.build import build_matrix
     from replayml.features.builders import item_history
     from replayml.features.registry import FeatureContext
     from replayml.model.evaluate import group_ids
@@ -367,9 +367,17 @@ def prepare(
                 )
             )
         # one pass for all three windows: every feature of a row depends only on the history
-        # before its own day, so building them together gives the same values as one by one
-        X_all = build_features(
-            pd.concat(parts, ignore_index=True), events, tables.items, tables.users, cfg.features
+        # before its own day, so building them together gives the same values as one by one;
+        # builders that are not built in are checked for that on the last training day's and
+        # the first test day's rows
+        all_targets = pd.concat(parts, ignore_index=True)
+        X_all = build_matrix(
+            all_targets,
+            events,
+            tables.items,
+            tables.users,
+            cfg.features,
+            check_days=(_day(windows.train.end), _day(windows.test.start)),
         )
         feature_names = list(X_all.columns)
         offset = 0

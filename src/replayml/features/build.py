@@ -3,22 +3,33 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 
+import numpy as np
 import pandas as pd
 
 from replayml.config.schema import FeaturesConfig
+from replayml.errors import ConfigError
 from replayml.features import registry
-from replayml.features.registry import FeatureContext
+from replayml.features.registry import BuilderSpec, FeatureContext
 
 log = logging.getLogger(__name__)
+
+#: the target rows' own outcomes: builders never see them
+OUTCOMES = ("label", "click")
+#: the rule every builder follows, as errors state it
+POINT_IN_TIME_RULE = (
+    "a builder must use only events of days before each target row's day; see README "
+    "(Bring your own data: writing a feature builder)"
+)
+#: relative tolerance when a builder's values are recomputed from a shorter history
+RECOMPUTE_RTOL = 1e-9
 
 
 def check_builders(
     cfg: FeaturesConfig, events: set[str], items: set[str] | None, users: set[str] | None
 ) -> None:
     """Validate builder names and the columns they need, before any data work."""
-    from replayml.errors import ConfigError
-
     if not cfg.builders:
         raise ConfigError("features.builders is empty; list at least one, e.g. user_history")
     if not cfg.lookback_days or min(cfg.lookback_days) < 1:
@@ -42,6 +53,72 @@ def check_builders(
     registry.check_available_columns(list(cfg.builders), events, items, users)
 
 
+def _context(
+    history: pd.DataFrame,
+    items: pd.DataFrame | None,
+    users: pd.DataFrame | None,
+    cfg: FeaturesConfig,
+) -> FeatureContext:
+    return FeatureContext(
+        history=history,
+        items=items,
+        users=users,
+        lookback_days=tuple(sorted(cfg.lookback_days)),
+        smoothing=cfg.smoothing,
+    )
+
+
+def _without_outcomes(targets: pd.DataFrame) -> pd.DataFrame:
+    return targets.drop(columns=[c for c in OUTCOMES if c in targets])
+
+
+def _run(spec: BuilderSpec, targets: pd.DataFrame, ctx: FeatureContext) -> pd.DataFrame:
+    """One builder's columns for `targets` (without outcomes), checked for shape and values."""
+    try:
+        part = spec.fn(targets, ctx)
+    except KeyError as exc:
+        if exc.args and exc.args[0] in OUTCOMES:
+            raise ConfigError(
+                f"feature builder {spec.name!r} reads targets[{exc.args[0]!r}]: a target row's "
+                f"own outcome is what the model predicts, so builders get targets without "
+                f"{' or '.join(OUTCOMES)}; use the outcomes of ctx.history's earlier days"
+            ) from exc
+        raise
+    fix = "return pd.DataFrame({...}, index=targets.index) with one row per target row"
+    if not isinstance(part, pd.DataFrame):
+        raise ConfigError(
+            f"feature builder {spec.name!r} returned a {type(part).__name__}, not a DataFrame; "
+            f"{fix}"
+        )
+    if not part.index.equals(targets.index):
+        raise ConfigError(
+            f"feature builder {spec.name!r} returned {len(part)} rows whose index differs from "
+            f"its {len(targets)} target rows' index; {fix}"
+        )
+    try:
+        values = part.astype("float64")
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(
+            f"feature builder {spec.name!r} returns columns that are not numbers "
+            f"({dict(part.dtypes.astype(str))}): {exc}; return numbers (e.g. codes of a "
+            f"category) or booleans"
+        ) from exc
+    log.debug("feature builder %s: %d columns", spec.name, values.shape[1])
+    return values
+
+
+def _build_parts(
+    targets: pd.DataFrame, ctx: FeatureContext, names: Iterable[str]
+) -> dict[str, pd.DataFrame]:
+    """Each builder's columns, by builder."""
+    parts: dict[str, pd.DataFrame] = {}
+    targets = _without_outcomes(targets)
+    for name in names:
+        part = _run(registry.get(name), targets, ctx)
+        parts[name] = part
+    return parts
+
+
 def build_features(
     targets: pd.DataFrame,
     history: pd.DataFrame,
@@ -50,17 +127,67 @@ def build_features(
     cfg: FeaturesConfig,
 ) -> pd.DataFrame:
     """Feature columns for `targets` (same index), computed from `history` before each day."""
-    ctx = FeatureContext(
-        history=history,
-        items=items,
-        users=users,
-        lookback_days=tuple(sorted(cfg.lookback_days)),
-        smoothing=cfg.smoothing,
-    )
-    parts = []
-    for name in cfg.builders:
-        part = registry.get(name).fn(targets, ctx)
-        log.debug("feature builder %s: %d columns", name, part.shape[1])
-        parts.append(part)
-    features = pd.concat(parts, axis=1)
-    return features.astype("float64")
+    parts = _build_parts(targets, _context(history, items, users, cfg), cfg.builders)
+    return pd.concat(parts.values(), axis=1)
+
+
+def check_point_in_time(
+    targets: pd.DataFrame,
+    history: pd.DataFrame,
+    items: pd.DataFrame | None,
+    users: pd.DataFrame | None,
+    cfg: FeaturesConfig,
+    days: Iterable[pd.Timestamp],
+    built: dict[str, pd.DataFrame] | None = None,
+) -> None:
+    """Refuse a builder whose columns, for the target rows of a day D in `days`, change when
+    they are recomputed from those rows alone and the events of days before D.
+
+    `built` holds each builder's columns for all of `targets` from the whole `history` (by
+    default computed here for every builder of `cfg`). Raises `ConfigError` naming the
+    builder, the day, the column and a row.
+    """
+    if built is None:
+        built = _build_parts(targets, _context(history, items, users, cfg), cfg.builders)
+    for day in sorted(set(days)):
+        on_day = (targets["day"] == day).to_numpy()
+        if not on_day.any():
+            continue
+        # numbered from 0 like the pipeline's targets
+        rows = _without_outcomes(targets[on_day]).reset_index(drop=True)
+        past = _context(history[history["day"] < day], items, users, cfg)
+        for name, full in built.items():
+            alone = _run(registry.get(name), rows, past)
+            for column in full.columns:
+                a = full[column].to_numpy()[on_day]
+                b = alone[column].to_numpy() if column in alone else np.full(len(rows), np.nan)
+                same = np.isclose(a, b, rtol=RECOMPUTE_RTOL, atol=0.0, equal_nan=True)
+                if same.all():
+                    continue
+                at = int(np.argmin(same))
+                row = rows.iloc[at]
+                raise ConfigError(
+                    f"feature builder {name!r} is not point-in-time: for the rows of "
+                    f"{day.date()} its column {column!r} changes when the history is cut to "
+                    f"the days before {day.date()} ({int((~same).sum())} of {len(rows)} rows; "
+                    f"e.g. user_id={row['user_id']!r} item_id={row['item_id']!r}: {a[at]:.6g} "
+                    f"from the whole history, {b[at]:.6g} from the past only): "
+                    f"{POINT_IN_TIME_RULE}"
+                )
+
+
+def build_matrix(
+    targets: pd.DataFrame,
+    history: pd.DataFrame,
+    items: pd.DataFrame | None,
+    users: pd.DataFrame | None,
+    cfg: FeaturesConfig,
+    check_days: Iterable[pd.Timestamp],
+) -> pd.DataFrame:
+    """`build_features` for a run: builders that are not built in are checked point-in-time
+    on the rows of `check_days`."""
+    parts = _build_parts(targets, _context(history, items, users, cfg), cfg.builders)
+    own = {name: part for name, part in parts.items() if not registry.get(name).builtin}
+    if own:
+        check_point_in_time(targets, history, items, users, cfg, check_days, own)
+    return pd.concat(parts.values(), axis=1)

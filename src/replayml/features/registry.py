@@ -12,7 +12,13 @@ from replayml.errors import ConfigError
 
 @dataclass(frozen=True)
 class FeatureContext:
-    """Everything a builder may read. `history` holds events strictly usable as the past."""
+    """Everything a builder may read.
+
+    `history` holds every event the run loaded, the validation and test days included: for a
+    target row of day D a builder may use only the events of days before D (the run checks
+    builders that are not built in, see `build.check_point_in_time`). The targets a builder
+    gets hold no outcome (`label`, `click`) of their own rows.
+    """
 
     history: pd.DataFrame
     items: pd.DataFrame | None
@@ -34,6 +40,14 @@ class BuilderSpec:
     needs_items: tuple[str, ...]
     needs_users: tuple[str, ...]
 
+    @property
+    def builtin(self) -> bool:
+        """Whether this is one of replayml's own builders (`builders.py`)."""
+        return self.fn.__module__ == BUILTIN_MODULE
+
+
+#: the module of replayml's own builders: tested to be point-in-time, so not re-checked per run
+BUILTIN_MODULE = "replayml.features.builders"
 
 _REGISTRY: dict[str, BuilderSpec] = {}
 

@@ -1,0 +1,161 @@
+"""Feature builders of one's own, as a run uses them: what they see, what they may return,
+and how a run checks them before it starts."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from datetime import date
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from conftest import all_runs, compose_cfg, train
+from replayml.data.load import load
+from replayml.data.preprocess import preprocess, sample_negatives
+from replayml.errors import ConfigError
+from replayml.features import registry
+from replayml.features.build import build_features
+from replayml.features.registry import FeatureContext, register
+
+BUILT_IN = [
+    "user_history",
+    "item_history",
+    "user_category_affinity",
+    "price_relative",
+    "listing_age",
+    "user_recency",
+    "region_match",
+]
+
+
+@pytest.fixture(scope="module")
+def tables(template_project: Path):  # noqa: ANN201
+    cfg = compose_cfg(template_project)
+    t = load(cfg.data, template_project, date(2024, 3, 20), date(2024, 4, 29))
+    events, _ = preprocess(
+        t.events, cfg.preprocessing, pd.Timestamp("2024-04-14"), pd.Timestamp("2024-04-27")
+    )
+    return cfg, events, t.items, t.users
+
+
+@pytest.fixture
+def own() -> Iterator[Callable[..., Callable]]:
+    """`own(name)(fn)` registers a builder for one test, removed from the registry after it."""
+    names: list[str] = []
+
+    def add(name: str, **needs: tuple[str, ...]) -> Callable:
+        names.append(name)
+        return register(name, **needs)
+
+    yield add
+    for name in names:
+        registry._REGISTRY.pop(name, None)
+
+
+def _windows(events: pd.DataFrame) -> pd.DataFrame:
+    """Target rows as a run has them: sampled training days, then validation and test days."""
+    day = events["day"]
+    train = events[(day >= "2024-04-21") & (day <= "2024-04-27")].reset_index(drop=True)
+    later = events[day >= "2024-04-28"]
+    return pd.concat([sample_negatives(train, 0.5, 7), later], ignore_index=True)
+
+
+def _item_rate_naive(targets: pd.DataFrame, ctx: FeatureContext) -> pd.DataFrame:
+    """The item's contact rate over the whole history: validation and test days included."""
+    rate = ctx.history.groupby("item_id")["label"].mean()
+    return pd.DataFrame(
+        {"item_rate_naive": targets["item_id"].map(rate).to_numpy("float64")},
+        index=targets.index,
+    )
+
+
+def _item_contacts_through_today(targets: pd.DataFrame, ctx: FeatureContext) -> pd.DataFrame:
+    """The item's contacts on the row's own day and the day before: one day too late."""
+    daily = ctx.history.groupby(["item_id", "day"])["label"].sum()
+    shifted = daily.rename(lambda d: d + pd.Timedelta(days=1), level="day")
+    both = daily.add(shifted, fill_value=0).rename("n").reset_index()
+    rows = targets[["item_id", "day"]].merge(both, on=["item_id", "day"], how="left")
+    return pd.DataFrame({"item_contacts_2d": rows["n"].fillna(0).to_numpy()}, index=targets.index)
+
+
+def _user_rows_in_targets(targets: pd.DataFrame, ctx: FeatureContext) -> pd.DataFrame:
+    """How often the user appears among all target rows: later days' rows included."""
+    counts = targets["user_id"].map(targets["user_id"].value_counts())
+    return pd.DataFrame({"user_rows": counts.to_numpy("float64")}, index=targets.index)
+
+
+def test_builders_never_see_their_rows_outcomes(tables, own) -> None:  # noqa: ANN001
+    cfg, events, items, users = tables
+    seen: list[list[str]] = []
+
+    @own("columns_seen")
+    def columns_seen(targets: pd.DataFrame, ctx: FeatureContext) -> pd.DataFrame:
+        seen.append(list(targets.columns))
+        return pd.DataFrame({"one": 1.0}, index=targets.index)
+
+    @own("own_label")
+    def own_label(targets: pd.DataFrame, ctx: FeatureContext) -> pd.DataFrame:
+        return pd.DataFrame({"own": targets["label"].to_numpy("float64")}, index=targets.index)
+
+    targets = events[events["day"] == pd.Timestamp("2024-04-25")].reset_index(drop=True)
+    assert {"label", "click"} <= set(targets.columns)
+    build_features(targets, events, items, users, replace(cfg.features, builders=["columns_seen"]))
+    assert seen and not {"label", "click"} & set(seen[0]), seen
+    assert {"user_id", "item_id", "ts", "day"} <= set(seen[0])
+    with pytest.raises(ConfigError, match=r"'own_label' reads targets\['label'\].*ctx.history"):
+        build_features(
+            targets, events, items, users, replace(cfg.features, builders=["own_label"])
+        )
+
+
+def test_the_built_in_builders_pass_the_point_in_time_check(tables) -> None:  # noqa: ANN001
+    from replayml.features.build import check_point_in_time
+
+    cfg, events, items, users = tables
+    every = replace(cfg.features, builders=BUILT_IN)
+    days = [pd.Timestamp("2024-04-27"), pd.Timestamp("2024-04-28"), pd.Timestamp("2024-04-29")]
+    check_point_in_time(_windows(events), events, items, users, every, days)
+
+
+@pytest.mark.parametrize(
+    ("fn", "column"),
+    [
+        (_item_rate_naive, "item_rate_naive"),
+        (_item_contacts_through_today, "item_contacts_2d"),
+        (_user_rows_in_targets, "user_rows"),
+    ],
+    ids=["whole-history", "same-day", "later-targets"],
+)
+def test_builders_that_see_their_day_or_later_fail_the_check(
+    tables,  # noqa: ANN001
+    own,  # noqa: ANN001
+    fn: Callable,
+    column: str,
+) -> None:
+    from replayml.features.build import check_point_in_time
+
+    cfg, events, items, users = tables
+    own("leaky")(fn)
+    leaky = replace(cfg.features, builders=["user_history", "leaky"])
+    with pytest.raises(
+        ConfigError,
+        match=rf"builder 'leaky' is not point-in-time: for the rows of 2024-04-27 its column "
+        rf"'{column}' changes.*: a builder must use only events of days before each target "
+        rf"row's day; see README",
+    ):
+        check_point_in_time(
+            _windows(events), events, items, users, leaky, [pd.Timestamp("2024-04-27")]
+        )
+
+
+def test_a_builder_reading_the_future_fails_before_any_run(project: Path, own) -> None:  # noqa: ANN001
+    own("item_rate_naive")(_item_rate_naive)
+    with pytest.raises(
+        ConfigError,
+        match=r"builder 'item_rate_naive' is not point-in-time: for the rows of 2024-04-\d\d its "
+        r"column 'item_rate_naive' changes .*a builder must use only events of days before",
+    ):
+        train(project, ["features.builders=[user_history,item_rate_naive]"])
+    assert all_runs(project) == []
