@@ -3,6 +3,8 @@ and how a run checks them before it starts."""
 
 from __future__ import annotations
 
+import re
+import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from datetime import date
@@ -11,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from conftest import all_runs, compose_cfg, train
+from conftest import REPO, all_runs, compose_cfg, git, run_train_py, train
 from replayml.data.load import load
 from replayml.data.preprocess import preprocess, sample_negatives
 from replayml.errors import ConfigError
@@ -159,3 +161,44 @@ def test_a_builder_reading_the_future_fails_before_any_run(project: Path, own) -
     ):
         train(project, ["features.builders=[user_history,item_rate_naive]"])
     assert all_runs(project) == []
+
+
+def _readme_example() -> str:
+    readme = (REPO / "README.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", readme, flags=re.S)
+    (example,) = [b for b in blocks if '@register("weekday")' in b]
+    return example
+
+
+def test_a_builder_in_its_own_module_trains(project: Path) -> None:
+    """README's example, dropped into src/replayml/features/ and committed, trains."""
+    shutil.copytree(REPO / "src", project / "src", ignore=shutil.ignore_patterns("__pycache__"))
+    (project / "src" / "replayml" / "features" / "news.py").write_text(_readme_example())
+    git(project, "add", "-A")
+    git(project, "commit", "-qm", "code with a builder of its own")
+    proc = run_train_py(
+        project,
+        "model.num_boost_round=5",
+        "features.builders=[user_history,item_history,weekday,item_contacts_yesterday]",
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (run,) = all_runs(project)
+    assert run.info.status == "FINISHED"
+    (lineage,) = (project / "outputs").rglob("lineage.json")
+    names = pd.read_json(lineage, typ="series")["feature_names"]
+    assert {"weekday", "item_contacts_yesterday"} <= set(names)
+    assert "news.py" not in run.data.tags.get("replayml.not_replayable_reasons", "")
+
+
+def test_a_builder_name_taken_twice_is_refused() -> None:
+    registry.available()
+    kept = registry._REGISTRY["user_history"]
+    try:
+        with pytest.raises(
+            ConfigError,
+            match=r"'user_history' is registered twice: by "
+            r"replayml.features.builders.user_history and by .*_item_rate_naive",
+        ):
+            register("user_history")(_item_rate_naive)
+    finally:
+        registry._REGISTRY["user_history"] = kept

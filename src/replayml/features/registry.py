@@ -1,7 +1,13 @@
-"""The feature-builder registry: a builder is a pure function registered under a name."""
+"""The feature-builder registry: a builder is a pure function registered under a name.
+
+Every module of the `replayml.features` package is imported before the builders are listed,
+so a builder in a module of its own (`src/replayml/features/news.py`) is found by its name.
+"""
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -62,16 +68,28 @@ def register(
     """Register `fn(targets, ctx) -> DataFrame` of new columns aligned with `targets`."""
 
     def deco(fn: Builder) -> Builder:
+        known = _REGISTRY.get(name)
+        if known is not None and _where(known.fn) != _where(fn):
+            raise ConfigError(
+                f"feature builder name {name!r} is registered twice: by {_where(known.fn)} and "
+                f"by {_where(fn)}; give one of them another name in its @register(...)"
+            )
         _REGISTRY[name] = BuilderSpec(name, fn, events, items, users)
         return fn
 
     return deco
 
 
-def available() -> list[str]:
-    """Names of all registered builders."""
-    from replayml.features import builders  # noqa: F401  (registers on import)
+def _where(fn: Builder) -> str:
+    return f"{fn.__module__}.{fn.__qualname__}"
 
+
+def available() -> list[str]:
+    """Names of all registered builders, after importing every module of this package."""
+    import replayml.features as package
+
+    for module in pkgutil.iter_modules(package.__path__, f"{package.__name__}."):
+        importlib.import_module(module.name)  # registers the builders it defines
     return sorted(_REGISTRY)
 
 
@@ -80,7 +98,9 @@ def get(name: str) -> BuilderSpec:
     names = available()
     if name not in _REGISTRY:
         raise ConfigError(
-            f"features.builders contains unknown builder {name!r}; available: {names}"
+            f"features.builders contains unknown builder {name!r}; available: {names} (a "
+            f"builder of your own goes in a module of src/replayml/features/; see README: "
+            f"Writing a feature builder)"
         )
     return _REGISTRY[name]
 
