@@ -163,6 +163,27 @@ def test_a_builder_reading_the_future_fails_before_any_run(project: Path, own) -
     assert all_runs(project) == []
 
 
+def test_two_builders_returning_one_column_fail_before_any_run(project: Path, own) -> None:  # noqa: ANN001
+    @own("weekday_as_recency")
+    def weekday_as_recency(targets: pd.DataFrame, ctx: FeatureContext) -> pd.DataFrame:
+        days = targets["day"].dt.dayofweek.astype("float64")
+        return pd.DataFrame({"days_since_seen": days}, index=targets.index)
+
+    with pytest.raises(
+        ConfigError,
+        match=r"'user_recency' and 'weekday_as_recency' both return column 'days_since_seen'",
+    ):
+        train(project, ["features.builders=[user_recency,weekday_as_recency]"])
+
+    @own("twice")
+    def twice(targets: pd.DataFrame, ctx: FeatureContext) -> pd.DataFrame:
+        return pd.concat([weekday_as_recency(targets, ctx)] * 2, axis=1)
+
+    with pytest.raises(ConfigError, match=r"'twice' returns column 'days_since_seen' more than"):
+        train(project, ["features.builders=[user_history,twice]"])
+    assert all_runs(project) == []
+
+
 def _readme_example() -> str:
     readme = (REPO / "README.md").read_text()
     blocks = re.findall(r"```python\n(.*?)```", readme, flags=re.S)

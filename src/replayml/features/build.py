@@ -95,6 +95,13 @@ def _run(spec: BuilderSpec, targets: pd.DataFrame, ctx: FeatureContext) -> pd.Da
             f"feature builder {spec.name!r} returned {len(part)} rows whose index differs from "
             f"its {len(targets)} target rows' index; {fix}"
         )
+    names = [str(c) for c in part.columns]
+    twice = sorted({c for c in names if names.count(c) > 1})
+    if twice:
+        raise ConfigError(
+            f"feature builder {spec.name!r} returns column {twice[0]!r} more than once; "
+            f"LightGBM needs each feature name once: rename one of them"
+        )
     try:
         values = part.astype("float64")
     except (TypeError, ValueError) as exc:
@@ -110,11 +117,20 @@ def _run(spec: BuilderSpec, targets: pd.DataFrame, ctx: FeatureContext) -> pd.Da
 def _build_parts(
     targets: pd.DataFrame, ctx: FeatureContext, names: Iterable[str]
 ) -> dict[str, pd.DataFrame]:
-    """Each builder's columns, by builder."""
+    """Each builder's columns, refusing a column name that two builders both return."""
     parts: dict[str, pd.DataFrame] = {}
+    owner: dict[str, str] = {}
     targets = _without_outcomes(targets)
     for name in names:
         part = _run(registry.get(name), targets, ctx)
+        for column in part.columns:
+            if column in owner:
+                raise ConfigError(
+                    f"features.builders: {owner[column]!r} and {name!r} both return column "
+                    f"{column!r}; LightGBM needs each feature name once: rename the column in "
+                    f"one builder, or drop one of them from features.builders"
+                )
+            owner[column] = name
         parts[name] = part
     return parts
 
