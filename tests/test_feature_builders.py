@@ -10,6 +10,7 @@ from dataclasses import replace
 from datetime import date
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -182,6 +183,69 @@ def test_two_builders_returning_one_column_fail_before_any_run(project: Path, ow
     with pytest.raises(ConfigError, match=r"'twice' returns column 'days_since_seen' more than"):
         train(project, ["features.builders=[user_history,twice]"])
     assert all_runs(project) == []
+
+
+def test_infinite_values_from_an_own_builder_are_refused(tables, own) -> None:  # noqa: ANN001
+    cfg, events, items, users = tables
+
+    @own("ratio")
+    def ratio(targets: pd.DataFrame, ctx: FeatureContext) -> pd.DataFrame:
+        hour = targets["ts"].dt.hour.to_numpy("float64")
+        with np.errstate(divide="ignore"):
+            return pd.DataFrame({"inv_hour": 1.0 / hour}, index=targets.index)
+
+    targets = events[events["day"] == pd.Timestamp("2024-04-25")].reset_index(drop=True)
+    assert (targets["ts"].dt.hour == 0).any()
+    with pytest.raises(ConfigError, match=r"builder 'ratio' returns infinite values in column "
+                       r"'inv_hour'.*return NaN"):  # fmt: skip
+        build_features(targets, events, items, users, replace(cfg.features, builders=["ratio"]))
+
+
+def test_a_zero_median_price_gives_nan_not_inf(tables) -> None:  # noqa: ANN001
+    cfg, events, items, users = tables
+    targets = _windows(events)
+    # two in three items of one category cost 0: its median price is 0, some prices are not
+    category = items["category"] == items["category"].iloc[0]
+    free = category & (np.arange(len(items)) % 3 > 0)
+    zero = items.assign(price=items["price"].where(~free, 0.0))
+    only = replace(cfg.features, builders=["price_relative"])
+    X = build_features(targets, events, zero, users, only)
+    assert np.isfinite(X["log_price"]).all()
+    in_category = targets["item_id"].isin(items.loc[category, "item_id"]).to_numpy()
+    paid = targets["item_id"].isin(items.loc[category & ~free, "item_id"]).to_numpy()
+    assert paid.any() and X.loc[in_category, "price_rel_category"].isna().all()
+    assert np.isfinite(X.loc[~in_category, "price_rel_category"]).all()
+
+
+def test_unusable_columns_of_the_training_rows_are_said(
+    tables,  # noqa: ANN001
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from replayml.features.build import build_matrix
+
+    cfg, events, items, users = tables
+    targets = _windows(events)
+    train_rows = (targets["day"] <= pd.Timestamp("2024-04-27")).to_numpy()
+    days = [pd.Timestamp("2024-04-27"), pd.Timestamp("2024-04-28")]
+    every = replace(cfg.features, builders=BUILT_IN)
+    with caplog.at_level("WARNING"):
+        build_matrix(targets, events, items, users, every, train_rows, days)
+    assert "cannot learn from" not in caplog.text  # the built-in data: nothing to say
+
+    empty = items.assign(price=np.nan)
+    constant = users.assign(user_region=users["user_region"].iloc[0])
+    odd = items.assign(item_region=users["user_region"].iloc[0])
+    with caplog.at_level("WARNING"):
+        build_matrix(targets, events, empty, constant, every, train_rows, days)
+        build_matrix(targets, events, odd, constant, every, train_rows, days)
+    said = [r.getMessage() for r in caplog.records if "cannot learn from" in r.getMessage()]
+    assert len(said) == 2, caplog.text
+    assert "the training rows (2024-04-21..2024-04-27)" in said[0]
+    assert "all NaN: log_price (price_relative), price_rel_category (price_relative)" in said[0]
+    assert "constant: region_match (region_match)" in said[1]
+    assert "behind them (data.items.category, data.items.price)" in said[0]
+    assert "behind them (data.items.region, data.users.region)" in said[1]
+    assert "features.builders" in said[0]
 
 
 def _readme_example() -> str:

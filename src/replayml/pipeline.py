@@ -377,6 +377,7 @@ def prepare(
             tables.items,
             tables.users,
             cfg.features,
+            train=np.arange(len(all_targets)) < len(parts[0]),
             check_days=(_day(windows.train.end), _day(windows.test.start)),
         )
         feature_names = list(X_all.columns)

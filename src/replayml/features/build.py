@@ -110,6 +110,14 @@ def _run(spec: BuilderSpec, targets: pd.DataFrame, ctx: FeatureContext) -> pd.Da
             f"({dict(part.dtypes.astype(str))}): {exc}; return numbers (e.g. codes of a "
             f"category) or booleans"
         ) from exc
+    if not spec.builtin:
+        infinite = [c for c in values.columns if np.isinf(values[c].to_numpy()).any()]
+        if infinite:
+            raise ConfigError(
+                f"feature builder {spec.name!r} returns infinite values in column "
+                f"{infinite[0]!r}: LightGBM cannot split on them meaningfully; return NaN where "
+                f"the value is unknown (e.g. a division by zero)"
+            )
     log.debug("feature builder %s: %d columns", spec.name, values.shape[1])
     return values
 
@@ -192,18 +200,73 @@ def check_point_in_time(
                 )
 
 
+def _mapping_keys(spec: BuilderSpec) -> list[str]:
+    """The config keys that map the columns `spec` needs."""
+    needs = (
+        ("events", spec.needs_events),
+        ("items", spec.needs_items),
+        ("users", spec.needs_users),
+    )
+    return [
+        registry.COLUMN_KEYS[table].get(c, f"data.{table}.{c}") for table, cs in needs for c in cs
+    ]
+
+
+def warn_unusable(features: pd.DataFrame, owner: dict[str, str], where: str) -> list[str]:
+    """Warn naming every column that is all NaN, constant or has an infinite value in
+    `features` (the training rows); returns the columns named."""
+    problems: dict[str, list[str]] = {"all NaN": [], "constant": [], "infinite values": []}
+    for column in features.columns:
+        values = features[column].to_numpy(dtype="float64")
+        if np.isnan(values).all():
+            problems["all NaN"].append(column)
+        elif np.isinf(values).any():
+            problems["infinite values"].append(column)
+        elif features[column].nunique(dropna=False) == 1:
+            problems["constant"].append(column)
+    said = [c for columns in problems.values() for c in columns]
+    if said:
+        lines = "; ".join(
+            f"{kind}: " + ", ".join(f"{c} ({owner[c]})" for c in columns)
+            for kind, columns in problems.items()
+            if columns
+        )
+        keys = sorted({key for c in said for key in _mapping_keys(registry.get(owner[c]))})
+        behind = f" ({', '.join(keys)})" if keys else ""
+        log.warning(
+            "feature columns the model cannot learn from on %s: %s. Check the dataset's "
+            "columns behind them%s (e.g. an item attribute that is empty), or drop their "
+            "builders from features.builders",
+            where,
+            lines,
+            behind,
+        )
+    return said
+
+
 def build_matrix(
     targets: pd.DataFrame,
     history: pd.DataFrame,
     items: pd.DataFrame | None,
     users: pd.DataFrame | None,
     cfg: FeaturesConfig,
+    train: np.ndarray,
     check_days: Iterable[pd.Timestamp],
 ) -> pd.DataFrame:
     """`build_features` for a run: builders that are not built in are checked point-in-time
-    on the rows of `check_days`."""
+    on the rows of `check_days`, and unusable columns of the training rows (`train`, a
+    boolean mask) are warned about."""
     parts = _build_parts(targets, _context(history, items, users, cfg), cfg.builders)
     own = {name: part for name, part in parts.items() if not registry.get(name).builtin}
     if own:
         check_point_in_time(targets, history, items, users, cfg, check_days, own)
-    return pd.concat(parts.values(), axis=1)
+    features = pd.concat(parts.values(), axis=1)
+    owner = {column: name for name, part in parts.items() for column in part.columns}
+    days = targets.loc[train, "day"]
+    where = (
+        f"the training rows ({days.min().date()}..{days.max().date()})"
+        if len(days)
+        else "the training rows"
+    )
+    warn_unusable(features[train], owner, where)
+    return features

@@ -190,7 +190,8 @@ def user_category_affinity(targets: pd.DataFrame, ctx: FeatureContext) -> pd.Dat
 
 @register("price_relative", items=("category", "price"))
 def price_relative(targets: pd.DataFrame, ctx: FeatureContext) -> pd.DataFrame:
-    """Log price and price relative to its category's median (item attributes are static)."""
+    """Log price and price relative to its category's median (item attributes are static);
+    NaN where the category's median price is 0 (a ratio to it means nothing)."""
     assert ctx.items is not None
     items = ctx.items[["item_id", "category", "price"]]
     med = items.groupby("category", observed=True)["price"].median().rename("cat_median")
@@ -198,7 +199,8 @@ def price_relative(targets: pd.DataFrame, ctx: FeatureContext) -> pd.DataFrame:
     j = _with_items(targets, items, ["price", "cat_median"])
     out = pd.DataFrame(index=targets.index)
     out["log_price"] = np.log1p(j["price"].to_numpy(dtype="float64"))
-    out["price_rel_category"] = (j["price"] / j["cat_median"]).to_numpy(dtype="float64")
+    median = j["cat_median"].where(j["cat_median"] != 0)
+    out["price_rel_category"] = (j["price"] / median).to_numpy(dtype="float64")
     return out
 
 
