@@ -218,11 +218,13 @@ def warn_unusable(features: pd.DataFrame, owner: dict[str, str], where: str) -> 
     problems: dict[str, list[str]] = {"all NaN": [], "constant": [], "infinite values": []}
     for column in features.columns:
         values = features[column].to_numpy(dtype="float64")
-        if np.isnan(values).all():
+        missing = np.isnan(values)
+        if missing.all():
             problems["all NaN"].append(column)
         elif np.isinf(values).any():
             problems["infinite values"].append(column)
-        elif features[column].nunique(dropna=False) == 1:
+        elif not missing.any() and values.min() == values.max():
+            # (one value and NaNs is not constant: LightGBM splits on missing values)
             problems["constant"].append(column)
     said = [c for columns in problems.values() for c in columns]
     if said:
