@@ -52,7 +52,6 @@ from replayml.redact import (
     PLACEHOLDER,
     fingerprint,
     redact_override,
-    redact_text,
     redact_tree,
 )
 
@@ -708,7 +707,8 @@ def _lineage_tags(
         "seed.sampling": str(resolved.preprocessing.sampling_seed),
         "model.kind": resolved.model.kind.value,
         "config_hash": config_hash,
-        "command": redact_text(" ".join(redact_override(a) for a in command_line().split(" "))),
+        # each argument redacted whole (a secret value may hold spaces), then shell-quoted
+        "command": command_line(redact_override),
         "overrides": json.dumps([redact_override(o) for o in ctx.overrides]),
         "dvc.exp_name": os.environ.get("DVC_EXP_NAME", ""),
         # which replayml code actually ran: the project's own `src/` or an installed copy

@@ -886,6 +886,20 @@ def _train(
     return reader.run(found[0].run_id)
 
 
+def _recorded_argv(command: str) -> list[str]:
+    """A recorded command's arguments (shell-quoted; older runs joined them with spaces),
+    with `--opt=value` split into `--opt value`."""
+    try:
+        args = shlex.split(command)
+    except ValueError:  # an unquoted record with an unbalanced quote
+        args = command.split()
+    out: list[str] = []
+    for arg in args:
+        opt, sep, value = arg.partition("=")
+        out += [opt, value] if sep and opt.startswith("--") else [arg]
+    return out
+
+
 def _start_recompose(
     reader: RunReader, run: RecordedRun, worktree: Path, env: dict[str, str]
 ) -> subprocess.Popen[str] | None:
@@ -901,7 +915,7 @@ def _start_recompose(
     else:
         return None
     # the DVC stage composes the root's params.yaml (`--config-name params`), not conf/
-    command = run.tag("command").replace("--config-name=", "--config-name ").split()
+    command = _recorded_argv(run.tag("command"))
     named = command[command.index("--config-name") + 1 :][:1] if "--config-name" in command else []
     return subprocess.Popen(
         [sys.executable, "-c", _RECOMPOSE, json.dumps(overrides), *named],

@@ -6,6 +6,7 @@ import hashlib
 import os
 import platform
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -62,9 +63,12 @@ def current_environment(root: Path) -> Environment:
     )
 
 
-def command_line() -> str:
-    """The command that started this process, as typed."""
-    return " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])
+def command_line(transform: Callable[[str], str] = str) -> str:
+    """The command that started this process, quoted so that it can be pasted into a shell;
+    `transform` is applied to each argument whole (e.g. to redact a secret value)."""
+    import shlex
+
+    return shlex.join(transform(a) for a in [Path(sys.argv[0]).name, *sys.argv[1:]])
 
 
 def login_name() -> str:
