@@ -3,12 +3,13 @@
 
 from __future__ import annotations
 
+import json
 import shlex
 from pathlib import Path
 
 import pytest
 
-from conftest import all_runs, run_train_py
+from conftest import all_runs, git, run_train_py
 
 FAST = ["model=popularity", "dates=last_7d"]
 
@@ -33,3 +34,61 @@ def test_recorded_command_redacts_whole_arguments_and_pastes_back_into_a_shell(
     assert "'+tags.x=${model.kind}'" in command  # quoted: bash would not substitute it
     (lineage,) = (project / "outputs").rglob("lineage.json")
     assert "and more" not in lineage.read_text()
+
+
+@pytest.mark.slow
+def test_a_glob_sweep_has_a_parent_and_a_sweep_that_cannot_be_expanded_runs_nothing(
+    project: Path,
+) -> None:
+    proc = run_train_py(project, "-m", "model=glob(popu*)", "dates=last_7d")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "UserWarning" not in proc.stderr
+    (parent,) = _runs(project, "parent")
+    (child,) = _runs(project, "child")
+    assert parent.info.status == "FINISHED"
+    assert child.data.tags["replayml.choice.model"] == "popularity"
+    assert "replayml.sweep.never_ran" in parent.data.tags  # summarised
+
+    before = len(all_runs(project))
+    for sweep, said in [
+        ("model.learning_rate=interval(0.01,0.1)", "cannot run interval()"),
+        ("model=glob(xgb*)", "matches no option of the config group `model`"),
+    ]:
+        proc = run_train_py(project, "-m", *FAST, sweep)
+        assert proc.returncode == 2, proc.stderr[-3000:]
+        assert said in proc.stderr and sweep in proc.stderr
+        assert "UserWarning" not in proc.stderr and "Launching" not in proc.stderr
+    assert len(all_runs(project)) == before
+
+
+SWEEPY = """# @package _global_
+defaults:
+  - override /model: popularity
+  - override /dates: last_7d
+hydra:
+  sweeper:
+    params:
+      {key}: 3,4
+"""
+
+
+@pytest.mark.slow
+def test_sweeper_params_of_a_preset_are_the_sweeps_jobs(project: Path) -> None:
+    preset = project / "conf" / "experiment" / "sweepy.yaml"
+    preset.write_text(SWEEPY.format(key="dates.train_days"))
+    git(project, "add", "-A")
+    git(project, "commit", "-qm", "a preset that sweeps")
+    proc = run_train_py(project, "-m", "experiment=sweepy")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (parent,) = _runs(project, "parent")
+    children = _runs(project, "child")
+    assert parent.info.status == "FINISHED", parent.data.tags
+    assert json.loads(parent.data.tags["replayml.sweep.never_ran"]) == []
+    assert sorted(c.data.params["dates.train_days"] for c in children) == ["3", "4"]
+
+    preset.write_text(SWEEPY.format(key="dates.train_dayz"))
+    before = len(all_runs(project))
+    proc = run_train_py(project, "-m", "experiment=sweepy")
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert "dates.train_dayz" in proc.stderr
+    assert len(all_runs(project)) == before

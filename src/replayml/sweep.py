@@ -43,12 +43,54 @@ SUMMARY_METRICS = ["test_auc", "test_avg_precision", "test_logloss", "test_ndcg_
                    "test_recall_at_10", "baseline_auc"]  # fmt: skip
 
 
-def expand_sweep(task_overrides: list[str]) -> list[list[str]]:
-    """Every job's overrides, as Hydra's basic sweeper would run them."""
+#: the sweeper whose jobs `expand_sweep` can list before they run (Hydra's default)
+BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
+
+
+def expand_sweep(
+    task_overrides: list[str], sweeper_params: dict[str, Any] | None = None
+) -> list[list[str]]:
+    """Every job's overrides, as Hydra's basic sweeper will run them: its `params` (a preset's
+    `hydra.sweeper.params`) first, then the command line's. `glob()` matches the options of
+    the group in this Hydra run's config search path (`--config-dir` included).
+
+    Raises `ConfigError` naming the override when the sweep cannot be expanded (a sweep the
+    basic sweeper does not run, such as `interval()`; a glob that matches nothing; a parse
+    error)."""
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.global_hydra import GlobalHydra
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    parsed = OverridesParser.create().parse_overrides(task_overrides)
+    from replayml.errors import ConfigError
+
+    gh = GlobalHydra.instance()
+    loader = gh.config_loader() if gh.is_initialized() else None
+    arguments = [f"{k}={v}" for k, v in (sweeper_params or {}).items()] + list(task_overrides)
+    try:
+        parsed = OverridesParser.create(config_loader=loader).parse_overrides(arguments)
+    except Exception as exc:  # Hydra's parse errors, and a glob() it cannot list
+        said = str(exc).split("See https://")[0].strip().replace("\n", " ")
+        raise ConfigError(f"the sweep cannot be expanded: {said}") from None
+    for override in parsed:
+        typed = override.input_line or f"{override.get_key_element()}=..."
+        if override.is_sweep_override() and not override.is_discrete_sweep():
+            kind = override.value_type.name.lower().removesuffix("_sweep")  # type: ignore[union-attr]
+            raise ConfigError(
+                f"`{typed}`: Hydra's basic sweeper cannot run {kind}() (it gives no list of "
+                f"values); give the values (`{override.get_key_element()}=a,b,c`, or "
+                f"range(start,stop,step)), or use a sweeper plugin that samples it (Optuna)"
+            )
+        if override.is_discrete_sweep() and not list(override.sweep_string_iterator()):
+            raise ConfigError(
+                f"`{typed}` gives no value to sweep over"
+                + (
+                    f": the glob matches no option of the config group "
+                    f"`{override.get_key_element()}`"
+                    if override.value_type is not None
+                    and override.value_type.name == "GLOB_CHOICE_SWEEP"
+                    else ""
+                )
+            )
     batches = BasicSweeper.split_arguments(parsed, None)
     # the sweeper backslash-escapes special characters; jobs see the values as typed
     return [[unescape_override(o) for o in job] for batch in batches for job in batch]
@@ -110,7 +152,9 @@ _JOB_CHECK_GROUPS = ("model", "tracking", "experiment")
 
 def check_jobs(jobs: list[list[str]], config_name: str | None) -> None:
     """Compose each distinct model/objective of the sweep's jobs and check it, so a value no
-    job could train with or rank by stops the sweep before its parent run or any job exists."""
+    job could train with or rank by stops the sweep before its parent run or any job exists.
+    The first job is composed with all its overrides: every job sets the same keys, so a
+    mistyped key anywhere (`model.num_leavs=7,15`) stops the sweep too."""
     from hydra import compose
     from hydra.core.global_hydra import GlobalHydra
 
@@ -121,9 +165,11 @@ def check_jobs(jobs: list[list[str]], config_name: str | None) -> None:
     if not GlobalHydra.instance().is_initialized() or not config_name:
         return
     checked: set[tuple[str, ...]] = set()
-    for job in jobs:
+    for i, job in enumerate(jobs):
         key = tuple(
-            o for o in job if o.lstrip("+~").split("=")[0].split(".")[0] in _JOB_CHECK_GROUPS
+            o
+            for o in job
+            if i == 0 or o.lstrip("+~").split("=")[0].split(".")[0] in _JOB_CHECK_GROUPS
         )
         if key in checked:
             continue
@@ -189,6 +235,15 @@ class SweepCallback(Callback):
         except ReplaymlError as exc:
             print(f"error: {exc}", file=sys.stderr, flush=True)
             raise SystemExit(exc.exit_code) from None
+        except Exception as exc:  # never a warning that lets the jobs run untracked
+            log.debug("the sweep could not start", exc_info=True)
+            self._finish(True)  # a parent run already created ends FAILED
+            print(
+                f"error: the sweep could not start, no job was run: {type(exc).__name__}: {exc}",
+                file=sys.stderr,
+                flush=True,
+            )
+            raise SystemExit(2) from None
 
     def _start(self, config: DictConfig) -> None:
         from omegaconf import OmegaConf
@@ -201,14 +256,23 @@ class SweepCallback(Callback):
 
         raw = OmegaConf.to_container(config.hydra.overrides.task, resolve=False)
         overrides = [str(o) for o in raw]  # type: ignore[union-attr]
-        install_log_redaction(secret_values(overrides, []))
+        sweeper = config.hydra.sweeper
+        params = OmegaConf.to_container(sweeper.params, resolve=False) if sweeper.get(
+            "params"
+        ) else {}  # fmt: skip
+        assert isinstance(params, dict)
+        install_log_redaction(
+            secret_values(overrides + [f"{k}={v}" for k, v in params.items()], [])
+        )
         os.environ[JOBS_ENV] = str(parallel_jobs(config))
         cfg = to_run_config(config)
         check_objective(cfg.tracking.objective, cfg.model.eval_at, cfg.model.kind.value)
-        jobs = expand_sweep(overrides)
+        # another sweeper (Optuna, ...) decides its jobs as it runs: they cannot be listed
+        basic = sweeper.get("_target_") == BASIC_SWEEPER
+        jobs = expand_sweep(overrides, {str(k): v for k, v in params.items()}) if basic else []
         check_jobs(jobs, str(config.hydra.job.config_name or "") or None)
         direction = objective_direction(cfg.tracking.objective, cfg.tracking.objective_direction)
-        spec = store_spec(cfg.tracking, Path.cwd())
+        spec = store_spec(cfg.tracking, Path(str(config.hydra.runtime.cwd)))
         sweep_dir = Path(str(config.hydra.sweep.dir))
         sweep_id = f"{sweep_dir.parent.name}_{sweep_dir.name}"
         expected = [[redact_override(o) for o in job] for job in jobs]
