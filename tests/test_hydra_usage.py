@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import json
 import shlex
+import shutil
 from pathlib import Path
 
 import pytest
 
-from conftest import all_runs, git, run_train_py
+from conftest import REPO, all_runs, git, run_train_py
 
 FAST = ["model=popularity", "dates=last_7d"]
 
@@ -92,3 +93,29 @@ def test_sweeper_params_of_a_preset_are_the_sweeps_jobs(project: Path) -> None:
     assert proc.returncode == 2, proc.stderr[-3000:]
     assert "dates.train_dayz" in proc.stderr
     assert len(all_runs(project)) == before
+
+
+@pytest.fixture
+def code_project(project: Path) -> Path:
+    """The project with replayml's code committed in `src/` (what a replay checks out)."""
+    shutil.copytree(REPO / "src", project / "src", ignore=shutil.ignore_patterns("__pycache__"))
+    git(project, "add", "-A")
+    git(project, "commit", "-qm", "replayml's code in the project")
+    return project
+
+
+@pytest.mark.slow
+def test_hydra_job_chdir_trains_like_a_run_from_the_project_root_and_replays(
+    code_project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from replayml.replay import Verdict, replay
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    proc = run_train_py(code_project, *FAST, "hydra.job.chdir=True", "output_dir=outputs/here")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (run,) = all_runs(code_project)
+    assert run.data.tags["replayml.replayable"] == "true", run.data.tags
+    assert run.data.tags["replayml.code.dirty"] == "false"
+    assert (code_project / "outputs" / "here" / "lineage.json").is_file()
+    report = replay(run.info.run_id, project=code_project)
+    assert report.verdict is Verdict.IDENTICAL, (report.differences, report.warnings)

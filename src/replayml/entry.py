@@ -55,31 +55,35 @@ def train_from_hydra(cfg: DictConfig) -> float | None:
     if parent_run_id:  # a sweep job: the sweeper escaped special characters
         task_overrides = [unescape_override(o) for o in task_overrides]
     install_log_redaction(secret_values(task_overrides, env_values))
+    # the project root is where train.py started, also when `hydra.job.chdir=True` moved the
+    # job into its output folder: paths in conf/ stay relative to the project root
+    root = Path(hc.runtime.cwd)
     try:
         run_cfg = to_run_config(cfg)
         extra_tags = dict(sweep_tags)
-        if hc.job.config_name == "params" and Path("params.yaml").is_file():
+        if hc.job.config_name == "params" and (root / "params.yaml").is_file():
             # the DVC stage: which values this experiment set (`dvc exp run -S ...`)
             from replayml.config.compose import params_changes
             from replayml.redact import redact_override
 
             try:
                 with _hydra_set_aside():  # composing conf/ needs Hydra's global state
-                    changes = params_changes(Path.cwd() / "conf", Path.cwd() / "params.yaml")
+                    changes = params_changes(root / "conf", root / "params.yaml")
                 said = " ".join(redact_override(c) for c in changes) or "(none: conf/'s defaults)"
             except Exception as exc:  # a record of what was set, never a reason not to train
                 said = f"(unknown: conf/ did not compose: {str(exc).splitlines()[0][:200]})"
             extra_tags["replayml.dvc.params_changes"] = said
         ctx = RunContext(
-            project_root=Path.cwd(),
-            output_dir=Path(run_cfg.output_dir or hc.runtime.output_dir),
+            project_root=root,
+            output_dir=root / (run_cfg.output_dir or hc.runtime.output_dir),
             overrides=tuple(task_overrides),
             choices=choices,
             env_keys=frozenset(env_keys),
             parent_run_id=parent_run_id,
             extra_tags=extra_tags,
         )
-        result = run_experiment(run_cfg, ctx)
+        with contextlib.chdir(root):  # and so do relative paths from the environment
+            result = run_experiment(run_cfg, ctx)
     except (ReplaymlError, RunKilled) as exc:
         message = f"error: {exc}"
         if isinstance(exc, RunKilled):
