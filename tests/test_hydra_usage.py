@@ -119,3 +119,33 @@ def test_hydra_job_chdir_trains_like_a_run_from_the_project_root_and_replays(
     assert (code_project / "outputs" / "here" / "lineage.json").is_file()
     report = replay(run.info.run_id, project=code_project)
     assert report.verdict is Verdict.IDENTICAL, (report.differences, report.warnings)
+
+
+def _written(root: Path) -> str:
+    return "\n".join(
+        p.read_text(errors="replace")
+        for base in ("outputs", "multirun")
+        for p in (root / base).rglob("*")
+        if p.is_file() and p.suffix in {".log", ".yaml", ".json", ".txt"}
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "logging",
+    [
+        ["hydra/job_logging=disabled", "hydra/hydra_logging=disabled"],
+        ["-m", "hydra/job_logging=stdout", "dates.train_days=3,4"],
+    ],
+)
+def test_every_hydra_logging_option_trains_and_keeps_secrets_out_of_the_logs(
+    project: Path, logging: list[str]
+) -> None:
+    secret = "hunter2 and more"
+    proc = run_train_py(project, *logging, *FAST, f"+tags.api_token={secret}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "run: " in proc.stdout
+    for part in ("hunter2", "and more", r"and\ more"):
+        assert part not in proc.stdout + proc.stderr + _written(project)
+    if "-m" in logging:  # the sweep's jobs and their overrides were logged, scrubbed
+        assert "#1 : " in proc.stdout + proc.stderr

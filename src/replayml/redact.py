@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -21,6 +22,8 @@ _SECRET = re.compile(
     r"(^|_)(token|secret|password|passwd|pwd|api_?key|apikey|credentials?|private_key|auth)(_|$)"
 )
 _URL_USERINFO = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<info>[^/@\s]+)@")
+#: what Hydra's sweeper backslash-escapes in the overrides it logs
+_HYDRA_SPECIAL = re.compile(r"([\\()\[\]{}:=, \t])")
 
 
 def is_secret_key(key: str) -> bool:
@@ -96,7 +99,8 @@ def secret_values(overrides: list[str], env_values: list[str]) -> set[str]:
     for o in overrides:
         key, sep, value = o.partition("=")
         if sep and is_secret_key(key) and value:
-            found.add(value)
+            # and as Hydra's sweeper logs it, special characters backslash-escaped
+            found |= {value, _HYDRA_SPECIAL.sub(r"\\\1", value)}
         for m in _URL_USERINFO.finditer(o):
             _, _, password = m.group("info").partition(":")
             if password:
@@ -126,23 +130,39 @@ def scrub(text: str) -> str:
     return redact_text(text)
 
 
+def _scrub_record(record: logging.LogRecord) -> None:
+    message = record.getMessage()
+    clean = scrub(message)
+    if clean != message:
+        record.msg, record.args = clean, None
+
+
 class RedactingFilter(logging.Filter):
-    """A logging filter that scrubs secrets from records (configured on Hydra's handlers)."""
+    """A logging filter that scrubs secrets from records (for a handler configured by hand;
+    `install_log_redaction` covers every handler)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        clean = scrub(message)
-        if clean != message:
-            record.msg, record.args = clean, None
+        _scrub_record(record)
         return True
 
 
+def _scrubbing(previous: Callable[..., logging.LogRecord]) -> Callable[..., logging.LogRecord]:
+    def make_record(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = previous(*args, **kwargs)
+        _scrub_record(record)
+        return record
+
+    make_record.scrubs_secrets = True  # type: ignore[attr-defined]
+    return make_record
+
+
 def install_log_redaction(secrets: set[str]) -> None:
-    """Remember `secrets` and make sure the root logger's handlers scrub them."""
+    """Remember `secrets` and scrub them from every log record as it is made, whichever
+    handlers Hydra's logging options (`hydra/job_logging=stdout`, `=disabled`, ...) set up."""
     remember_secrets(secrets)
-    for handler in logging.getLogger().handlers:
-        if not any(isinstance(f, RedactingFilter) for f in handler.filters):
-            handler.addFilter(RedactingFilter())
+    current = logging.getLogRecordFactory()
+    if not getattr(current, "scrubs_secrets", False):
+        logging.setLogRecordFactory(_scrubbing(current))
 
 
 def fingerprint(value: str, salt: str | None = None) -> str:
