@@ -149,3 +149,14 @@ def test_every_hydra_logging_option_trains_and_keeps_secrets_out_of_the_logs(
         assert part not in proc.stdout + proc.stderr + _written(project)
     if "-m" in logging:  # the sweep's jobs and their overrides were logged, scrubbed
         assert "#1 : " in proc.stdout + proc.stderr
+
+
+@pytest.mark.slow
+def test_an_escaped_interpolation_is_kept_and_recorded_literally(project: Path) -> None:
+    proc = run_train_py(project, *FAST, r"+tags.note=cost is \${price}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (run,) = all_runs(project)
+    assert run.data.tags["note"] == "cost is ${price}"  # the text, as Hydra reads it
+    assert run.data.params["tags.note"] == "cost is ${price}"
+    (config,) = (project / "outputs").rglob("config.yaml")
+    assert "note: cost is ${price}" in config.read_text()

@@ -60,7 +60,7 @@ def to_run_config(cfg: DictConfig | dict[str, Any]) -> RunConfig:
         # with `+key=value` (and to_object would then drop it silently)
         plain = OmegaConf.to_container(node, resolve=False)
         merged = OmegaConf.merge(OmegaConf.structured(RunConfig), plain)
-        OmegaConf.resolve(merged)
+        # one resolution: an escaped `\${x}` stays the literal text `${x}`
         obj = OmegaConf.to_object(merged)
     except OmegaConfBaseException as exc:
         raise ConfigError(
