@@ -160,3 +160,81 @@ def test_an_escaped_interpolation_is_kept_and_recorded_literally(project: Path) 
     assert run.data.params["tags.note"] == "cost is ${price}"
     (config,) = (project / "outputs").rglob("config.yaml")
     assert "note: cost is ${price}" in config.read_text()
+
+
+FAST_CONFIG = """# a faster default run
+defaults:
+  - config
+  - override model: popularity
+  - override dates: last_7d
+  - _self_
+"""
+
+
+@pytest.mark.slow
+def test_runs_of_a_named_config_and_of_hydra_runtime_values_replay_without_config_warnings(
+    code_project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from replayml.replay import Verdict, replay
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    (code_project / "conf" / "fast.yaml").write_text(FAST_CONFIG)
+    git(code_project, "add", "-A")
+    git(code_project, "commit", "-qm", "a named config")
+    proc = run_train_py(
+        code_project,
+        "--config-name",
+        "fast",
+        r"+tags.note=cost is \${price}",
+        "+tags.out=${hydra:runtime.output_dir}",
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (run,) = all_runs(code_project)
+    assert run.data.tags["replayml.choice.model"] == "popularity"
+    report = replay(run.info.run_id, project=code_project)
+    assert report.verdict is Verdict.IDENTICAL, (report.differences, report.warnings)
+    assert not [w for w in report.warnings if w.startswith("config")], report.warnings
+
+
+def _recompose_warnings(root: Path, run_id: str) -> tuple[object, list[str]]:
+    from replayml.config.schema import TrackingConfig
+    from replayml.replay import _recomposed, _start_recompose, _subprocess_env
+    from replayml.tracking.read import RunReader
+    from replayml.tracking.store import store_spec
+
+    spec = store_spec(TrackingConfig(), root)
+    reader = RunReader(spec)
+    started = _start_recompose(reader, reader.run(run_id), root, _subprocess_env(spec.uri, root))
+    warnings: list[str] = []
+    return _recomposed(started, "0" * 40, warnings), warnings
+
+
+@pytest.mark.slow
+def test_a_config_that_cannot_be_recomposed_says_why_in_one_sentence(
+    project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    extra = tmp_path / "extra"
+    (extra / "model").mkdir(parents=True)
+    (extra / "model" / "ext.yaml").write_text("defaults:\n  - popularity\n")
+    proc = run_train_py(project, "--config-dir", str(extra), "model=ext", "dates=last_7d")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (run,) = all_runs(project)
+    found, warnings = _recompose_warnings(project, run.info.run_id)
+    assert found is None
+    assert warnings == [
+        f"config: not recomposed: the run read configs from `--config-dir {extra}`, outside "
+        f"its commit, so the recorded config was used"
+    ]
+
+    (project / "conf" / "fast.yaml").write_text(FAST_CONFIG)
+    proc = run_train_py(project, "--config-name", "fast")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (run,) = [r for r in all_runs(project) if r.data.tags["replayml.choice.model"] == "popularity"
+              and "fast" in r.data.tags["replayml.command"]]  # fmt: skip
+    (project / "conf" / "fast.yaml").unlink()  # the named config is gone: the reason says so
+    found, warnings = _recompose_warnings(project, run.info.run_id)
+    assert found is None
+    (warning,) = warnings
+    assert "Cannot find primary config 'fast'" in warning, warning
+    assert "provider=" not in warning

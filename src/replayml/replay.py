@@ -265,27 +265,48 @@ _RECOMPOSE = """
 import json, sys
 from pathlib import Path
 from omegaconf import OmegaConf
-from replayml.config.compose import compose
-from replayml.config.resolve import (
-    config_to_container, resolve_dates, to_run_config, with_absolute_dates)
-from replayml.data.load import date_range
-from replayml.redact import env_interpolated_keys, redact_tree
-overrides = json.loads(sys.argv[1])
-if len(sys.argv) > 2:  # the run composed a config file at the root (DVC: params.yaml)
-    from hydra import compose as hydra_compose, initialize_config_dir
+try:
+    from hydra import compose, initialize_config_dir
+    from replayml.config.resolve import (
+        config_to_container, resolve_dates, to_run_config, with_absolute_dates)
     from replayml.config.schema import register_configs
+    from replayml.data.load import date_range
+    from replayml.redact import env_interpolated_keys, redact_tree
+    overrides, config_dir, config_name, extra = json.loads(sys.argv[1])
+    if extra:  # the run's other config dirs (`--config-dir`)
+        overrides = [*overrides, "hydra.searchpath=" + json.dumps(["file://" + d for d in extra])]
     register_configs()
-    with initialize_config_dir(config_dir=str(Path.cwd()), version_base="1.3"):
-        node = hydra_compose(config_name=sys.argv[2], overrides=overrides)
+    with initialize_config_dir(config_dir=config_dir, version_base="1.3"):
+        node = compose(config_name=config_name, overrides=overrides)
     raw = OmegaConf.to_container(node, resolve=False, enum_to_str=True)
     raw.pop("hydra", None)
-else:
-    raw = compose(Path.cwd() / "conf", overrides)
-env_keys = env_interpolated_keys(OmegaConf.create(raw))
-cfg = to_run_config(raw)
-windows = resolve_dates(cfg.dates, *date_range(cfg.data, Path.cwd()))
-tree = redact_tree(config_to_container(with_absolute_dates(cfg, windows)), set(env_keys))
-print(json.dumps(tree))
+    # values Hydra sets as the run starts (`${hydra:runtime.output_dir}`): no composition
+    # outside that run knows them, so they are left out of the comparison
+    runtime = []
+    def clear(tree, prefix=""):
+        for k, v in tree.items():
+            if isinstance(v, dict):
+                clear(v, f"{prefix}{k}.")
+            elif isinstance(v, str) and "${hydra:" in v:
+                tree[k] = "(set by Hydra as the run started)"
+                runtime.append(f"{prefix}{k}")
+    clear(raw)
+    env_keys = env_interpolated_keys(OmegaConf.create(raw))
+    try:
+        cfg = to_run_config(raw)
+    except Exception:
+        if not runtime:
+            raise
+        raise RuntimeError(
+            ", ".join(runtime) + " took a value from Hydra's runtime (`${hydra:...}`), which "
+            "only the run itself knew") from None
+    windows = resolve_dates(cfg.dates, *date_range(cfg.data, Path.cwd()))
+    tree = redact_tree(config_to_container(with_absolute_dates(cfg, windows)), set(env_keys))
+    print(json.dumps({"config": tree, "runtime": runtime}))
+except Exception as exc:
+    said = " ".join(str(exc).split("Config search path")[0].split())
+    print("error: " + (said[:400] or type(exc).__name__), file=sys.stderr)
+    raise SystemExit(1)
 """
 
 
@@ -900,11 +921,21 @@ def _recorded_argv(command: str) -> list[str]:
     return out
 
 
+def _option(argv: list[str], *names: str) -> str | None:
+    """The value of the last of `names` (`--config-name fast`, `-cn fast`) in `argv`."""
+    found = None
+    for i, arg in enumerate(argv[:-1]):
+        if arg in names:
+            found = argv[i + 1]
+    return found
+
+
 def _start_recompose(
     reader: RunReader, run: RecordedRun, worktree: Path, env: dict[str, str]
-) -> subprocess.Popen[str] | None:
-    """Recompose the recorded overrides with conf/ and the code of the worktree, in the
-    background (it runs alongside the training); None when there is nothing to recompose."""
+) -> subprocess.Popen[str] | str | None:
+    """Recompose the recorded overrides with the config files of the worktree (conf/, or the
+    config the run named) in the background, alongside the training; None when there is
+    nothing to recompose, or one sentence saying why the run's config cannot be recomposed."""
     if run.tag("replay_of"):  # a replay's config came from an artifact, not from conf/
         return None
     text = reader.text(run.run_id, OVERRIDES_ARTIFACT)
@@ -914,11 +945,29 @@ def _start_recompose(
         overrides = [str(o) for o in json.loads(run.tag("overrides"))]
     else:
         return None
-    # the DVC stage composes the root's params.yaml (`--config-name params`), not conf/
-    command = _recorded_argv(run.tag("command"))
-    named = command[command.index("--config-name") + 1 :][:1] if "--config-name" in command else []
+    argv = _recorded_argv(run.tag("command"))
+    name = _option(argv, "--config-name", "-cn") or "config"
+    primary = worktree / (_option(argv, "--config-path", "-cp") or "conf")
+    extra: list[str] = []
+    given = _option(argv, "--config-dir", "-cd")
+    for where in (given, _option(argv, "--config-path", "-cp")):
+        if where and Path(where).is_absolute():
+            flag = "--config-dir" if where == given else "--config-path"
+            return (
+                f"config: not recomposed: the run read configs from `{flag} {where}`, "
+                f"outside its commit, so the recorded config was used"
+            )
+    if given:
+        # relative to the project root (train.py runs there); the DVC stage composes the
+        # root's params.yaml (`--config-dir . --config-name params`)
+        extra_dir = (worktree / given).resolve()
+        if (extra_dir / f"{name}.yaml").is_file():
+            primary = extra_dir
+        else:
+            extra.append(str(extra_dir))
+    job = [overrides, str(primary.resolve()), name, extra]
     return subprocess.Popen(
-        [sys.executable, "-c", _RECOMPOSE, json.dumps(overrides), *named],
+        [sys.executable, "-c", _RECOMPOSE, json.dumps(job)],
         cwd=worktree,
         env=env,
         stdout=subprocess.PIPE,
@@ -928,16 +977,24 @@ def _start_recompose(
 
 
 def _recomposed(
-    proc: subprocess.Popen[str] | None, commit: str, warnings: list[str]
-) -> dict[str, Any] | None:
+    proc: subprocess.Popen[str] | str | None, commit: str, warnings: list[str]
+) -> tuple[dict[str, Any], set[str]] | None:
+    """The recomposed config and the keys Hydra's runtime set (not comparable), or None with
+    a warning saying why there is none."""
     if proc is None:
+        return None
+    if isinstance(proc, str):
+        warnings.append(proc)
         return None
     out, err = proc.communicate()
     if proc.returncode == 0:
-        return dict(json.loads(out.strip().splitlines()[-1]))
+        found = json.loads(out.strip().splitlines()[-1])
+        return dict(found["config"]), set(found["runtime"])
+    said = [line for line in err.splitlines() if line.startswith("error: ")]
+    reason = said[-1].removeprefix("error: ") if said else _tail(err, 3).replace("\n", " ")
     warnings.append(
-        f"config: could not recompose the recorded overrides at commit {commit[:12]} "
-        f"({_tail(err, 1)}); the recorded config was used"
+        f"config: could not recompose the recorded overrides with the config files at commit "
+        f"{commit[:12]} ({reason}); the recorded config was used"
     )
     return None
 
@@ -1067,7 +1124,7 @@ def _replay(
             recomposed = _recomposed(recompose, commit, report.warnings)
         finally:
             trainer.close()
-            if recompose is not None and recompose.poll() is None:
+            if isinstance(recompose, subprocess.Popen) and recompose.poll() is None:
                 recompose.kill()
                 recompose.communicate()
         code_diffs = _code_differences(reader, original, replayed, record.diff)
@@ -1078,8 +1135,9 @@ def _replay(
     )
     if recomposed is not None:
         # model.num_threads resolves from this machine's cores (and a sweep's parallel jobs)
-        machine = {"model.num_threads"}
-        for key, old, new in _config_differences(record.recorded, recomposed, machine):
+        recomposed_config, runtime = recomposed
+        machine = {"model.num_threads", *runtime}
+        for key, old, new in _config_differences(record.recorded, recomposed_config, machine):
             report.warnings.append(
                 f"config: recomposing the recorded overrides at commit {commit[:12]} gives "
                 f"{key}={new}, the recorded config has {old} (the recorded config was used)"
