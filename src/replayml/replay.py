@@ -947,12 +947,12 @@ def _start_recompose(
         return None
     argv = _recorded_argv(run.tag("command"))
     name = _option(argv, "--config-name", "-cn") or "config"
-    primary = worktree / (_option(argv, "--config-path", "-cp") or "conf")
+    path = _option(argv, "--config-path", "-cp")
+    primary = worktree / (path or "conf")
     extra: list[str] = []
     given = _option(argv, "--config-dir", "-cd")
-    for where in (given, _option(argv, "--config-path", "-cp")):
+    for flag, where in (("--config-dir", given), ("--config-path", path)):
         if where and Path(where).is_absolute():
-            flag = "--config-dir" if where == given else "--config-path"
             return (
                 f"config: not recomposed: the run read configs from `{flag} {where}`, "
                 f"outside its commit, so the recorded config was used"
