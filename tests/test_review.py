@@ -480,7 +480,7 @@ def test_the_run_records_every_test_score_and_the_review_bootstraps_them(
 ) -> None:
     import numpy as np
 
-    from replayml.model.evaluate import evaluate, prediction_hash
+    from replayml.model.evaluate import evaluate, prediction_hash, test_scores_hash
     from replayml.tracking.read import TEST_SCORES_ARTIFACT, RunReader
 
     s = trained_store
@@ -491,6 +491,9 @@ def test_the_run_records_every_test_score_and_the_review_bootstraps_them(
     # the artifact is the scored test window: its rows, its prediction hash, its metrics
     assert len(table) == int(run.tag("rows.test"))
     assert prediction_hash(table["score"].to_numpy()) == run.tag("prediction_hash")
+    assert run.tag("test_scores_hash") == test_scores_hash(
+        table["group"].to_numpy(), table["label"].to_numpy(), table["score"].to_numpy()
+    )
     y, groups, scores = (table[c].to_numpy() for c in ("label", "group", "score"))
     recomputed = evaluate(y, scores, groups, 10, probabilities=True)
     for name, value in recomputed.items():
@@ -563,15 +566,35 @@ def test_a_gate_beyond_the_noise_passes_a_change_within_it(project: Path) -> Non
     alone = CliRunner().invoke(app, ["review", worse, "--significant", "--tracking-uri", uri])
     assert alone.exit_code == 2 and "add --fail-on METRIC" in alone.stderr
 
-    # a baseline whose recorded scores are gone gets no interval, and the review says why
+    few = gate(worse, better, "--significant", "--bootstrap", "20")
+    assert few.exit_code == 2 and few.stdout == ""
+    assert "--bootstrap 20 is too few resamples for a 95% interval" in few.stderr
+
+    # recorded scores that are gone, damaged or edited give no interval, and the review says
+    # why: it is still written, and only a gate on the noise cannot judge
+    import pandas as pd
     from mlflow.tracking import MlflowClient
 
-    artifacts = MlflowClient(uri).get_run(better).info.artifact_uri.removeprefix("file://")
-    (Path(artifacts) / "replayml" / "test_scores.parquet").unlink()
+    def scores_file(run_id: str) -> Path:
+        folder = MlflowClient(uri).get_run(run_id).info.artifact_uri.removeprefix("file://")
+        return Path(folder) / "replayml" / "test_scores.parquet"
+
+    scores_file(better).unlink()
     lost = gate(worse, better, "--significant")
     assert lost.exit_code == 2
     assert f"run {better[:8]} records no test scores" in lost.stderr
     assert f"Noise: no intervals: run {better[:8]} records no test scores" in lost.stdout
+    table = pd.read_parquet(scores_file(worse))
+    table.loc[0, "label"] = 1 - table.loc[0, "label"]  # one outcome flipped
+    table.to_parquet(scores_file(worse), index=False)
+    edited = gate(worse, better, "--significant")
+    assert edited.exit_code == 2
+    assert f"run {worse[:8]} do not hash to its test_scores_hash tag" in edited.stdout
+    scores_file(worse).write_text("not parquet")
+    damaged = gate(worse, better)
+    assert damaged.exit_code == 1, damaged.output  # the plain gate still judges the deltas
+    assert f"the test scores recorded for run {worse[:8]} (replayml/test_scores.parquet) " \
+        "cannot be read: ArrowInvalid" in damaged.stdout  # fmt: skip
 
 
 def test_the_popularity_baseline_is_judged_on_every_metric_the_classifier_records(

@@ -818,6 +818,7 @@ def run_experiment(cfg: RunConfig, ctx: RunContext) -> RunResult:
         prediction_hash,
         ranked_groups,
         save_figures,
+        test_scores_hash,
     )
     from replayml.model.fit import fit, importance, predict, tree_hash
     from replayml.tracking.read import CONFIG_ARTIFACT, DIFF_ARTIFACT, TEST_SCORES_ARTIFACT
@@ -964,6 +965,7 @@ def run_experiment(cfg: RunConfig, ctx: RunContext) -> RunResult:
         all_metrics.update({n: float(v) for n, v in m.preprocess.items()})
         t_hash = tree_hash(result.booster)
         p_hash = prediction_hash(scores)
+        s_hash = test_scores_hash(m.test.groups, m.test.y, scores)
         # local copies first: if the tracking store goes away now, nothing is lost
         kind = resolved.model.kind.value
         pr = pr_curves(m.test.y, {kind: scores, "popularity": m.test_popularity})
@@ -1028,6 +1030,7 @@ def run_experiment(cfg: RunConfig, ctx: RunContext) -> RunResult:
             {
                 TAG + "tree_hash": t_hash,
                 TAG + "prediction_hash": p_hash,
+                TAG + "test_scores_hash": s_hash,
                 TAG + "best_iteration": str(result.best_iteration),
             }
         )

@@ -41,6 +41,7 @@ WINDOWS = ("train", "valid", "test")
 MAX_CELL = 300
 UI_PARAM = "tracking.ui_url"  # the UI address a run was made with (its links use it)
 RESAMPLES = 1000  # bootstrap resamples behind the intervals of the deltas
+MIN_RESAMPLES = 200  # fewer make the ends of a 95% interval mostly chance
 
 
 def direction(metric: str) -> str | None:
@@ -390,6 +391,12 @@ def review(
     from replayml.registry import resolve_run_ref
     from replayml.tracking.read import RunReader
 
+    if 0 < resamples < MIN_RESAMPLES or resamples < 0:
+        raise ReplaymlError(
+            f"--bootstrap {resamples} is too few resamples for a 95% interval (its ends are "
+            f"the 2.5th and 97.5th percentiles): use at least {MIN_RESAMPLES}, e.g. the default "
+            f"{RESAMPLES}, or 0 for no intervals"
+        )
     ref = resolve_run_ref(run_id, spec=spec, option="RUN")  # bad input before the store
     reader = RunReader(spec)
     run = _finished(reader, ref.run_id, "reviewed")
@@ -452,20 +459,37 @@ def review(
 
 
 def _scores(reader: RunReader, run: RecordedRun) -> tuple[Scored | None, str]:
-    """The run's recorded test scores, or None and why not."""
+    """The run's recorded test scores, or None and why not (the review goes on without
+    intervals: the scores are an optional part of the record)."""
     from replayml.model.bootstrap import Scored
-    from replayml.model.evaluate import prediction_hash
+    from replayml.model.evaluate import test_scores_hash
 
-    table = reader.table(run.run_id, TEST_SCORES_ARTIFACT)
-    if table is None:
-        return None, f"run {_short(run.run_id)} records no test scores ({TEST_SCORES_ARTIFACT})"
-    scores = table["score"].to_numpy("float64")
-    if prediction_hash(scores) != run.tag("prediction_hash"):
-        return None, (
-            f"the test scores recorded for run {_short(run.run_id)} do not hash to its "
-            f"prediction_hash tag (the artifact was changed after the run)"
+    short = _short(run.run_id)
+    try:
+        table = reader.table(run.run_id, TEST_SCORES_ARTIFACT)
+        if table is None:
+            return None, f"run {short} records no test scores ({TEST_SCORES_ARTIFACT})"
+        scored = Scored(
+            table["label"].to_numpy("int64"),
+            table["group"].to_numpy("int64"),
+            table["score"].to_numpy("float64"),
         )
-    return Scored(table["label"].to_numpy(), table["group"].to_numpy(), scores), ""
+    except ReplaymlError:
+        raise  # the store itself is unusable: said like every other store error
+    except Exception as exc:  # a damaged file, or columns that are not the recorded ones
+        return None, (
+            f"the test scores recorded for run {short} ({TEST_SCORES_ARTIFACT}) cannot be read: "
+            f"{type(exc).__name__}: {str(exc)[:200]}"
+        )
+    recorded = run.tag("test_scores_hash")
+    if recorded != test_scores_hash(scored.groups, scored.labels, scored.scores):
+        return None, (
+            f"the test scores recorded for run {short} do not hash to its test_scores_hash "
+            f"tag (the artifact was changed after the run)"
+            if recorded
+            else f"run {short} records no test_scores_hash to check its test scores against"
+        )
+    return scored, ""
 
 
 def _intervals(
@@ -490,12 +514,17 @@ def _intervals(
         found = paired_intervals(ours, theirs, names, resamples=resamples)
     except ValueError as exc:
         return {}, f"no intervals: {exc}"
+    if not found:
+        return {}, "no intervals: no metric is defined on enough of the resampled test sets"
     user_days = len(set(ours.groups.tolist()))
     how = (
         f"{INTERVAL[1] - INTERVAL[0]:g}% intervals of each delta from a paired bootstrap: the "
         f"{user_days:,} user-days of the test window resampled {resamples:,} times, both "
         f"runs' recorded test scores re-scored on each; an interval that contains 0 means the "
-        f"difference is within the noise of this test set"
+        f"difference is within the noise of this test set. They cover the test sample only, "
+        f"not training randomness: two runs that differ only in `model.seed` can differ beyond "
+        f"them (compare several seeds for that), and of several metrics one may fall outside "
+        f"by chance"
     )
     return {f"test_{n}": i for n, i in found.items()}, how
 

@@ -19,8 +19,8 @@ from replayml.model.evaluate import ranking_per_group
 
 #: the percentiles of the bootstrap distribution reported as the interval
 INTERVAL = (2.5, 97.5)
-#: resamples times rows held in memory at once (float64: 8 bytes each)
-CHUNK_CELLS = 20_000_000
+#: resamples times rows in one chunk (float64: 8 bytes each; a chunk makes a few such arrays)
+CHUNK_CELLS = 2_500_000
 RANKING = ("ndcg_at_", "recall_at_")
 
 

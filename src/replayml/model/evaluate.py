@@ -86,6 +86,15 @@ def prediction_hash(scores: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(scores, dtype="<f8").tobytes()).hexdigest()
 
 
+def test_scores_hash(groups: np.ndarray, labels: np.ndarray, scores: np.ndarray) -> str:
+    """sha256 of a test window's groups, labels and scores (what `review` bootstraps), each as
+    little-endian int64 / int64 / float64 bytes in row order."""
+    h = hashlib.sha256()
+    for values, dtype in ((groups, "<i8"), (labels, "<i8"), (scores, "<f8")):
+        h.update(np.ascontiguousarray(values, dtype=dtype).tobytes())
+    return h.hexdigest()
+
+
 def pr_curves(
     labels: np.ndarray, scores: dict[str, np.ndarray]
 ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
