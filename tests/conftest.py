@@ -120,6 +120,24 @@ def compose_cfg(root: Path, overrides: list[str] | None = None):  # noqa: ANN201
     return to_run_config(compose(root / "conf", list(overrides or [])))
 
 
+@pytest.fixture(scope="module")
+def tables(template_project: Path):  # noqa: ANN201
+    """The template's config and its preprocessed events, items and users (for builders)."""
+    from datetime import date
+
+    import pandas as pd
+
+    from replayml.data.load import load
+    from replayml.data.preprocess import preprocess
+
+    cfg = compose_cfg(template_project)
+    t = load(cfg.data, template_project, date(2024, 3, 20), date(2024, 4, 29))
+    events, _ = preprocess(
+        t.events, cfg.preprocessing, pd.Timestamp("2024-04-14"), pd.Timestamp("2024-04-27")
+    )
+    return cfg, events, t.items, t.users
+
+
 def train(root: Path, overrides: list[str] | None = None, **ctx_kwargs):  # noqa: ANN003, ANN201
     """Run the real pipeline in-process against the project's own MLflow store."""
     from replayml.pipeline import RunContext, run_experiment

@@ -7,16 +7,14 @@ import re
 import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import replace
-from datetime import date
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import REPO, all_runs, compose_cfg, git, run_train_py, train
-from replayml.data.load import load
-from replayml.data.preprocess import preprocess, sample_negatives
+from conftest import REPO, all_runs, git, run_train_py, train
+from replayml.data.preprocess import sample_negatives
 from replayml.errors import ConfigError
 from replayml.features import registry
 from replayml.features.build import build_features
@@ -31,16 +29,6 @@ BUILT_IN = [
     "user_recency",
     "region_match",
 ]
-
-
-@pytest.fixture(scope="module")
-def tables(template_project: Path):  # noqa: ANN201
-    cfg = compose_cfg(template_project)
-    t = load(cfg.data, template_project, date(2024, 3, 20), date(2024, 4, 29))
-    events, _ = preprocess(
-        t.events, cfg.preprocessing, pd.Timestamp("2024-04-14"), pd.Timestamp("2024-04-27")
-    )
-    return cfg, events, t.items, t.users
 
 
 @pytest.fixture

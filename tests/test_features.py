@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import date
 from pathlib import Path
 
 import numpy as np
@@ -10,22 +9,11 @@ import pandas as pd
 import pytest
 
 from conftest import compose_cfg
-from replayml.data.load import load
 from replayml.data.preprocess import preprocess, sample_negatives
 from replayml.errors import ConfigError
 from replayml.features.build import build_features, check_builders
 from replayml.features.registry import available
 from replayml.model.evaluate import ranking_metrics
-
-
-@pytest.fixture(scope="module")
-def tables(template_project: Path):  # noqa: ANN201
-    cfg = compose_cfg(template_project)
-    t = load(cfg.data, template_project, date(2024, 3, 20), date(2024, 4, 29))
-    events, _ = preprocess(
-        t.events, cfg.preprocessing, pd.Timestamp("2024-04-14"), pd.Timestamp("2024-04-27")
-    )
-    return cfg, events, t.items, t.users
 
 
 def test_features_for_a_day_ignore_that_day_and_later(tables) -> None:  # noqa: ANN001
