@@ -12,6 +12,7 @@ import hydra  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
 from replayml.config.schema import register_configs  # noqa: E402
+from replayml.redact import guard_output  # noqa: E402
 
 register_configs()
 
@@ -28,6 +29,7 @@ if __name__ == "__main__":
     # paths in conf/ (data, store, outputs) are relative to the project root, wherever the
     # command was started: `cd conf && python ../train.py` works like `python train.py`
     os.chdir(Path(__file__).resolve().parent)
+    guard_output(sys.argv[1:])  # secrets in the overrides never reach the console or a log
     main()
     from replayml.entry import exit_now
 

@@ -275,3 +275,33 @@ def test_a_builder_name_taken_twice_is_refused() -> None:
             register("user_history")(_item_rate_naive)
     finally:
         registry._REGISTRY["user_history"] = kept
+
+
+def test_a_sweep_job_whose_builder_crashes_names_the_error_in_the_sweeps_table(
+    project: Path,
+) -> None:
+    import subprocess
+    import sys
+
+    shutil.copytree(REPO / "src", project / "src", ignore=shutil.ignore_patterns("__pycache__"))
+    (project / "src" / "replayml" / "features" / "bomb.py").write_text(
+        "from replayml.features.registry import register\n\n\n"
+        '@register("bomb")\n'
+        "def bomb(targets, ctx):\n"
+        '    raise RuntimeError("boom from builder")\n'
+    )
+    git(project, "add", "-A")
+    git(project, "commit", "-qm", "a builder that crashes")
+    proc = run_train_py(
+        project, "-m", "model.num_boost_round=5",
+        "features.builders=[user_history],[user_history,bomb]",
+    )  # fmt: skip
+    assert proc.returncode != 0
+    sweep_id = proc.stdout.split("sweep ", 1)[1].split()[0].rstrip(":")
+    table = subprocess.run(
+        [sys.executable, "-m", "replayml", "sweep", sweep_id], cwd=project,
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert table.returncode == 0, table.stderr[-3000:]
+    row = next(line for line in table.stdout.splitlines() if "NEVER RAN" in line)
+    assert "bomb" in row and "RuntimeError: boom from builder" in row

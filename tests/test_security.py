@@ -65,6 +65,40 @@ def test_secrets_never_appear_in_anything_written(project: Path, mode: str) -> N
     assert "git.example.com" in child.data.tags["source"]
 
 
+@pytest.mark.slow
+def test_a_failing_sweep_over_secret_values_leaks_none(project: Path) -> None:
+    # Hydra prints a failed job's overrides straight to stderr, dumps the composed config
+    # under hydra.verbose before any job runs, and keeps the sweep's overrides in
+    # multirun.yaml: a sweep over two secret values with one failing job, verbosely
+    second = "cAnArY-two-93c1e"
+    proc = run_train_py(
+        project, "-m", "hydra.verbose=true", f"+tags.api_token={CANARY_CLI},{second}",
+        "model=popularity", "dates=last_7d", "dates.train_days=3,400",
+    )  # fmt: skip
+    assert proc.returncode != 0  # the 400-day window does not fit the data
+    assert "dates.train_days=400" in proc.stderr  # the failed job's overrides are named...
+    for canary in (CANARY_CLI, second):
+        assert canary not in proc.stdout + proc.stderr  # ...without the secrets
+        assert canary not in _store_dump(project)
+        for path, text in _everything_written(project):
+            assert canary not in text, path
+
+
+def test_a_malformed_log_call_is_not_made_fatal_by_the_redaction() -> None:
+    import logging
+
+    from replayml.redact import install_log_redaction
+
+    install_log_redaction({"s3cr3t-value"})
+    record = logging.getLogRecordFactory()("x", logging.INFO, __file__, 1, "%d rows", ("a",), None)
+    with pytest.raises(TypeError):  # logging reports it when a handler formats the record
+        record.getMessage()
+    clean = logging.getLogRecordFactory()(
+        "x", logging.INFO, __file__, 1, "k=%s", ("s3cr3t-value",), None
+    )
+    assert clean.getMessage() == "k=***REDACTED***"
+
+
 @pytest.mark.parametrize(
     ("key", "secret"),
     [("tags.api_token", True), ("db.password", True), ("client_secret", True),
@@ -104,3 +138,15 @@ def test_no_secret_env_reaches_the_environment_tags(project: Path) -> None:
         os.environ.pop("REPLAYML_TEST_UNUSED_TOKEN")
     run = mlflow_client(project).get_run(result.run_id)
     assert CANARY_ENV not in repr(run.data.tags) + repr(run.data.params)
+
+
+def test_a_seed_from_the_environment_is_not_shown_in_the_seed_tag(project: Path) -> None:
+    proc = run_train_py(
+        project, "model=popularity", "dates=last_7d", "model.seed=${oc.env:REPLAYML_TEST_SEED}",
+        env={"REPLAYML_TEST_SEED": "4242"},
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (run,) = all_runs(project)
+    assert run.data.params["model.seed"] == "***REDACTED***"
+    assert run.data.tags["replayml.seed.model"] == "***REDACTED***"
+    assert run.data.tags["replayml.seed.sampling"] != "***REDACTED***"  # not from the env

@@ -106,6 +106,17 @@ def train_from_hydra(cfg: DictConfig) -> float | None:
 
             raise CompactHydraException(message) from None
         raise SystemExit(exc.exit_code) from None
+    except Exception as exc:  # a crash (a user's feature builder, a bug): Hydra reports it
+        if parent_run_id:  # and the sweep's table says why the job never made a run
+            from replayml.redact import redact_override, scrub
+            from replayml.sweep import write_job_error
+
+            write_job_error(
+                Path(hc.runtime.output_dir),
+                [redact_override(o) for o in task_overrides],
+                scrub(f"{type(exc).__name__}: {exc}"),
+            )
+        raise
     except KeyboardInterrupt as exc:
         if parent_run_id:  # Ctrl-C stops the whole sweep: the sweep reports it
             raise

@@ -686,6 +686,9 @@ def _lineage_tags(
     reasons: list[str],
     config_hash: str,
 ) -> dict[str, str]:
+    def shown(key: str, value: object) -> str:  # a value from the environment is not recorded
+        return PLACEHOLDER if key in ctx.env_keys else str(value)
+
     tags = {
         "schema_version": SCHEMA_VERSION,
         "dataset": resolved.data.name,
@@ -702,9 +705,11 @@ def _lineage_tags(
         "env.machine": env.machine,
         "env.cpu_count": str(env.cpu_count),
         "env.thread_env": json.dumps(env.thread_env, sort_keys=True),
-        "env.num_threads": str(resolved.model.num_threads),
-        "seed.model": str(resolved.model.seed),
-        "seed.sampling": str(resolved.preprocessing.sampling_seed),
+        "env.num_threads": shown("model.num_threads", resolved.model.num_threads),
+        "seed.model": shown("model.seed", resolved.model.seed),
+        "seed.sampling": shown(
+            "preprocessing.sampling_seed", resolved.preprocessing.sampling_seed
+        ),
         "model.kind": resolved.model.kind.value,
         "config_hash": config_hash,
         # each argument redacted whole (a secret value may hold spaces), then shell-quoted

@@ -99,8 +99,10 @@ def secret_values(overrides: list[str], env_values: list[str]) -> set[str]:
     for o in overrides:
         key, sep, value = o.partition("=")
         if sep and is_secret_key(key) and value:
-            # and as Hydra's sweeper logs it, special characters backslash-escaped
+            # and as Hydra's sweeper logs it, special characters backslash-escaped; a sweep's
+            # `key=a,b` also as each of its values (the jobs' own overrides)
             found |= {value, _HYDRA_SPECIAL.sub(r"\\\1", value)}
+            found |= {part for part in value.split(",") if len(part) >= 4}
         for m in _URL_USERINFO.finditer(o):
             _, _, password = m.group("info").partition(":")
             if password:
@@ -131,7 +133,10 @@ def scrub(text: str) -> str:
 
 
 def _scrub_record(record: logging.LogRecord) -> None:
-    message = record.getMessage()
+    try:
+        message = record.getMessage()
+    except Exception:  # a malformed call: logging reports it when a handler formats it
+        return
     clean = scrub(message)
     if clean != message:
         record.msg, record.args = clean, None
@@ -163,6 +168,36 @@ def install_log_redaction(secrets: set[str]) -> None:
     current = logging.getLogRecordFactory()
     if not getattr(current, "scrubs_secrets", False):
         logging.setLogRecordFactory(_scrubbing(current))
+
+
+class ScrubbingStream:
+    """A text stream that scrubs known secrets from what is written to it (Hydra writes some
+    lines, such as a failed job's overrides, straight to `sys.stderr`, not through logging)."""
+
+    scrubs_secrets = True
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        self._stream.write(scrub(text) if _KNOWN_SECRETS or "=" in text else text)
+        return len(text)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+def guard_output(arguments: list[str]) -> None:
+    """Before Hydra composes anything: scrub the secret values among the command-line
+    `arguments` from every log record (Hydra's own `hydra.verbose` config dump included) and
+    from what is written to stdout and stderr."""
+    import sys
+
+    install_log_redaction(secret_values(arguments, []))
+    for name in ("stdout", "stderr"):
+        stream = getattr(sys, name)
+        if stream is not None and not getattr(stream, "scrubs_secrets", False):
+            setattr(sys, name, ScrubbingStream(stream))
 
 
 def fingerprint(value: str, salt: str | None = None) -> str:

@@ -472,7 +472,7 @@ def _redact_multirun_yaml(path: Path) -> None:
     """Hydra saves the sweep's config and overrides verbatim in multirun.yaml: redact it."""
     import yaml
 
-    from replayml.redact import redact_override, redact_tree
+    from replayml.redact import redact_override, redact_tree, scrub
 
     if not path.is_file():
         return
@@ -486,7 +486,7 @@ def _redact_multirun_yaml(path: Path) -> None:
         job["override_dirname"] = ",".join(
             redact_override(o) for o in job["override_dirname"].split(",")
         )
-    path.write_text(yaml.safe_dump(redact_tree(doc, set()), sort_keys=False))
+    path.write_text(scrub(yaml.safe_dump(redact_tree(doc, set()), sort_keys=False)))
 
 
 def sweep_context() -> tuple[str | None, dict[str, str]]:
