@@ -30,7 +30,11 @@ if __name__ == "__main__":
     # command was started: `cd conf && python ../train.py` works like `python train.py`
     os.chdir(Path(__file__).resolve().parent)
     guard_output(sys.argv[1:])  # secrets in the overrides never reach the console or a log
-    main()
     from replayml.entry import exit_now
 
+    try:
+        main()
+    except KeyboardInterrupt:  # a sweep's Ctrl-C (a single run says its own line)
+        print("error: interrupted (Ctrl-C); jobs under way are marked KILLED", file=sys.stderr)
+        exit_now(130)  # the exit handlers summarise a sweep's parent run (FAILED)
     exit_now(0)  # everything is written: skip the interpreter's slow teardown

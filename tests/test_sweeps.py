@@ -615,3 +615,28 @@ def test_a_sweep_over_model_kinds_can_select_on_the_validation_window(project: P
     best = parent[0].data.tags["replayml.sweep.best_run_id"]
     top = max(children, key=lambda r: r.data.metrics["valid_best_ndcg_at_10"])
     assert best == top.info.run_id
+
+
+def test_ctrl_c_stops_a_sweep_in_one_line(project: Path) -> None:
+    import signal
+
+    proc = subprocess.Popen(
+        [sys.executable, "train.py", "-m", *SLOW, "model.num_leaves=7,15"], cwd=project,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    for line in proc.stdout:  # the progress lines go to stdout
+        if "training ..." in line:
+            break
+    proc.send_signal(signal.SIGINT)  # what Ctrl-C sends to the sweep's process
+    try:
+        _, err = proc.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise
+    assert proc.returncode == 130, err[-3000:]
+    assert "error: interrupted (Ctrl-C); jobs under way are marked KILLED" in err
+    assert "Traceback" not in err
+    (parent,), children = _by_role(project)
+    assert parent.info.status == "FAILED"
+    assert [c.info.status for c in children] == ["KILLED"]
