@@ -81,16 +81,11 @@ def expand_sweep(
                 f"range(start,stop,step)), or use a sweeper plugin that samples it (Optuna)"
             )
         if override.is_discrete_sweep() and not list(override.sweep_string_iterator()):
-            raise ConfigError(
-                f"`{typed}` gives no value to sweep over"
-                + (
-                    f": the glob matches no option of the config group "
-                    f"`{override.get_key_element()}`"
-                    if override.value_type is not None
-                    and override.value_type.name == "GLOB_CHOICE_SWEEP"
-                    else ""
-                )
+            is_glob = getattr(override.value_type, "name", "") == "GLOB_CHOICE_SWEEP"
+            why = (
+                f": the glob matches no option of the config group `{override.get_key_element()}`"
             )
+            raise ConfigError(f"`{typed}` gives no value to sweep over{why if is_glob else ''}")
     batches = BasicSweeper.split_arguments(parsed, None)
     # the sweeper backslash-escapes special characters; jobs see the values as typed
     return [[unescape_override(o) for o in job] for batch in batches for job in batch]
@@ -257,9 +252,8 @@ class SweepCallback(Callback):
         raw = OmegaConf.to_container(config.hydra.overrides.task, resolve=False)
         overrides = [str(o) for o in raw]  # type: ignore[union-attr]
         sweeper = config.hydra.sweeper
-        params = OmegaConf.to_container(sweeper.params, resolve=False) if sweeper.get(
-            "params"
-        ) else {}  # fmt: skip
+        given = sweeper.get("params")
+        params = OmegaConf.to_container(given, resolve=False) if given else {}
         assert isinstance(params, dict)
         install_log_redaction(
             secret_values(overrides + [f"{k}={v}" for k, v in params.items()], [])
