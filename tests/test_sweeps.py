@@ -244,6 +244,33 @@ def test_two_sweeps_in_the_same_second_do_not_collide(project: Path) -> None:  #
     assert len(sweep_dirs) == 2
 
 
+def test_sweeps_into_one_fixed_folder_keep_their_own_ids_and_errors(project: Path) -> None:
+    from replayml.sweep import job_errors, write_job_error
+
+    fixed = "hydra.sweep.dir=multirun/lr"
+    first = run_train_py(project, "-m", *FAST, fixed, "dates.train_days=3,200")
+    assert first.returncode != 0  # the second job's window is outside the data
+    second = run_train_py(project, "-m", *FAST, fixed, "dates.train_days=3,4")
+    assert second.returncode == 0, second.stderr[-3000:]
+    parents, _ = _by_role(project)
+    ids = {p.info.status: p.data.tags["replayml.sweep_id"] for p in parents}
+    assert set(ids) == {"FAILED", "FINISHED"} and ids["FINISHED"] == ids["FAILED"] + "-2"
+    for status, sweep_id in ids.items():
+        cli = subprocess.run(
+            [sys.executable, "-m", "replayml", "sweep", sweep_id],
+            cwd=project, capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        assert cli.returncode == 0, cli.stderr
+        assert ("| NEVER RAN |" in cli.stdout) == (status == "FAILED"), cli.stdout
+    # an error file left by the earlier sweep is not read as one of the later sweep's
+    folder = project / "multirun" / "lr"
+    write_job_error(folder / "7", ["dates.train_days=9"], "boom")
+    assert job_errors(folder)["dates.train_days=9"] == "boom"
+    later = (folder / "7").stat().st_mtime + 5
+    assert "boom" not in job_errors(folder, since=later).values()
+    assert "boom" in job_errors(folder, since=later - 60).values()
+
+
 def test_joblib_sweep_jobs_land_in_the_announced_sweep_folder(project: Path) -> None:
     # each loky worker resolves hydra.sweep.dir again, in its own process and maybe second
     proc = run_train_py(
@@ -640,3 +667,6 @@ def test_ctrl_c_stops_a_sweep_in_one_line(project: Path) -> None:
     (parent,), children = _by_role(project)
     assert parent.info.status == "FAILED"
     assert [c.info.status for c in children] == ["KILLED"]
+    # a job the user stopped is counted as stopped, not as a failure of the sweep's code
+    assert parent.data.tags["replayml.sweep.killed"] == "1"
+    assert parent.data.tags["replayml.sweep.failed"] == "0"

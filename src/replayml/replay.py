@@ -879,7 +879,7 @@ def _train(
     ]
     with steps.step("training with the run's code"):
         proc = trainer.run("train.py", args, worktree, [worktree / "src"])
-    hint = "" if keep else " (add --keep to inspect the worktree)"
+    hint = "" if keep else " (removed with any file it names below: add --keep to keep them)"
     where = f"in the worktree of {original.tag('code.commit')[:12]}{hint}"
     try:
         found = reader.find(original.experiment_id, REPLAY_ATTEMPT, token)

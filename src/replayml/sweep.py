@@ -270,7 +270,7 @@ class SweepCallback(Callback):
         sweep_dir = Path(str(config.hydra.sweep.dir))
         sweep_id = f"{sweep_dir.parent.name}_{sweep_dir.name}"
         expected = [[redact_override(o) for o in job] for job in jobs]
-        handle = start_parent(
+        handle, sweep_id = start_parent(
             spec, sweep_id, [redact_override(o) for o in overrides], len(expected)
         )
         # what `replayml sweep` needs to print the sweep's table again as the sweep did
@@ -284,6 +284,7 @@ class SweepCallback(Callback):
         os.environ[SWEEP_ENV] = sweep_id
         self._state = {"handle": handle, "spec": spec, "expected": expected,
                        "sweep_dir": sweep_dir,
+                       "started": time.time() - 1.0,  # file times are coarser than the clock
                        "objective": cfg.tracking.objective,
                        "direction": direction}  # fmt: skip
         self._heartbeat = start_heartbeat(handle.client, handle.run_id)
@@ -367,7 +368,7 @@ class SweepCallback(Callback):
                 state["objective"],
                 state["direction"],
                 state["expected"],
-                job_errors(state["sweep_dir"]),
+                job_errors(state["sweep_dir"], state["started"]),
             )
             status = finish_parent(handle, summary, SUMMARY_METRICS, aborted)
         except Exception:
@@ -377,7 +378,9 @@ class SweepCallback(Callback):
         best = summary.best
         print(
             f"sweep {summary.sweep_id} {status}: {len(summary.children)} runs, "
-            f"{len(summary.failed)} failed, {len(summary.missing)} never ran; "
+            f"{len(summary.failed)} failed, "
+            + (f"{len(summary.killed)} killed, " if summary.killed else "")
+            + f"{len(summary.missing)} never ran; "
             f"best {best.url if best else '- (' + summary.why_no_best + ')'}",
             flush=True,
         )
@@ -391,13 +394,16 @@ def write_job_error(job_dir: Path, overrides: list[str], error: str) -> None:
         (job_dir / JOB_ERROR_FILE).write_text(json.dumps(payload), encoding="utf-8")
 
 
-def job_errors(sweep_dir: Path) -> dict[str, str]:
-    """The errors the sweep's jobs left in their folders, by `job_key` of their overrides."""
+def job_errors(sweep_dir: Path, since: float = 0.0) -> dict[str, str]:
+    """The errors the sweep's jobs left in their folders, by `job_key` of their overrides;
+    files older than `since` (an earlier sweep into the same fixed folder) are ignored."""
     from replayml.tracking.sweeps import job_key
 
     found = {}
     for path in sorted(sweep_dir.glob(f"*/{JOB_ERROR_FILE}")):
         try:
+            if path.stat().st_mtime < since:
+                continue
             payload = json.loads(path.read_text(encoding="utf-8"))
             found[job_key(payload["overrides"])] = str(payload["error"])
         except (OSError, ValueError, KeyError, TypeError):

@@ -52,7 +52,13 @@ class SweepSummary:
 
     @property
     def failed(self) -> list[ChildRow]:
-        return [c for c in self.children if c.status != "FINISHED"]
+        """The children that did not finish, except those stopped by the user (`killed`)."""
+        return [c for c in self.children if c.status not in ("FINISHED", "KILLED")]
+
+    @property
+    def killed(self) -> list[ChildRow]:
+        """The children stopped from outside (Ctrl-C, a kill) while under way."""
+        return [c for c in self.children if c.status == "KILLED"]
 
     @property
     def scored(self) -> list[ChildRow]:
@@ -83,9 +89,31 @@ class SweepSummary:
         )
 
 
-def start_parent(spec: StoreSpec, sweep_id: str, overrides: list[str], n_jobs: int) -> RunHandle:
-    """Create the sweep's parent run (also initialising a fresh store once, before fan-out)."""
+def start_parent(
+    spec: StoreSpec, sweep_id: str, overrides: list[str], n_jobs: int
+) -> tuple[RunHandle, str]:
+    """Create the sweep's parent run (also initialising a fresh store once, before fan-out).
+
+    A sweep id the store already holds (a fixed `hydra.sweep.dir` used again) gets a
+    suffix, `-2`, `-3`, ...: `replayml sweep ID` names one sweep. Returns the parent's
+    handle and the sweep id it got."""
     client, experiment_id = open_experiment(spec)
+    try:
+        taken = {
+            r.data.tags.get(SWEEP_TAG, "")
+            for r in client.search_runs(
+                [experiment_id],
+                filter_string=f"tags.`{SWEEP_TAG}` LIKE '{sweep_id}%' "
+                "and tags.`replayml.sweep.role` = 'parent'",
+                max_results=5000,
+            )
+        }
+    except Exception as exc:
+        raise explain(exc, spec) from exc
+    base, n = sweep_id, 1
+    while sweep_id in taken:
+        n += 1
+        sweep_id = f"{base}-{n}"
     tags = {
         SWEEP_TAG: sweep_id,
         TAG_PREFIX + "sweep.role": "parent",
@@ -97,7 +125,7 @@ def start_parent(spec: StoreSpec, sweep_id: str, overrides: list[str], n_jobs: i
         run = client.create_run(experiment_id, run_name=f"sweep-{sweep_id}", tags=tags)
     except Exception as exc:
         raise explain(exc, spec) from exc
-    return RunHandle(client, spec, experiment_id, run.info.run_id)
+    return RunHandle(client, spec, experiment_id, run.info.run_id), sweep_id
 
 
 def collect(
@@ -186,7 +214,9 @@ def summary_markdown(s: SweepSummary, metrics: list[str]) -> str:
         "",
         f"Parent run: {s.parent_url}  ",
         f"Objective: {s.objective} ({s.direction}); children: {len(s.children)}, "
-        f"failed: {len(s.failed)}, never ran: {len(s.missing)}",
+        f"failed: {len(s.failed)}, "
+        + (f"killed: {len(s.killed)}, " if s.killed else "")
+        + f"never ran: {len(s.missing)}",
         "",
     ]
     if mixed:
@@ -228,6 +258,7 @@ def finish_parent(handle: RunHandle, s: SweepSummary, metrics: list[str], aborte
     tags = {
         TAG_PREFIX + "sweep.children": str(len(s.children)),
         TAG_PREFIX + "sweep.failed": str(len(s.failed)),
+        TAG_PREFIX + "sweep.killed": str(len(s.killed)),
         TAG_PREFIX + "sweep.never_ran": json.dumps(s.missing),
     }
     best = s.best
@@ -238,7 +269,7 @@ def finish_parent(handle: RunHandle, s: SweepSummary, metrics: list[str], aborte
         tags[TAG_PREFIX + "sweep.best_overrides"] = " ".join(best.overrides)
         handle.log_metrics({f"best_{s.objective}": best.metrics[s.objective]})
     handle.set_tags(tags)
-    status = "FAILED" if (s.failed or s.missing or aborted) else "FINISHED"
+    status = "FAILED" if (s.failed or s.killed or s.missing or aborted) else "FINISHED"
     handle.client.set_terminated(handle.run_id, status)
     return status
 
