@@ -107,6 +107,30 @@ def test_ranking_metrics_match_a_direct_computation() -> None:
     assert recall == pytest.approx(np.mean(per_recall))
 
 
+def test_tied_scores_share_their_positions_whatever_the_row_order() -> None:
+    from sklearn.metrics import ndcg_score
+
+    from replayml.model.evaluate import ranking_per_group
+
+    # one group, two rows with the same score, one positive, k=1: half a hit either way
+    _, ndcg, recall = ranking_per_group(np.zeros(2, "int64"), np.array([1, 0]), np.ones(2), 1)
+    assert ndcg.tolist() == [0.5] and recall.tolist() == [0.5]
+    rng = np.random.default_rng(1)
+    groups = np.repeat(np.arange(40), 15)
+    labels = (rng.random(len(groups)) < 0.25).astype(int)
+    scores = rng.integers(0, 4, len(groups)).astype(float)  # many ties, as a popularity score
+    ids, ndcg, recall = ranking_per_group(groups, labels, scores, 10)
+    expected = [ndcg_score([labels[groups == g]], [scores[groups == g]], k=10) for g in ids]
+    assert ndcg == pytest.approx(expected)
+    # a file sorted with its positives first (or last) ranks the same
+    for first in (True, False):
+        order = np.lexsort((labels if first else -labels, groups))[::-1]
+        ids2, ndcg2, recall2 = ranking_per_group(groups[order], labels[order], scores[order], 10)
+        by_id = np.argsort(ids2)
+        assert ids2[by_id].tolist() == ids.tolist()
+        assert ndcg2[by_id] == pytest.approx(ndcg) and recall2[by_id] == pytest.approx(recall)
+
+
 def test_slice_hash_sees_row_order_and_dtypes(tables) -> None:  # noqa: ANN001  # D4
     from replayml.pipeline import frame_hash
 

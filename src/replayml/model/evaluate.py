@@ -15,21 +15,28 @@ def ranking_per_group(
     """NDCG@k and recall@k of each group with at least one positive.
 
     Returns the group ids, their NDCG@k and their recall@k. `groups` is an integer group id
-    per row. Ties in score are broken by row order, so the result is deterministic.
+    per row. Rows of a group with the same score share their positions: each gets the tied
+    rows' mean relevance (the expectation over every order of the ties, as scikit-learn's
+    `ndcg_score` does), so neither row order nor a data file sorted by label moves them.
     """
     rel = (labels > 0).astype("float64")
-    order = np.lexsort((np.arange(len(scores)), -scores, groups))
-    g, r = groups[order], rel[order]
+    order = np.lexsort((-scores, groups))
+    g, r, sc = groups[order], rel[order], scores[order]
     if not len(g):
         empty = np.array([], dtype="float64")
         return np.array([], dtype="int64"), empty, empty
     starts = np.r_[0, np.flatnonzero(g[1:] != g[:-1]) + 1]
     sizes = np.diff(np.r_[starts, len(g)])
     rank = np.arange(len(g)) - np.repeat(starts, sizes)
+    # blocks of tied rows within a group (a new group always starts a new block)
+    new_block = np.r_[True, (g[1:] != g[:-1]) | (sc[1:] != sc[:-1])]
+    blocks = np.flatnonzero(new_block)
+    block_sizes = np.diff(np.r_[blocks, len(g)])
+    shared = np.repeat(np.add.reduceat(r, blocks) / block_sizes, block_sizes)
     disc = 1.0 / np.log2(rank + 2.0)
     top = rank < k
-    dcg = np.add.reduceat(np.where(top, r * disc, 0.0), starts)
-    hits = np.add.reduceat(np.where(top, r, 0.0), starts)
+    dcg = np.add.reduceat(np.where(top, shared * disc, 0.0), starts)
+    hits = np.add.reduceat(np.where(top, shared, 0.0), starts)
     npos = np.add.reduceat(r, starts)
     has = npos > 0
     ideal_disc = np.cumsum(1.0 / np.log2(np.arange(k) + 2.0))
