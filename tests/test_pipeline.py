@@ -134,6 +134,19 @@ def test_dirty_tree_is_recorded_with_its_diff(project: Path) -> None:
     assert "+num_leaves: 15" in diff and "an untracked file" in diff
 
 
+def test_a_log_the_shell_writes_into_the_checkout_is_not_code(project: Path) -> None:
+    from replayml.lineage.code import code_version
+
+    # `python train.py -m ... > sweep.log`: the log grows while the runs record their code
+    (project / "sweep.log").write_text("sweep 2026-11-29_10-00-00: ...\n")
+    (project / "logs").mkdir()
+    (project / "logs" / "nightly.log").write_text("trained 31 iterations\n")
+    (project / "nohup.out").write_text("sweep ...\n")
+    assert code_version(project).dirty is False
+    (project / "notes.txt").write_text("not a log\n")  # any other untracked file still counts
+    assert [path for path, _ in code_version(project).untracked] == ["notes.txt"]
+
+
 def test_failure_inside_the_run_is_failed_with_traceback(project: Path) -> None:  # B1
     out = project / "outputs" / "broken"
     out.mkdir(parents=True)

@@ -32,6 +32,10 @@ def _git(root: Path, *args: str, ok: tuple[int, ...] = (0,)) -> str:
     return proc.stdout
 
 
+#: files that are never code, wherever they are (logs a shell redirects into the checkout)
+NOT_CODE = ("**/*.log", "**/nohup.out")
+
+
 def code_version(root: Path, exclude: list[Path] | None = None) -> CodeVersion:
     """Read the git state of `root`; outside a git repo, an empty (unavailable) version.
     `exclude`: folders that are not code (a run's own store or output folder)."""
@@ -60,7 +64,10 @@ def code_version(root: Path, exclude: list[Path] | None = None) -> CodeVersion:
         folder = folder.resolve()
         if folder.is_relative_to(top) and folder != top:
             skip.append(f":(exclude){folder.relative_to(top)}")
-    spec = ["--", ".", *skip] if skip else []
+    # a log the user's shell writes while the run runs (`python train.py > train.log`) is not
+    # code: it would make every run dirty, each with another partial copy of the log
+    skip += [f":(exclude,glob){pattern}" for pattern in NOT_CODE]
+    spec = ["--", ".", *skip]
     diff = _git(root, "diff", "HEAD", "--binary", *spec)
     untracked = _git(root, "ls-files", "--others", "--exclude-standard", "-z", *spec).split("\0")
     sizes = []
