@@ -40,6 +40,10 @@ def test_sweep_has_a_parent_with_summary_and_children_with_lineage(project: Path
         assert child.data.tags["mlflow.parentRunId"] == parent.info.run_id
         assert child.data.tags["replayml.sweep_id"] == parent.data.tags["replayml.sweep_id"]
         assert child.data.tags["replayml.tree_hash"] and child.info.status == "FINISHED"
+        # named by its overrides, so the UI's list of children says which is which
+        overrides = json.loads(child.data.tags["replayml.overrides"])
+        assert child.info.run_name == " ".join(overrides)
+        assert any(o.startswith("model.learning_rate=") for o in overrides)
     best = max(children, key=lambda r: r.data.metrics["test_auc"])
     assert parent.data.tags["replayml.sweep.best_run_id"] == best.info.run_id
     client = mlflow_client(project)

@@ -800,6 +800,19 @@ def _say_where_local_copies_are(out: Path) -> Iterator[None]:
         raise
 
 
+#: a sweep child's name: its overrides, cut to what the UI's run list shows well
+CHILD_NAME_CHARS = 120
+
+
+def _run_name(cfg: RunConfig, ctx: RunContext) -> str | None:
+    """`tracking.run_name`; for a sweep job without one, its own overrides (redacted), so the
+    UI's list of a sweep's children says which is which (MLflow would pick a random name)."""
+    if cfg.tracking.run_name or not ctx.parent_run_id:
+        return cfg.tracking.run_name
+    name = " ".join(redact_override(o) for o in ctx.overrides) or "(defaults)"
+    return name if len(name) <= CHILD_NAME_CHARS else name[: CHILD_NAME_CHARS - 1] + "…"
+
+
 def _connect_and_import(spec: Any, kind: ModelKind, cancelled: threading.Event) -> None:
     """Open the tracking store (initialising it once), then import what training will need.
 
@@ -908,7 +921,7 @@ def run_experiment(cfg: RunConfig, ctx: RunContext) -> RunResult:
 
     with (
         _say_where_local_copies_are(out),
-        tracked_run(spec, resolved.tracking.run_name, tags, ctx.parent_run_id) as run,
+        tracked_run(spec, _run_name(resolved, ctx), tags, ctx.parent_run_id) as run,
     ):
         skipped = run.log_params(params)
         if skipped:
