@@ -498,6 +498,49 @@ def test_a_test_day_cut_short_is_said(project: Path, caplog: pytest.LogCaptureFi
     assert "rows a day against" not in caplog.text
 
 
+def test_a_validation_day_holding_only_a_few_hours_is_said(
+    project: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # the validation day's own events are missing; a few late hours are all it holds (what a
+    # zone-aware neighbour partition spills into a missing UTC day)
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    from conftest import dvc
+
+    valid = sorted((project / "data" / "events").glob("date=*"))[-2]
+    day = valid.name.removeprefix("date=")
+    for part in valid.glob("*.parquet"):
+        table = pq.read_table(part)
+        pq.write_table(table.filter(pc.greater_equal(pc.hour(table["ts"]), 21)), part)
+    dvc(project, "add", "-q", "data")
+    git(project, "commit", "-qam", "a validation day of three hours")
+    with caplog.at_level("WARNING"):
+        train(project, ["model.num_boost_round=5"])
+    said = [r.getMessage() for r in caplog.records if "only part of a day" in r.getMessage()]
+    assert len(said) == 1, caplog.text[-3000:]
+    assert f"the validation window's day {day} has" in said[0]
+    assert "all between 21:" in said[0] and "early stopping rests on those hours" in said[0]
+
+
+def test_a_quiet_validation_day_spread_over_the_day_is_not_said(
+    project: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import pyarrow.parquet as pq
+
+    from conftest import dvc
+
+    valid = sorted((project / "data" / "events").glob("date=*"))[-2]
+    for part in valid.glob("*.parquet"):  # a holiday: an eighth of the rows, all day long
+        table = pq.read_table(part)
+        pq.write_table(table.take(list(range(0, table.num_rows, 8))), part)
+    dvc(project, "add", "-q", "data")
+    git(project, "commit", "-qam", "a quiet validation day")
+    with caplog.at_level("WARNING"):
+        train(project, ["model.num_boost_round=5"])
+    assert "only part of a day" not in caplog.text
+
+
 def test_the_popularity_baseline_has_a_log_loss_like_the_classifier(project: Path) -> None:
     # its scores are smoothed contact rates: probabilities, comparable with the classifier's
     pop = train(project, ["model=popularity"])

@@ -365,6 +365,7 @@ def prepare(
                     ["user_id", "day", "ts", "item_id"], kind="mergesort", ignore_index=True
                 )
             )
+        warn_partial_days(windows, parts)
         # one pass for all three windows: every feature of a row depends only on the history
         # before its own day, so building them together gives the same values as one by one;
         # builders that are not built in are checked for that on the last training day's and
@@ -516,6 +517,40 @@ def warn_short_test_window(windows: DateWindows, m: Matrices) -> None:
         windows.test.start, windows.test.end, test, train, last,
         windows.test.end - timedelta(days=1),
     )  # fmt: skip
+
+
+def warn_partial_days(windows: DateWindows, parts: list[pd.DataFrame]) -> None:
+    """Say when a day of the validation or test window holds far fewer rows than a typical
+    training day and its events cover only part of it (they start or stop hours from
+    midnight): a missing day whose neighbour's zone-aware times spill a few hours into it,
+    or a dump cut short. Early stopping or the test metrics then rest on those hours only.
+    (A quiet day spread over the whole day is not one; a test window cut off at its end is
+    `warn_short_test_window`'s.)"""
+    typical = float(parts[0].groupby("day").size().median()) if len(parts[0]) else 0.0
+    for name, frame, w in (
+        ("validation", parts[1], windows.valid),
+        ("test", parts[2], windows.test),
+    ):
+        if not typical or frame.empty:
+            continue
+        days = frame.groupby("day")["ts"].agg(["size", "min", "max"])
+        for day, (rows, first, last) in days.iterrows():
+            late = first - day >= CUT_OFF_GAP
+            early = day + pd.Timedelta(days=1) - last >= CUT_OFF_GAP
+            if rows >= SHORT_TEST_SHARE * typical or not (late or early):
+                continue
+            if name == "test" and early and not late and day == _day(w.end):
+                continue  # a dump cut off during its last day: said with its own advice
+            log.warning(
+                "dates: the %s window's day %s has %d rows against %.0f on a typical training "
+                "day, all between %s and %s (UTC): only part of a day (the day before or after "
+                "missing from the data, its zone-aware times spilling into this UTC day, or a "
+                "dump cut short?). The %s rests on those hours only: move dates.anchor or "
+                "widen dates.%s_days past it, or add the missing data",
+                name, day.date(), rows, typical, first.strftime("%H:%M"), last.strftime("%H:%M"),
+                "early stopping" if name == "validation" else "test metrics",
+                "valid" if name == "validation" else "test",
+            )  # fmt: skip
 
 
 def check_ranking_groups(cfg: RunConfig, m: Matrices) -> None:
