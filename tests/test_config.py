@@ -137,6 +137,17 @@ def test_broken_interpolation_fails_before_side_effects(project: Path) -> None: 
     assert all_runs(project) == []
 
 
+def test_an_output_dir_that_cannot_be_made_fails_in_one_line_before_any_run(
+    project: Path,
+) -> None:
+    (project / "results").write_text("a file where a folder is asked for\n")
+    proc = run_train_py(project, "model=popularity", "output_dir=results/today")
+    assert proc.returncode != 0
+    assert "/results/today: cannot create the folder (Not a directory)" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert all_runs(project) == []
+
+
 def test_relative_dates_anchor_on_data_not_today() -> None:
     w = resolve_dates(DatesConfig(train_days=14), date(2024, 3, 1), date(2024, 4, 29))
     assert str(w.test) == "2024-04-29..2024-04-29"

@@ -863,6 +863,18 @@ def _connect_and_import(spec: Any, kind: ModelKind, cancelled: threading.Event) 
         importlib.import_module(name)
 
 
+def _check_output_dir(out: Path) -> None:
+    """Create the run's output folder now: one that cannot be made is a config error before
+    any data is read or any run exists."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(
+            f"output_dir={out}: cannot create the folder ({exc.strerror or exc}); set "
+            f"output_dir= to a folder you can write, or leave it unset (Hydra's run folder)"
+        ) from None
+
+
 def run_experiment(cfg: RunConfig, ctx: RunContext) -> RunResult:
     """Train, evaluate and record one run with its full lineage; return what it produced."""
     from replayml.model.evaluate import (
@@ -886,6 +898,7 @@ def run_experiment(cfg: RunConfig, ctx: RunContext) -> RunResult:
     # be reached still fails the command before any run exists and before training starts
     # the checks that need no data read come first: a bad config fails at once
     data_range = check_config(cfg, root)
+    _check_output_dir(ctx.output_dir)
     # the code as the run starts: what the modules imported from here on are read from
     note_loaded_code()
     # the run's own outputs (a store or an output folder inside the checkout) are not code
