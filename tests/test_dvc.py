@@ -79,6 +79,7 @@ def test_exp_run_set_param_reaches_the_run(dvc_project: Path) -> None:
     assert run.data.params["model.learning_rate"] == "0.1"
     assert run.data.params["model.num_boost_round"] == "40"
     assert run.data.tags["replayml.dvc.exp_name"]
+    assert run.info.run_name == run.data.tags["replayml.dvc.exp_name"]  # found in the UI by it
     # which -S values made it, as differences of params.yaml from conf/'s composition
     assert run.data.tags["replayml.dvc.params_changes"] == (
         "model.learning_rate=0.1 model.num_boost_round=40"
@@ -222,6 +223,38 @@ def test_repro_refuses_a_params_yaml_that_conf_no_longer_composes(dvc_project: P
     assert repro.returncode == 0, repro.stderr[-3000:]
     (run,) = all_runs(dvc_project)
     assert run.data.params["model.learning_rate"] == "0.07"
+
+
+def test_repro_refuses_a_hand_edited_params_yaml_also_when_features_are_cached(
+    dvc_project: Path,
+) -> None:
+    first = _dvc(dvc_project, "repro")
+    assert first.returncode == 0, first.stderr[-3000:]
+    params = dvc_project / "params.yaml"
+    params.write_text(params.read_text().replace("learning_rate: 0.05", "learning_rate: 0.2"))
+    edited = _dvc(dvc_project, "repro")  # the features stage is up to date: only train runs
+    assert edited.returncode != 0
+    assert (
+        "params.yaml is stale: model.learning_rate: 0.2 in params.yaml, 0.05 from conf/"
+        in edited.stderr
+    ), edited.stderr[-3000:]
+    assert len(all_runs(dvc_project)) == 1  # nothing trained from the edited file
+
+
+def test_exp_run_set_on_tracking_reruns_and_on_a_stage_key_is_refused(dvc_project: Path) -> None:
+    fast = ["-S", "model.num_boost_round=10"]
+    assert _dvc(dvc_project, "exp", "run", *fast).returncode == 0
+    moved = _dvc(dvc_project, "exp", "run", *fast, "-S", "tracking.experiment=elsewhere")
+    assert moved.returncode == 0, moved.stderr[-3000:]
+    client = mlflow_client(dvc_project)
+    elsewhere = client.get_experiment_by_name("elsewhere")
+    assert elsewhere is not None, "the -S tracking value was ignored"
+    assert len(client.search_runs([elsewhere.experiment_id])) == 1
+    before = len(all_runs(dvc_project))
+    owned = _dvc(dvc_project, "exp", "run", *fast, "-S", "output_dir=somewhere")
+    assert owned.returncode != 0
+    assert "output_dir=somewhere: the DVC stages set output_dir" in owned.stderr + owned.stdout
+    assert len(all_runs(dvc_project)) == before
 
 
 def test_the_committed_dvc_lock_matches_the_code() -> None:

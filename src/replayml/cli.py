@@ -91,18 +91,10 @@ def params(
 
 def _check_params_fresh(root: Path, params_file: Path) -> None:
     """Refuse a params.yaml that no longer matches conf/ (the single source of truth)."""
-    from replayml.config.compose import stale_params
+    from replayml.config.compose import check_params_fresh
 
-    if not (root / "conf").is_dir():
-        return
-    stale = stale_params((root / "conf").resolve(), params_file)
-    if stale:
-        shown = "; ".join(stale[:3]) + (f" (and {len(stale) - 3} more)" if stale[3:] else "")
-        raise ReplaymlError(
-            f"{params_file} is stale: {shown}. conf/ is the source of the stages' config: "
-            f"regenerate it with `make params` and commit it (values from `dvc exp apply` go "
-            f"into conf/ first); for a one-off variant use `dvc exp run -S key=value`"
-        )
+    if (root / "conf").is_dir():
+        check_params_fresh((root / "conf").resolve(), params_file)
 
 
 @app.command("features")

@@ -63,9 +63,14 @@ def train_from_hydra(cfg: DictConfig) -> float | None:
         extra_tags = dict(sweep_tags)
         if hc.job.config_name == "params" and (root / "params.yaml").is_file():
             # the DVC stage: which values this experiment set (`dvc exp run -S ...`)
-            from replayml.config.compose import params_changes
+            from replayml.config.compose import (
+                check_params_fresh,
+                check_stage_owned,
+                params_changes,
+            )
             from replayml.redact import redact_override
 
+            changes: list[str] | None = None
             try:
                 with _hydra_set_aside():  # composing conf/ needs Hydra's global state
                     changes = params_changes(root / "conf", root / "params.yaml")
@@ -73,6 +78,11 @@ def train_from_hydra(cfg: DictConfig) -> float | None:
             except Exception as exc:  # a record of what was set, never a reason not to train
                 said = f"(unknown: conf/ did not compose: {str(exc).splitlines()[0][:200]})"
             extra_tags["replayml.dvc.params_changes"] = said
+            if changes is not None:
+                check_stage_owned(changes)
+                if not os.environ.get("DVC_EXP_NAME"):  # `dvc repro`: params.yaml is conf/'s
+                    with _hydra_set_aside():
+                        check_params_fresh(root / "conf", root / "params.yaml")
         ctx = RunContext(
             project_root=root,
             output_dir=root / (run_cfg.output_dir or hc.runtime.output_dir),

@@ -840,10 +840,15 @@ CHILD_NAME_CHARS = 120
 
 
 def _run_name(cfg: RunConfig, ctx: RunContext) -> str | None:
-    """`tracking.run_name`; for a sweep job without one, its own overrides (redacted), so the
-    UI's list of a sweep's children says which is which (MLflow would pick a random name)."""
-    if cfg.tracking.run_name or not ctx.parent_run_id:
+    """`tracking.run_name`; without one, a DVC experiment's name, and a sweep job's own
+    overrides (redacted), so the UI's run list says which is which (MLflow would pick a
+    random name)."""
+    if cfg.tracking.run_name:
         return cfg.tracking.run_name
+    if os.environ.get("DVC_EXP_NAME"):  # the `dvc.exp_name` tag holds it too
+        return os.environ["DVC_EXP_NAME"]
+    if not ctx.parent_run_id:
+        return None
     name = " ".join(redact_override(o) for o in ctx.overrides) or "(defaults)"
     return name if len(name) <= CHILD_NAME_CHARS else name[: CHILD_NAME_CHARS - 1] + "…"
 

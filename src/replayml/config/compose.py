@@ -75,3 +75,37 @@ def _flat(tree: dict, prefix: str = "") -> dict[str, object]:
         else:
             out[f"{prefix}{key}"] = value
     return out
+
+
+#: keys the DVC stages set in their own command line: a `-S` value for them has no effect
+STAGE_OWNED = ("output_dir", "features_dir")
+
+
+def check_params_fresh(config_dir: Path, params_file: Path) -> None:
+    """Refuse a params.yaml that no longer matches conf/ (the single source of truth): a
+    hand edit, or values left by `dvc exp apply`. Not for `dvc exp run`, whose `-S` values
+    DVC composes into params.yaml itself."""
+    from replayml.errors import ReplaymlError
+
+    stale = stale_params(config_dir, params_file)
+    if stale:
+        shown = "; ".join(stale[:3]) + (f" (and {len(stale) - 3} more)" if stale[3:] else "")
+        raise ReplaymlError(
+            f"{params_file} is stale: {shown}. conf/ is the source of the stages' config: "
+            f"regenerate it with `make params` and commit it (values from `dvc exp apply` go "
+            f"into conf/ first); for a one-off variant use `dvc exp run -S key=value`"
+        )
+
+
+def check_stage_owned(changes: list[str]) -> None:
+    """Refuse `-S` values for keys the stages' command lines set themselves (they would be
+    ignored without a word)."""
+    from replayml.errors import ConfigError
+
+    owned = [c for c in changes if c.lstrip("+").split("=", 1)[0] in STAGE_OWNED]
+    if owned:
+        raise ConfigError(
+            f"{', '.join(owned)}: the DVC stages set {' and '.join(STAGE_OWNED)} in dvc.yaml's "
+            f"cmd, so this value would be ignored; drop `-S {owned[0]}` (and restore "
+            f"params.yaml with `make params`)"
+        )
