@@ -265,6 +265,36 @@ def test_replay_from_a_fresh_clone_with_an_empty_cache_and_one_openmp_thread(
     assert tags["replayml.env.thread_env"] == '{"OMP_NUM_THREADS": "1"}'
 
 
+def test_the_recorded_diff_is_a_patch_whatever_the_users_git_config(code_project: Path) -> None:
+    # an external diff tool (difftastic users), no a/ b/ prefixes, colour always on; and a
+    # file with CRLF line endings: the recorded diff still applies, byte for byte
+    root = code_project
+    preset = root / "conf" / "experiment" / "crlf.yaml"
+    preset.write_bytes(b"# @package _global_\r\nmodel:\r\n  num_leaves: 31\r\n")
+    git(root, "add", "-A")
+    git(root, "commit", "-qm", "a preset saved on Windows")
+    preset.write_bytes(b"# @package _global_\r\nmodel:\r\n  num_leaves: 15\r\n")
+    (root / "conf" / "experiment" / "new_crlf.yaml").write_bytes(b"# @package _global_\r\n")
+    for key, value in (("diff.external", "/bin/true"), ("diff.noprefix", "true"),
+                       ("color.diff", "always"), ("diff.mnemonicPrefix", "true")):  # fmt: skip
+        git(root, "config", key, value)
+    result = train(root, ["experiment=crlf", "model.num_boost_round=20"])
+    tags = mlflow_client(root).get_run(result.run_id).data.tags
+    assert tags["replayml.code.dirty"] == "true"
+    report = replay(result.run_id, project=root, keep=True)
+    try:
+        assert report.verdict is Verdict.IDENTICAL, _explain(report)
+        assert report.worktree is not None
+        kept = report.worktree / "conf" / "experiment"
+        assert (kept / "crlf.yaml").read_bytes() == preset.read_bytes()
+        assert (kept / "new_crlf.yaml").read_bytes() == b"# @package _global_\r\n"
+        assert not [d for d in report.differences if d.group == "code"], _explain(report)
+    finally:
+        if report.worktree and report.worktree.exists():
+            git(root, "worktree", "remove", "--force", str(report.worktree))
+            shutil.rmtree(report.worktree.parent)
+
+
 def test_strict_env_refuses_a_different_environment_before_running(
     trained: tuple[Path, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

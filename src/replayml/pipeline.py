@@ -988,7 +988,7 @@ def run_experiment(cfg: RunConfig, ctx: RunContext) -> RunResult:
             "replayml/overrides.yaml",
         )
         if code.dirty:
-            run.log_text(code.diff, DIFF_ARTIFACT)
+            run.log_exact_text(code.diff, DIFF_ARTIFACT)
         if data.tracked:
             run.log_dataset(
                 m.train.X.head(100),

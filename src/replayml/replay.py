@@ -479,7 +479,7 @@ def _git_location(project: Path) -> tuple[Path, Path]:
 
 def _apply_diff(worktree_root: Path, diff: str, tmp: Path) -> None:
     patch = tmp / "code.diff"
-    patch.write_text(diff)
+    patch.write_bytes(diff.encode("utf-8", "surrogateescape"))  # as recorded, CRLF included
     proc = _run(["git", "apply", "--binary", "--whitespace=nowarn", str(patch)], worktree_root)
     if proc.returncode != 0:
         raise ReplaymlError(

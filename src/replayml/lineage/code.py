@@ -32,6 +32,26 @@ def _git(root: Path, *args: str, ok: tuple[int, ...] = (0,)) -> str:
     return proc.stdout
 
 
+#: a patch `git apply` takes, whatever the user's git config says about diffs (an external
+#: diff tool, textconv filters, colour, `diff.noprefix`, `diff.relative`)
+PATCH_OPTIONS = (
+    "--no-ext-diff", "--no-textconv", "--no-color", "--no-relative", "--binary",
+    "--src-prefix=a/", "--dst-prefix=b/",
+)  # fmt: skip
+
+
+def _patch(root: Path, *args: str, ok: tuple[int, ...] = (0,)) -> str:
+    """`git diff` output as a patch, byte for byte: line endings (CRLF) kept, bytes that are
+    not UTF-8 carried as surrogates (`encode("utf-8", "surrogateescape")` gives them back)."""
+    cmd = ["git", "diff", *PATCH_OPTIONS, *args]
+    proc = subprocess.run(cmd, cwd=root, capture_output=True, check=False)
+    if proc.returncode not in ok:
+        raise DirtyTreeError(
+            f"`{' '.join(cmd)}` failed in {root}: {proc.stderr.decode(errors='replace').strip()}"
+        )
+    return proc.stdout.decode("utf-8", "surrogateescape")
+
+
 #: files that are never code, wherever they are (logs a shell redirects into the checkout)
 NOT_CODE = ("**/*.log", "**/nohup.out")
 
@@ -68,11 +88,11 @@ def code_version(root: Path, exclude: list[Path] | None = None) -> CodeVersion:
     # code: it would make every run dirty, each with another partial copy of the log
     skip += [f":(exclude,glob){pattern}" for pattern in NOT_CODE]
     spec = ["--", ".", *skip]
-    diff = _git(root, "diff", "HEAD", "--binary", *spec)
+    diff = _patch(root, "HEAD", *spec)
     untracked = _git(root, "ls-files", "--others", "--exclude-standard", "-z", *spec).split("\0")
     sizes = []
     for rel in sorted(p for p in untracked if p):
-        diff += _git(root, "diff", "--binary", "--no-index", "/dev/null", rel, ok=(0, 1))
+        diff += _patch(root, "--no-index", "/dev/null", rel, ok=(0, 1))
         sizes.append((rel, (root / rel).stat().st_size if (root / rel).is_file() else 0))
     return CodeVersion(
         commit=commit, branch=branch, dirty=bool(diff), diff=diff, untracked=tuple(sizes)

@@ -131,8 +131,14 @@ class RunReader:
         return self._to_recorded(run)
 
     def text(self, run_id: str, artifact_path: str) -> str | None:
-        """A text artifact of the run, or None when the run does not have it."""
-        return self._read(run_id, artifact_path, lambda local: local.read_text())
+        """A text artifact of the run as written (line endings kept, bytes that are not UTF-8
+        as surrogates), or None when the run does not have it."""
+
+        def read(local: Path) -> str:
+            with open(local, encoding="utf-8", errors="surrogateescape", newline="") as f:
+                return f.read()
+
+        return self._read(run_id, artifact_path, read)
 
     def table(self, run_id: str, artifact_path: str) -> Any:
         """A Parquet artifact of the run as a DataFrame, or None when the run does not have it."""

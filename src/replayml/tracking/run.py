@@ -142,6 +142,18 @@ class RunHandle:
         """Write text as an artifact file."""
         self.client.log_text(self.run_id, text, safe_artifact_path(artifact_file))
 
+    def log_exact_text(self, text: str, artifact_file: str) -> None:
+        """Write text as an artifact byte for byte: CRLF line endings and (as surrogates, see
+        `lineage.code`) bytes that are not UTF-8 are kept (a patch must apply as recorded)."""
+        import tempfile
+
+        target = Path(safe_artifact_path(artifact_file))
+        with tempfile.TemporaryDirectory(prefix="replayml-artifact-") as tmp:
+            local = Path(tmp) / target.name
+            local.write_bytes(text.encode("utf-8", "surrogateescape"))
+            parent = str(target.parent)
+            self.client.log_artifact(self.run_id, str(local), None if parent == "." else parent)
+
     def log_artifact(self, path: Path, artifact_dir: str | None = None) -> None:
         """Upload a local file."""
         target = safe_artifact_path(artifact_dir) if artifact_dir else None
