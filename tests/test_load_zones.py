@@ -132,3 +132,65 @@ def test_reading_every_footer_stays_fast(tmp_path: Path) -> None:
     files = event_files(cfg, tmp_path, first, last)
     assert len(files) == 90
     assert time.perf_counter() - began < 2.0  # about 5 ms on a laptop
+
+
+@pytest.mark.parametrize(
+    ("prices", "message"),
+    [
+        (["education", "sales", "it", "health"] * 10,
+         r"'price' \(data.items.price=price\) should be number, found (large_)?string; it "
+         r"holds text that is not a number \(e.g. 'education'\): data.items.price probably "
+         r"maps the wrong column"),
+        (["12.50", "", "7", "40000"] * 10,
+         r"it holds numbers as text \(e.g. '12.50', and '' for missing values\): convert them "
+         r"in the data, e.g. `df\[\"price\"\] = pd.to_numeric\(df\[\"price\"\], "
+         r"errors=\"coerce\"\)` \(''"),
+        (["12.50", "1,299.00", "7", "80"] * 10,
+         r"it holds numbers as text \(e.g. '1,299.00'\): convert them in the data, e.g. "
+         r"`df\[\"price\"\] = pd.to_numeric\(df\[\"price\"\]\)` \('1,299.00' is not a number"),
+    ],
+    ids=["words", "blanks", "thousands"],
+)  # fmt: skip
+def test_text_where_a_number_belongs_says_what_it_holds(
+    tmp_path: Path, prices: list[str], message: str
+) -> None:
+    from replayml.config.schema import ItemsTable
+    from replayml.data.load import load
+    from replayml.errors import DataSchemaError
+
+    frame = _events()
+    (tmp_path / "data").mkdir()
+    _write(tmp_path, frame, "UTC")
+    ids = [f"job-{i}" for i in range(40)]
+    pd.DataFrame({"job": ids, "price": prices}).to_parquet(tmp_path / "data" / "items.parquet")
+    cfg = _cfg(items=ItemsTable(path="items.parquet", id="job", price="price"))
+    with pytest.raises(DataSchemaError, match=message) as caught:
+        load(cfg, tmp_path, START, END)
+    if prices[0] == "education":
+        assert "numbers as text" not in str(caught.value)
+
+
+def test_item_ids_of_another_type_show_one_of_each(tmp_path: Path) -> None:
+    from replayml.config.schema import ItemsTable
+    from replayml.data.load import load
+    from replayml.errors import DataSchemaError
+
+    frame = _events()
+    (tmp_path / "data").mkdir()
+    _write(tmp_path, frame, "UTC")
+    table = ItemsTable(path="items.parquet", id="job", category="cat")
+    items = pd.DataFrame({"job": range(1_500), "cat": "it"})
+    items.to_parquet(tmp_path / "data" / "items.parquet")
+    cfg = _cfg(items=table)
+    with pytest.raises(DataSchemaError, match=r"'job' \(data.items.id=job\) holds integers but "
+                       r"the events' ids \(data.events.item=job\) hold strings \(e.g. 0 in the "
+                       r"table, 'job-\d+' in the events\); store both with the same type, and "
+                       r"none of them match as text either"):  # fmt: skip
+        load(cfg, tmp_path, START, END)
+    # ids that differ only in type are not told to be respelled
+    frame.assign(job=frame["job"].str.removeprefix("job-")).to_parquet(
+        tmp_path / "data" / "one.parquet", index=False
+    )
+    with pytest.raises(DataSchemaError, match=r"\(e.g. 0 in the table, '\d+' in the events\); "
+                       r"store both with the same type \(CSV"):  # fmt: skip
+        load(_cfg("one.parquet", items=table), tmp_path, START, END)

@@ -539,6 +539,10 @@ _NUMBER_KINDS = ("number", "integer", "0/1 or true/false")
 _YES = frozenset({"yes", "y", "true", "t", "1", "positive", "clicked", "bought", "converted"})
 
 
+#: the distinct values of a text column looked at to tell numbers as text from words
+_SAMPLE = 1_000
+
+
 def _is_text(t: pa.DataType) -> bool:
     t = _value_type(t)
     return pa.types.is_string(t) or pa.types.is_large_string(t)
@@ -556,7 +560,8 @@ def _text_fix(column: str, key: str, kind: str, values: pa.ChunkedArray) -> str:
     """What a text column holds where `kind` is expected, and how to convert it in the data."""
     if pa.types.is_dictionary(values.type):
         values = values.cast(values.type.value_type)
-    found = sorted(v for v in pc.unique(values).to_pylist() if v is not None)
+    unique = [v for v in pc.unique(values).to_pylist() if v is not None]
+    found = sorted(unique)
     if not found:
         return f"it holds no values: fill it or map {key} to another column"
     df = f'df["{column}"]'
@@ -569,17 +574,32 @@ def _text_fix(column: str, key: str, kind: str, values: pa.ChunkedArray) -> str:
             f"it holds text ({shown}{more}): map it to 0/1 in the data{which}, e.g. "
             f'`{df} = ({df} == "{yes or found[-1]}").astype("int8")`, then `dvc add` it again'
         )
-    bad = next((v for v in found if not _is_number_text(v)), None)
-    caveat = (
-        f" ({bad!r} is not a number as written: remove currency signs and thousands "
-        f'separators first, or pass errors="coerce" to make such values empty)'
-        if bad is not None
-        else ""
-    )
+    seen = unique[:_SAMPLE]  # in the order they first appear
+    words = [v for v in seen if v.strip() and not _is_number_text(v)]
+    numbers = [v for v in seen if _is_number_text(v)]
+    blank = any(not v.strip() for v in seen)  # missing values stored as ''
+    if len(numbers) <= len(words):
+        if not words:
+            return f"it holds only empty text (''): fill it or map {key} to another column"
+        return (
+            f"it holds text that is not a number (e.g. {words[0]!r}): {key} probably maps the "
+            f"wrong column; map {key} to a column of numbers"
+        )
+    coerce = ', errors="coerce"' if blank else ""
+    caveat = ""
+    if words:
+        coerce_too = "" if blank else ', or pass errors="coerce" to make such values empty'
+        caveat = (
+            f" ({words[0]!r} is not a number as written: remove currency signs and thousands "
+            f"separators first{coerce_too})"
+        )
+    shown = repr(words[0] if words else numbers[0])
+    shown += ", and '' for missing values" if blank else ""
+    becomes = " ('' becomes a missing value)" if blank else ""
     return (
-        f"it holds numbers as text (e.g. {(bad or found[0])!r}): convert them in the data, "
-        f"e.g. `{df} = pd.to_numeric({df})`{caveat}, then `dvc add` it again, or map {key} to "
-        f"another column"
+        f"it holds numbers as text (e.g. {shown}): convert them in the data, e.g. "
+        f"`{df} = pd.to_numeric({df}{coerce})`{becomes}{caveat}, then `dvc add` it again, or "
+        f"map {key} to another column"
     )
 
 
@@ -857,10 +877,19 @@ def _check_ids_match(
             f"row per id"
         )
     elif len(events) and _id_kind(ids) != _id_kind(events[column]):
+        ours, theirs = ids.iloc[:1].tolist()[0], events[column].iloc[:1].tolist()[0]
+        as_text = set(map(str, ids.unique())) & set(map(str, events[column].unique()))
+        spelled = (
+            ""
+            if as_text
+            else f", and none of them match as text either: map {key} to the column holding "
+            f"the same ids, or normalise them (prefixes, padding) in the data"
+        )
         problem = (
             f"holds {_id_kind(ids)} but the events' ids (data.events.{name.rstrip('s')}="
-            f"{events_col}) hold {_id_kind(events[column])}; store both with the same type "
-            f"(CSV columns are typed by guessing: Parquet keeps ids like '00123' as text)"
+            f"{events_col}) hold {_id_kind(events[column])} (e.g. {ours!r} in the table, "
+            f"{theirs!r} in the events); store both with the same type{spelled} (CSV columns "
+            f"are typed by guessing: Parquet keeps ids like '00123' as text)"
         )
     if problem:
         raise DataSchemaError(f"{name} column {table_col!r} ({key}={table_col}) {problem}")
