@@ -3,7 +3,6 @@ messages for columns mapped to the wrong kind of values."""
 
 from __future__ import annotations
 
-import time
 from datetime import date
 from pathlib import Path
 
@@ -115,8 +114,8 @@ def test_berlin_then_utc_and_naive_then_berlin(tmp_path: Path) -> None:
         load(cfg, naive, date(2025, 3, 6), date(2025, 3, 8))
 
 
-def test_reading_every_footer_stays_fast(tmp_path: Path) -> None:
-    """Which folders a window reads comes from the files' schemas: 90 days of folders."""
+def test_ninety_utc_folders_are_read_one_a_day(tmp_path: Path) -> None:
+    """Which folders a window reads comes from every file's schema: all UTC, no widening."""
     from replayml.data.load import date_range, event_files
 
     rng = np.random.default_rng(2)
@@ -127,11 +126,9 @@ def test_reading_every_footer_stays_fast(tmp_path: Path) -> None:
     (tmp_path / "data").mkdir()
     _write(tmp_path, frame, "UTC")
     cfg = _cfg()
-    began = time.perf_counter()
     first, last = date_range(cfg, tmp_path)
     files = event_files(cfg, tmp_path, first, last)
     assert len(files) == 90
-    assert time.perf_counter() - began < 2.0  # about 5 ms on a laptop
 
 
 @pytest.mark.parametrize(
