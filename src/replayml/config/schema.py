@@ -129,6 +129,10 @@ class FeaturesConfig:
     smoothing: float = 20.0
 
 
+#: the values of `model.click_grade`
+CLICK_GRADES = (0, 1)
+
+
 @dataclass
 class ModelConfig:
     """The model kind and its LightGBM parameters, always under the determinism profile."""
@@ -148,6 +152,19 @@ class ModelConfig:
     num_threads: int = II("replayml_threads:")  # cores / parallel sweep jobs, resolved per run
     deterministic: bool = True
     eval_at: int = 10
+    #: the ranker's grade of a click without a contact: 0 trains on the contact label alone,
+    #: what every metric and early stopping judge; 1 ranks such clicks between (contact = 2)
+    click_grade: int = 0
+
+    def __post_init__(self) -> None:
+        if self.click_grade not in CLICK_GRADES:
+            from replayml.errors import ConfigError
+
+            raise ConfigError(
+                f"model.click_grade={self.click_grade} is not valid: use model.click_grade=0 "
+                f"(the ranker trains on the contact label alone, what it is judged on) or "
+                f"model.click_grade=1 (a click without a contact is grade 1, a contact 2)"
+            )
 
 
 @dataclass

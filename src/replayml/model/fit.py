@@ -93,6 +93,15 @@ def _auc(y: np.ndarray, s: np.ndarray) -> float:
     return float(((mean_rank * pos_per_run).sum() - npos * (npos + 1) / 2) / (npos * nneg))
 
 
+def training_labels(split: Split, cfg: ModelConfig) -> np.ndarray:
+    """What LightGBM trains on: the label (0/1), or for a ranker with `model.click_grade=1`
+    the grades (a contact 2, a click without a contact 1). Early stopping and every metric
+    judge the label."""
+    if cfg.kind is ModelKind.lgbm_ranker and cfg.click_grade:
+        return split.grades
+    return split.y
+
+
 def fit(train: Split, valid: Split, cfg: ModelConfig) -> FitResult:
     """Train with early stopping on the validation window; curves per iteration."""
     if cfg.kind is ModelKind.popularity:
@@ -101,9 +110,9 @@ def fit(train: Split, valid: Split, cfg: ModelConfig) -> FitResult:
 
     ranker = cfg.kind is ModelKind.lgbm_ranker
     params = lgb_params(cfg)
-    label_train = train.grades if ranker else train.y
+    label_train, label_valid = training_labels(train, cfg), training_labels(valid, cfg)
     dtrain = lgb.Dataset(train.X, label=label_train, free_raw_data=True)
-    dvalid = lgb.Dataset(valid.X, label=valid.grades if ranker else valid.y, reference=dtrain)
+    dvalid = lgb.Dataset(valid.X, label=label_valid, reference=dtrain)
     if ranker:
         dtrain.set_group(_group_sizes(train.groups))
         dvalid.set_group(_group_sizes(valid.groups))
