@@ -4,11 +4,17 @@ on metrics pooled across user-days (its scores compare only within a user-day)."
 from __future__ import annotations
 
 import dataclasses
+import shutil
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
-from conftest import all_runs, compose_cfg, run_train_py
+from conftest import all_runs, compose_cfg, run_train_py, train
+from replayml.cli import app
+from replayml.errors import ReplaymlError
+from replayml.review import review
+from server_fixtures import spec_for
 
 pytestmark = pytest.mark.slow
 
@@ -40,3 +46,69 @@ def test_a_click_grade_out_of_range_is_refused_before_any_run(project: Path, val
     assert f"model.click_grade={value} is not valid: use model.click_grade=0" in proc.stderr
     assert "model.click_grade=1" in proc.stderr and "Traceback" not in proc.stderr
     assert all_runs(project) == []
+
+
+@pytest.fixture(scope="module")
+def kinds_store(template_project: Path, tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
+    """A classifier and a ranker trained on the same rows, in one local store."""
+    root = tmp_path_factory.mktemp("kinds") / "proj"
+    shutil.copytree(template_project, root, symlinks=True)
+    base = train(root, ["tracking.run_name=classifier"]).run_id
+    ranker = train(root, ["model=lgbm_ranker", "tracking.run_name=ranker"]).run_id
+    return root, f"sqlite:///{root / 'mlruns' / 'mlflow.db'}", base, ranker
+
+
+def _row(markdown: str, metric: str) -> list[str]:
+    for line in markdown.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if cells[0] == metric:
+            return cells
+    raise AssertionError(f"no row {metric} in:\n{markdown}")
+
+
+def test_a_ranker_against_a_classifier_is_not_judged_on_pooled_metrics(kinds_store) -> None:  # noqa: ANN001
+    root, uri, base, ranker = kinds_store
+    spec = spec_for(uri, root)
+    for run, baseline in ((ranker, base), (base, ranker)):
+        r = review(run, baseline=baseline, spec=spec, resamples=0)
+        assert r.comparable
+        for metric in ("test_auc", "test_avg_precision", "test_logloss"):
+            assert _row(r.markdown, metric)[-1] == (
+                "n/a: ranker scores compare only within a user-day"
+            )
+            assert metric not in r.regressions
+            with pytest.raises(ReplaymlError, match=f"{metric} regressed: ranker scores .*"
+                               "--fail-on test_ndcg_at_10"):  # fmt: skip
+                r.regressed(metric)
+        assert "test_auc, test_avg_precision, pooled across user-days, is not judged" in (
+            r.markdown
+        )
+        ndcg = r.metric("test_ndcg_at_10")
+        assert r.regressed("test_ndcg_at_10") == (ndcg.run < ndcg.baseline)  # type: ignore[operator]
+        assert _row(r.markdown, "test_ndcg_at_10")[-1] != "n/a"
+
+    def cli(*args: str):  # noqa: ANN202
+        return CliRunner().invoke(
+            app, ["review", *args, "--tracking-uri", uri, "--bootstrap", "0"],
+            catch_exceptions=False,
+        )  # fmt: skip
+
+    refused = cli(ranker, "--baseline", base, "--fail-on", "test_auc")
+    assert refused.exit_code == 2, refused.output
+    assert "cannot judge whether test_auc regressed" in refused.stderr
+    assert "--fail-on test_ndcg_at_10" in refused.stderr
+    judged = cli(ranker, "--baseline", base, "--fail-on", "test_ndcg_at_10")
+    assert judged.exit_code in (0, 1), judged.output
+    # against the registered model a ranker may replace: the same rule
+    from replayml.registry import register
+
+    register(base, "reco-fair", spec=spec, alias="prod")
+    registered = cli(ranker, "--name", "reco-fair", "--fail-on", "test_avg_precision")
+    assert registered.exit_code == 2, registered.output
+    assert "cannot judge whether test_avg_precision regressed" in registered.stderr
+
+
+def test_two_classifiers_are_still_judged_on_pooled_metrics(kinds_store) -> None:  # noqa: ANN001
+    root, uri, base, _ = kinds_store
+    r = review(base, baseline=base, spec=spec_for(uri, root), resamples=0)
+    assert r.unjudged == {} and r.regressed("test_auc") is False

@@ -42,6 +42,16 @@ MAX_CELL = 300
 UI_PARAM = "tracking.ui_url"  # the UI address a run was made with (its links use it)
 RESAMPLES = 1000  # bootstrap resamples behind the intervals of the deltas
 MIN_RESAMPLES = 200  # fewer make the ends of a 95% interval mostly chance
+#: metrics computed over every row at once, across user-days
+POOLED = ("auc", "avg_precision", "logloss")
+RANKER = "lgbm_ranker"
+WITHIN_USER_DAY = "ranker scores compare only within a user-day"
+
+
+def pooled(metric: str) -> bool:
+    """Whether a metric (`test_auc`, `valid_best_avg_precision`, ...) pools every row across
+    user-days, so it cannot compare a ranker's scores with another kind's."""
+    return any(metric == p or metric.endswith(f"_{p}") for p in POOLED)
 
 
 def direction(metric: str) -> str | None:
@@ -120,6 +130,8 @@ class Review:
     noise: str = ""
     #: run id -> (what stops others from replaying it, what could not be checked)
     sharing: dict[str, tuple[list[str], list[str]]] = field(default_factory=dict)
+    #: metric -> why it is shown but never judged (pooled metrics of a ranker vs another kind)
+    unjudged: dict[str, str] = field(default_factory=dict)
     markdown: str = ""
 
     @property
@@ -156,6 +168,14 @@ class Review:
                 f"cannot judge whether {metric} regressed: {different}, so the metrics do not "
                 f"measure the same thing; review against a baseline scored on the same test set"
             )
+        if metric in self.unjudged:
+            ndcg = next((r.name for r in self.metrics if r.name.startswith("test_ndcg_at_")), "")
+            raise ReplaymlError(
+                f"cannot judge whether {metric} regressed: {self.unjudged[metric]} (one run is "
+                f"a ranker, the other another model kind), and {metric} pools every test row; "
+                f"judge a per-user-day metric instead, e.g. --fail-on "
+                f"{ndcg or 'test_ndcg_at_10'}"
+            )
         if row.run is None or row.baseline is None:
             raise ReplaymlError(
                 f"cannot judge whether {metric} regressed: it is recorded for only one of "
@@ -186,7 +206,11 @@ class Review:
         without a baseline)."""
         if not self.comparable or test_set_difference(self.run, self.baseline):  # type: ignore[arg-type]
             return []
-        return [r.name for r in self.metrics if r.status(self.tolerance) == "regressed"]
+        return [
+            r.name
+            for r in self.metrics
+            if r.status(self.tolerance) == "regressed" and r.name not in self.unjudged
+        ]
 
 
 # --------------------------------------------------------------------------- reading
@@ -247,6 +271,11 @@ def _no_effect(key: str, run: RecordedRun, base: RecordedRun) -> bool:
     baselines (they train nothing)."""
     if key == "model.num_threads":
         return True
+    if key == "model.click_grade" and RANKER not in (
+        run.tag("model.kind"),
+        base.tag("model.kind"),
+    ):
+        return True  # only the ranker trains on grades
     baselines = run.tag("model.kind") == base.tag("model.kind") == "popularity"
     return baselines and key.startswith("model.") and key not in ("model.kind", "model.eval_at")
 
@@ -254,17 +283,33 @@ def _no_effect(key: str, run: RecordedRun, base: RecordedRun) -> bool:
 def _kinds_note(run: RecordedRun, base: RecordedRun) -> str:
     """What a review of two model kinds compares: the metrics both record from their scores
     (ranking metrics and AUC do not depend on the score's scale; log loss is the classifier's
-    only)."""
+    only), and with a ranker only the per-user-day ones (see `_pooled_unjudged`)."""
     kinds = base.tag("model.kind") or "?", run.tag("model.kind") or "?"
     if kinds[0] == kinds[1]:
         return ""
     tests = [{m for m in r.metrics if m.startswith("test_")} for r in (base, run)]
     only = sorted(tests[0] ^ tests[1])
     unjudged = f"; {', '.join(only)}, recorded by only one, is not judged" if only else ""
+    pooled_both = sorted(m for m in _pooled_unjudged(run, base) if m not in only)
+    if pooled_both:
+        unjudged += (
+            f"; {', '.join(pooled_both)}, pooled across user-days, is not judged ("
+            f"{WITHIN_USER_DAY}): judge NDCG or recall"
+        )
     return (
         f"Different model kinds ({kinds[0]} in the baseline, {kinds[1]} in the run): compared on "
         f"the test metrics both record from their scores on the same test rows{unjudged}"
     )
+
+
+def _pooled_unjudged(run: RecordedRun, base: RecordedRun) -> list[str]:
+    """The pooled test metrics of a ranker reviewed against another kind: its scores rank
+    the rows of one user-day, and mean nothing across user-days."""
+    kinds = {run.tag("model.kind"), base.tag("model.kind")}
+    if RANKER not in kinds or len(kinds) == 1:
+        return []
+    names = {m for r in (run, base) for m in r.metrics if m.startswith("test_")}
+    return sorted(m for m in names if pooled(m))
 
 
 class NoBaselineError(ReplaymlError):
@@ -436,6 +481,7 @@ def review(
         kinds = _kinds_note(run, base)
         if kinds:
             result.notes.append(kinds)
+        result.unjudged = {m: WITHIN_USER_DAY for m in _pooled_unjudged(run, base)}
         ours, theirs = _config(reader, run), _config(reader, base)
         for key in sorted(set(ours) | set(theirs)):
             old, new = theirs.get(key, "(absent)"), ours.get(key, "(absent)")
@@ -453,7 +499,8 @@ def review(
         for m in _ordered_metrics(names)
     ]
     if base is not None and result.comparable and not test_set_difference(run, base):
-        result.intervals, result.noise = _intervals(reader, run, base, result.metrics, resamples)
+        judged = [r for r in result.metrics if r.name not in result.unjudged]
+        result.intervals, result.noise = _intervals(reader, run, base, judged, resamples)
     result.markdown = render(result)
     return result
 
@@ -727,6 +774,8 @@ def render(r: Review) -> str:
             status = m.status(r.tolerance) if r.comparable else "n/a (not comparable)"
             if r.comparable and other_rows:  # the deltas are shown; no verdict is judged
                 status = "n/a (other test rows)"
+            elif r.comparable and m.name in r.unjudged:
+                status = f"n/a: {r.unjudged[m.name]}"
             if status in ("regressed", "improved") and r.within_noise(m.name):
                 status += " (within noise)"
             elif status == "regressed":
