@@ -112,3 +112,25 @@ def test_two_classifiers_are_still_judged_on_pooled_metrics(kinds_store) -> None
     root, uri, base, _ = kinds_store
     r = review(base, baseline=base, spec=spec_for(uri, root), resamples=0)
     assert r.unjudged == {} and r.regressed("test_auc") is False
+
+
+@pytest.mark.parametrize(
+    ("grid", "objective", "fix"),
+    [
+        (["model=lgbm,lgbm_ranker"], "test_auc", "tracking.objective=valid_best_ndcg_at_10"),
+        (["model=lgbm_ranker,lgbm", "tracking.objective=valid_best_auc"], "valid_best_auc",
+         "tracking.objective=valid_best_ndcg_at_10 (keeps the test window unseen)"),
+        (["model=lgbm,lgbm_ranker", "tracking.objective=test_avg_precision"],
+         "test_avg_precision", "tracking.objective=valid_best_ndcg_at_10"),
+        (["model=popularity,lgbm_ranker"], "test_auc", "tracking.objective=test_ndcg_at_10"),
+    ],
+)  # fmt: skip
+def test_a_sweep_mixing_the_ranker_with_another_kind_on_a_pooled_objective_is_refused(
+    project: Path, grid: list[str], objective: str, fix: str
+) -> None:
+    proc = run_train_py(project, "-m", "dates=last_7d", "model.num_boost_round=5", *grid)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    said = f"tracking.objective={objective} pools every row across user-days"
+    assert said in proc.stderr, proc.stderr[-3000:]
+    assert fix in proc.stderr and "Traceback" not in proc.stderr
+    assert all_runs(project) == []  # no parent, no child

@@ -149,17 +149,21 @@ def check_jobs(jobs: list[list[str]], config_name: str | None) -> None:
     """Compose each distinct model/objective of the sweep's jobs and check it, so a value no
     job could train with or rank by stops the sweep before its parent run or any job exists.
     The first job is composed with all its overrides: every job sets the same keys, so a
-    mistyped key anywhere (`model.num_leavs=7,15`) stops the sweep too."""
+    mistyped key anywhere (`model.num_leavs=7,15`) stops the sweep too. A sweep mixing the
+    ranker with another kind must rank its jobs by a per-user-day metric."""
     from hydra import compose
     from hydra.core.global_hydra import GlobalHydra
 
     from replayml.config.resolve import to_run_config
     from replayml.errors import ConfigError, ReplaymlError
     from replayml.pipeline import check_model
+    from replayml.review import RANKER, pooled
 
     if not GlobalHydra.instance().is_initialized() or not config_name:
         return
     checked: set[tuple[str, ...]] = set()
+    kinds: dict[str, int] = {}  # model kind -> its eval_at
+    objectives: set[str] = set()
     for i, job in enumerate(jobs):
         key = tuple(
             o
@@ -182,6 +186,27 @@ def check_jobs(jobs: list[list[str]], config_name: str | None) -> None:
             raise ConfigError(f"sweep job `{' '.join(job)}`: {exc}") from None
         check_objective(
             cfg.tracking.objective, cfg.model.eval_at, cfg.model.kind.value, " ".join(key)
+        )
+        kinds.setdefault(cfg.model.kind.value, cfg.model.eval_at)
+        objectives.add(cfg.tracking.objective)
+    # the ranker's scores compare only within a user-day: a metric pooled across user-days
+    # favours one kind by construction
+    pooled_objectives = sorted(o for o in objectives if pooled(o))
+    if RANKER in kinds and len(kinds) > 1 and pooled_objectives:
+        others = ", ".join(f"model={k}" for k in sorted(kinds) if k != RANKER)
+        k = kinds[RANKER]
+        # the popularity baseline trains nothing, so it records no validation metric
+        fix = (
+            f"tracking.objective=test_ndcg_at_{k}"
+            if "popularity" in kinds
+            else f"tracking.objective=valid_best_ndcg_at_{k} (keeps the test window unseen) "
+            f"or tracking.objective=test_ndcg_at_{k}"
+        )
+        raise ConfigError(
+            f"tracking.objective={pooled_objectives[0]} pools every row across user-days, but "
+            f"the sweep's jobs mix model={RANKER} with {others}: ranker scores compare only "
+            f"within a user-day, so that objective cannot rank the jobs fairly. Rank them by a "
+            f"per-user-day metric: {fix}"
         )
 
 
