@@ -150,3 +150,28 @@ def test_a_seed_from_the_environment_is_not_shown_in_the_seed_tag(project: Path)
     assert run.data.params["model.seed"] == "***REDACTED***"
     assert run.data.tags["replayml.seed.model"] == "***REDACTED***"
     assert run.data.tags["replayml.seed.sampling"] != "***REDACTED***"  # not from the env
+
+
+def test_a_server_address_from_the_environment_is_shown_its_password_is_not(
+    project: Path,
+) -> None:
+    import socket
+
+    with socket.socket() as s:  # a port nothing listens on: the run fails fast, naming it
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    plain = run_train_py(
+        project, "tracking=server", env={"MLFLOW_TRACKING_URI": f"http://127.0.0.1:{port}"}
+    )
+    assert plain.returncode != 0
+    assert f"http://127.0.0.1:{port}" in plain.stderr, plain.stderr[-2000:]
+    assert "REDACTED" not in plain.stderr
+    secret = run_train_py(
+        project,
+        "tracking=server",
+        env={"MLFLOW_TRACKING_URI": f"http://ana:hunter2pw@127.0.0.1:{port}"},
+    )
+    assert secret.returncode != 0
+    assert "hunter2pw" not in secret.stdout + secret.stderr
+    assert f"127.0.0.1:{port}" in secret.stderr, secret.stderr[-2000:]
+    assert all_runs(project) == []

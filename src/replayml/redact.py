@@ -95,7 +95,14 @@ def env_interpolated_keys(node: Any, prefix: str = "") -> set[str]:
 def secret_values(overrides: list[str], env_values: list[str]) -> set[str]:
     """Literal secret strings to scrub from any output: secret-like override values, values
     that came from the environment through `${oc.env:...}`, and URL passwords."""
-    found = {v for v in env_values if v and len(v) >= 4}
+    found: set[str] = set()
+    for v in env_values:
+        if re.fullmatch(r"(?:https?|databricks|postgresql|mysql)[a-z0-9+.-]*://\S+", v or ""):
+            # an address from the environment (a team server's MLFLOW_TRACKING_URI) is not a
+            # secret: printing it keeps run links usable; a password inside it is one
+            found |= {m.group("info").partition(":")[2] for m in _URL_USERINFO.finditer(v)} - {""}
+        elif v and len(v) >= 4:
+            found.add(v)
     for o in overrides:
         key, sep, value = o.partition("=")
         if sep and is_secret_key(key) and value:
