@@ -466,10 +466,17 @@ def promote_version(
         help="Move it even to a version registered outside replayml whose run is not "
         "replayable, whose run is gone, or of another model kind than the alias's holder.",
     ),
+    ab_label: str = typer.Option(
+        None, "--ab-label", help="Set the version's A/B label (e.g. control), with --ab-group."
+    ),
+    ab_group: str = typer.Option(
+        None, "--ab-group", help="Set the version's A/B group (experiment), with --ab-label."
+    ),
     tracking_uri: str = typer.Option(None, "--tracking-uri", help=_TRACKING_HELP),
     project: Path = typer.Option(Path("."), "--project", help="Project root."),
 ) -> None:
-    """Move an alias to a version (compare-and-set, audited on both versions)."""
+    """Move an alias to a version (compare-and-set, audited on both versions); with
+    --ab-label/--ab-group, also set the version's A/B label and group (audited too)."""
     from replayml.registry import promote
 
     try:
@@ -480,10 +487,14 @@ def promote_version(
             spec=_store(tracking_uri, project),
             expect=expect_version,
             force=force,
+            ab_label=ab_label,
+            ab_group=ab_group,
         )
     except ReplaymlError as exc:
         _fail(exc)
     _moved(move)
+    if move.ab_change:
+        typer.echo(move.ab_change)
 
 
 @app.command("rollback")

@@ -1,10 +1,11 @@
 """The model registry with lineage and A/B labels: register, list, promote, roll back.
 
 A version is created from a run's logged model (`replayml.model_uri`) and carries the run's
-lineage as `replayml.*` tags (run id and link, data and config hashes, commit, dirty flag,
-replay verdict, key metrics, A/B label and group, who and when). Runs that cannot be trusted
-are refused unless forced: a run that did not finish, a run tagged not replayable, a dirty run
-without its recorded diff.
+lineage as `replayml.*` tags (run id and link, data and config hashes, overrides, commit, dirty
+flag, replay verdict, key metrics, the model's input columns, the sweep it came from and
+whether it was the sweep's best child, A/B label and group, who and when). Runs that cannot
+be trusted are refused unless forced: a run that did not finish, a run tagged not replayable,
+a dirty run without its recorded diff.
 
 Aliases (`prod`, `ab`, ...) move by compare-and-set. MLflow has no atomic alias update, so a
 move is an honest best effort in five steps: read the holder (and check `--expect-version`),
@@ -16,6 +17,8 @@ set the alias sees the holder changed and stops. Every move leaves `replayml.ali
 previous` and an audit tag (who, when, from -> to) on the new holder, and an audit tag on the
 old one; `rollback` moves the alias back to the holder's recorded previous version and leaves
 that version's own `previous` as it was, so a second rollback goes one step further back.
+A move to a version whose model reads other input columns than the holder's is warned about,
+never refused: consumers of the alias must build the added columns.
 """
 
 from __future__ import annotations
@@ -65,6 +68,9 @@ __all__ = [
     "resolve_run_ref",
     "rollback",
     "same_run_versions",
+    "set_ab",
+    "sweep_tags",
+    "version_inputs",
 ]
 
 P = "replayml."
@@ -73,6 +79,8 @@ KEY_METRIC_PREFIXES = ("test_ndcg_at_", "test_recall_at_")
 SHORT_NAMES = {"test_auc": "auc", "test_avg_precision": "ap", "test_logloss": "logloss"}
 NO_VERSION = "none"
 RUN_ID = re.compile(r"[0-9a-f]{32}")  # what MLflow gives a run (a uuid4's hex)
+INPUTS_TAG = P + "inputs"  # the logged model's input columns (JSON list), read at register
+MAX_INPUTS_TAG = 5000  # a longer list is not tagged: it is read from the signature instead
 
 
 class RegistrationRefused(ReplaymlError):
@@ -150,6 +158,43 @@ def refusal_reasons(run: RecordedRun, diff: str | None) -> list[str]:
     return reasons
 
 
+def sweep_tags(
+    run_id: str, run_tags: dict[str, str], parent_tags: dict[str, str] | None
+) -> dict[str, str]:
+    """The `replayml.sweep*` tags a version carries when its run was a sweep's child: the
+    sweep id, its parent run, the objective the sweep ranked by and whether this run was the
+    best child (`true`, `false`, or `unknown` when the parent records no best).
+
+    `parent_tags` are the parent run's tags (None: not readable)."""
+    sweep_id = run_tags.get(P + "sweep_id", "")
+    if not sweep_id or run_tags.get(P + "sweep.role") == "parent":
+        return {}
+    tags = {P + "sweep_id": sweep_id}
+    parent_id = run_tags.get("mlflow.parentRunId", "")
+    if parent_id:
+        tags[P + "sweep.parent_run_id"] = parent_id
+    parent = parent_tags or {}
+    if parent.get(P + "sweep.objective"):
+        tags[P + "sweep.objective"] = parent[P + "sweep.objective"]
+    if parent.get(P + "sweep.objective_direction"):
+        tags[P + "sweep.objective_direction"] = parent[P + "sweep.objective_direction"]
+    best = parent.get(P + "sweep.best_run_id", "")
+    tags[P + "sweep.best"] = ("true" if best == run_id else "false") if best else "unknown"
+    return tags
+
+
+def _parent_tags(client: object, run_tags: dict[str, str]) -> dict[str, str] | None:
+    """The tags of a sweep child's parent run (None: not a child, or not readable)."""
+    parent_id = run_tags.get("mlflow.parentRunId", "")
+    if not parent_id or not run_tags.get(P + "sweep_id"):
+        return None
+    try:
+        return dict(client.get_run(parent_id).data.tags)  # type: ignore[attr-defined]
+    except Exception:  # a deleted parent: the child's own tags still name the sweep
+        log.debug("parent run %s is not readable", parent_id)
+        return None
+
+
 def lineage_tags(
     run: RecordedRun, ab_label: str | None, ab_group: str | None, user: str, when: str
 ) -> dict[str, str]:
@@ -161,6 +206,7 @@ def lineage_tags(
         P + "dataset": run.tag("dataset"),
         P + "data.dvc_hash": run.tag("data.dvc_hash"),
         P + "config_hash": run.tag("config_hash"),
+        P + "overrides": run.tag("overrides"),  # redacted as the run recorded them
         P + "model.kind": run.tag("model.kind"),
         P + "model_uri": run.tag("model_uri"),
         P + "code.commit": run.tag("code.commit"),
@@ -253,6 +299,10 @@ def register(
             reasons += change
     user, when = _user(), _now()
     tags = lineage_tags(run, ab_label, ab_group, user, when)
+    tags.update(sweep_tags(run.run_id, run.tags, _parent_tags(reader.client, run.tags)))
+    inputs = store.input_columns(model_uri)
+    if inputs is not None and len(json.dumps(inputs)) <= MAX_INPUTS_TAG:
+        tags[INPUTS_TAG] = json.dumps(inputs)
     if reasons:
         tags[P + "forced"] = "true"
         tags[P + "forced_reason"] = "; ".join(reasons)
@@ -306,6 +356,7 @@ class AliasMove:
     at: str
     token: str
     warnings: tuple[str, ...] = ()
+    ab_change: str = ""  # what `promote --ab-label/--ab-group` set on the version, if anything
 
     @property
     def changed(self) -> bool:
@@ -447,6 +498,53 @@ def _kind_change(kind: str, holder_kind: str, name: str, alias: str, holder: str
     ]
 
 
+def version_inputs(store: RegistryStore, v: VersionRecord) -> list[str] | None:
+    """The input columns of a version's model: its `replayml.inputs` tag (written at
+    register), else its logged model's signature; None when neither can be read."""
+    raw = v.tags.get(INPUTS_TAG, "")
+    if raw:
+        try:
+            found = json.loads(raw)
+        except json.JSONDecodeError:
+            found = None
+        if isinstance(found, list):
+            return [str(c) for c in found]
+    source = v.source or v.tag("model_uri")
+    return store.input_columns(source) if source else None
+
+
+def _input_change(
+    store: RegistryStore, name: str, alias: str, target: VersionRecord, holder: str | None
+) -> list[str]:
+    """A move to a version that reads other input columns than the alias's holder: whoever
+    loads NAME@ALIAS must build the new columns (a warning, never a refusal)."""
+    if holder is None or holder == target.version:
+        return []
+    new = version_inputs(store, target)
+    old = version_inputs(store, store.version(name, holder))
+    if new is None or old is None:
+        log.info("input columns of %s v%s or v%s not readable", name, target.version, holder)
+        return []
+    added = [c for c in new if c not in set(old)]
+    removed = [c for c in old if c not in set(new)]
+    if not added and not removed:
+        return []
+    said = [f"added {len(added)}: {', '.join(added)}"] if added else []
+    said += [f"removed {len(removed)}: {', '.join(removed)}"] if removed else []
+    what = [
+        f"consumers of models:/{name}@{alias} must build the added columns (without them, "
+        f"predicting fails with 'Model is missing inputs')"
+    ] if added else []  # fmt: skip
+    what += ["the removed ones are no longer read"] if removed else []
+    advice = "; ".join(what)
+    return [
+        f"the input columns change: version {target.version} reads {len(new)} columns, "
+        f"version {holder} (the holder of {name}@{alias} until now) read {len(old)}; "
+        + "; ".join(said)
+        + f". {advice[0].upper()}{advice[1:]}"
+    ]
+
+
 def _run_tags(store: RegistryStore, run_id: str) -> dict[str, str] | None:
     """The source run's tags, or None when it is gone (deleted or not found)."""
     try:
@@ -524,6 +622,7 @@ def move_alias(
                 + ". Nothing was changed; pass --force to move it anyway"
             )
         warnings += problems  # a rollback restores what served before: never blocked
+    warnings += _input_change(store, name, alias, target, holder)
     user, when = _user(), _now()
     token = uuid.uuid4().hex
     if holder == version:
@@ -607,16 +706,48 @@ def promote(
     spec: StoreSpec,
     expect: str | None = None,
     force: bool = False,
+    ab_label: str | None = None,
+    ab_group: str | None = None,
 ) -> AliasMove:
     """Move `alias` to `version` (compare-and-set against `expect` when given).
 
     Refuses (`PromotionRefused`, unless `force`) a version registered outside replayml whose
     run is not replayable, a version whose run is gone, and a model of another kind than the
-    alias's holder (its callers would get numbers on another scale).
+    alias's holder (its callers would get numbers on another scale). With `ab_label` and
+    `ab_group` (both or neither), the version's A/B label and group are set once the alias has
+    moved, with an audit tag on the version.
     """
-    return move_alias(
-        RegistryStore(spec), name, alias, version, expect=expect, action="promote", force=force
+    check_alias(alias)
+    check_ab(ab_label, ab_group)  # before anything is changed
+    store = RegistryStore(spec)
+    move = move_alias(store, name, alias, version, expect=expect, action="promote", force=force)
+    if ab_label and ab_group:
+        move = replace(move, ab_change=set_ab(store, move, ab_label, ab_group))
+    return move
+
+
+def set_ab(store: RegistryStore, move: AliasMove, ab_label: str, ab_group: str) -> str:
+    """Set the A/B label and group of the version `move` moved its alias to, with an audit tag
+    (`replayml.ab.audit.*`); returns the line that says what changed."""
+    v = store.version(move.name, move.to_version)
+    old = f"{v.tag('ab_label') or '-'} ({v.tag('ab_group') or '-'})"
+    new = f"{ab_label} ({ab_group})"
+    if old == new:
+        return f"{move.name} version {move.to_version} already is A/B {new}"
+    line = (
+        f"{move.action} {move.name}@{move.alias} set A/B of version {move.to_version}: "
+        f"{old} -> {new} by {move.by} at {move.at}"
     )
+    store.set_version_tags(
+        move.name,
+        move.to_version,
+        {
+            P + "ab_label": ab_label,
+            P + "ab_group": ab_group,
+            f"{P}ab.audit.{int(time.time() * 1000)}.{move.token[:8]}": line,
+        },
+    )
+    return f"{move.name} version {move.to_version}: A/B {old} -> {new}"
 
 
 def rollback(name: str, alias: str, *, spec: StoreSpec, expect: str | None = None) -> AliasMove:
@@ -662,9 +793,28 @@ class ModelRow:
     replay_verdict: str = ""
     forced: bool = False
     version_url: str = ""
+    overrides: tuple[str, ...] | None = None  # None: not recorded
+    sweep: dict[str, str] = field(default_factory=dict)  # `replayml.sweep*` tags, unprefixed
 
     def metrics_text(self) -> str:
         return " ".join(f"{short_metric(k)}={v:.4f}" for k, v in self.metrics.items())
+
+    def origin_lines(self) -> list[str]:
+        """Where the model came from: its sweep (and whether it was the best child, by which
+        objective) and the overrides it was trained with."""
+        lines = []
+        if self.sweep.get("sweep_id"):
+            objective = self.sweep.get("sweep.objective", "")
+            direction = self.sweep.get("sweep.objective_direction", "")
+            by = f" by {objective}" + (f" ({direction})" if direction else "") if objective else ""
+            best = self.sweep.get("sweep.best", "unknown")
+            said = {"true": f"best child{by}", "false": f"not its best child{by}"}.get(
+                best, "no best child recorded"
+            )
+            lines.append(f"sweep {self.sweep['sweep_id']}: {said}")
+        if self.overrides is not None:
+            lines.append("overrides: " + (" ".join(self.overrides) or "none"))
+        return lines
 
 
 def _row(v: VersionRecord) -> ModelRow:
@@ -689,7 +839,24 @@ def _row(v: VersionRecord) -> ModelRow:
         metrics=metrics,
         replay_verdict=v.tag("replay.verdict"),
         forced=v.tag("forced") == "true",
+        overrides=_overrides(v.tags.get(P + "overrides")),
+        sweep={
+            k.removeprefix(P): value
+            for k, value in v.tags.items()
+            if k == P + "sweep_id" or k.startswith(P + "sweep.")
+        },
     )
+
+
+def _overrides(raw: str | None) -> tuple[str, ...] | None:
+    """The overrides a run recorded (a JSON list), or None when not recorded."""
+    if raw is None:
+        return None
+    try:
+        found = json.loads(raw)
+    except json.JSONDecodeError:
+        return (raw,)
+    return tuple(str(o) for o in found) if isinstance(found, list) else (raw,)
 
 
 def model_rows(name: str, *, spec: StoreSpec) -> list[ModelRow]:
@@ -703,6 +870,7 @@ def model_rows(name: str, *, spec: StoreSpec) -> list[ModelRow]:
     store = RegistryStore(spec)
     rows = [_row(v) for v in store.versions(name)]
     client = store.client
+    parents: dict[str, dict[str, str] | None] = {}
     for i, row in enumerate(rows):
         rows[i] = row = replace(row, version_url=model_version_url(spec, name, row.version))
         try:
@@ -713,12 +881,22 @@ def model_rows(name: str, *, spec: StoreSpec) -> list[ModelRow]:
         if run is None:
             continue
         ui = run.data.params.get("tracking.ui_url")
+        tags = dict(run.data.tags)
         rows[i] = replace(
             row,
             run_url=run_url(spec, run.info.experiment_id, row.run_id, ui),
             version_url=model_version_url(spec, name, row.version, ui),
-            replay_verdict=run.data.tags.get(P + "replay.verdict") or row.replay_verdict,
+            replay_verdict=tags.get(P + "replay.verdict") or row.replay_verdict,
         )
+        # a version registered before its origin was copied: read it from the run
+        if row.overrides is None and P + "overrides" in tags:
+            rows[i] = replace(rows[i], overrides=_overrides(tags[P + "overrides"]))
+        if not row.sweep and tags.get(P + "sweep_id"):
+            parent = tags.get("mlflow.parentRunId", "")
+            if parent not in parents:
+                parents[parent] = _parent_tags(client, tags)
+            found = sweep_tags(row.run_id, tags, parents[parent])
+            rows[i] = replace(rows[i], sweep={k.removeprefix(P): v for k, v in found.items()})
     return rows
 
 
@@ -731,6 +909,7 @@ HEADERS = (
     "source run",
     "key metrics",
     "replay",
+    "origin",
     "version page",
 )
 
@@ -746,6 +925,7 @@ def _cells(r: ModelRow) -> list[str]:
         r.run_url or r.run_id,
         r.metrics_text(),
         r.replay_verdict,
+        "; ".join(r.origin_lines()),
         r.version_url,
     ]
 
@@ -770,7 +950,8 @@ def models_rich(name: str, rows: list[ModelRow]) -> object:
     from rich.text import Text
 
     table = Table(title=name, show_lines=True)
-    widths = {"aliases": 6, "A/B label": 9, "A/B group": 9, "key metrics": 15, "replay": 9}
+    widths = {"aliases": 6, "A/B label": 9, "A/B group": 9, "key metrics": 15, "replay": 9,
+              "origin": 24}  # fmt: skip
     for h in HEADERS[:-1]:  # the version links to its page
         table.add_column(
             h, no_wrap=h in ("version", "source run"), min_width=widths.get(h), overflow="fold"
@@ -782,6 +963,7 @@ def models_rich(name: str, rows: list[ModelRow]) -> object:
         url = r.run_url
         cells[5] = Text(r.run_id[:8], style=f"link {url}" if url else "")
         cells[6] = "\n".join(f"{short_metric(k)} {v:.4f}" for k, v in r.metrics.items())
+        cells[8] = "\n".join(r.origin_lines())
         table.add_row(*cells)
     return table
 

@@ -263,6 +263,40 @@ class RegistryStore:
             ),
         )
 
+    def input_columns(self, model_uri: str) -> list[str] | None:
+        """The input columns of a logged model's signature (`models:/m-<id>` or an artifact
+        URI), in its order; None when the model or its signature cannot be read."""
+        import tempfile
+
+        from mlflow.artifacts import download_artifacts
+        from mlflow.models import Model
+
+        try:
+            if model_uri.startswith("models:/m-"):
+                logged = self.client.get_logged_model(model_uri.removeprefix("models:/"))
+                location = str(logged.artifact_location)
+            elif model_uri.startswith("runs:/"):
+                run_id, _, path = model_uri.removeprefix("runs:/").partition("/")
+                location = f"{self.client.get_run(run_id).info.artifact_uri}/{path}"
+            elif model_uri.startswith("models:/"):
+                return None  # another registry URI: not a model of its own
+            else:
+                location = model_uri
+            # resolving an artifact URI reads the process-wide tracking URI: scope it
+            with tempfile.TemporaryDirectory() as tmp, _process_tracking_uri(self.spec):
+                path = download_artifacts(
+                    artifact_uri=location.rstrip("/") + "/MLmodel",
+                    dst_path=tmp,
+                    tracking_uri=self.spec.uri,
+                )
+                schema = Model.load(path).get_input_schema()
+        except Exception:  # a deleted model, an unreachable artifact store, an old format
+            log.debug("the signature of %s is not readable", model_uri, exc_info=True)
+            return None
+        if schema is None or not schema.has_input_names():
+            return None
+        return [str(c) for c in schema.input_names()]
+
     def version(self, name: str, version: str) -> VersionRecord:
         """One version (its aliases included)."""
         mv = self._call(
