@@ -46,6 +46,7 @@ from replayml.lineage.code import (
 from replayml.lineage.data import DataVersion, check_present, verify_files
 from replayml.lineage.environment import Environment, command_line, current_environment
 from replayml.lineage.sharing import commit_on_remote
+from replayml.matrices import builder_code_hash
 from replayml.progress import Steps
 from replayml.redact import (
     FINGERPRINT_TAG,
@@ -757,6 +758,9 @@ def _lineage_tags(
             _PACKAGE_DIR.is_relative_to(ctx.project_root.resolve())
         ).lower(),
         "features_cache": resolved.features_dir or "",
+        # the code that built the matrices: a champion scored on them must have been built
+        # by the same (tracking.champion)
+        "features.code_hash": builder_code_hash(),
         "replayable": str(not reasons).lower(),
         "not_replayable_reasons": "; ".join(reasons),
     }
@@ -882,6 +886,7 @@ def _check_output_dir(out: Path) -> None:
 
 def run_experiment(cfg: RunConfig, ctx: RunContext) -> RunResult:
     """Train, evaluate and record one run with its full lineage; return what it produced."""
+    from replayml.champion import SCORES_ARTIFACT as CHAMPION_SCORES_ARTIFACT
     from replayml.model.evaluate import (
         evaluate,
         pr_curves,
@@ -903,6 +908,10 @@ def run_experiment(cfg: RunConfig, ctx: RunContext) -> RunResult:
     # be reached still fails the command before any run exists and before training starts
     # the checks that need no data read come first: a bad config fails at once
     data_range = check_config(cfg, root)
+    if cfg.tracking.champion:
+        from replayml.champion import check_form
+
+        check_form(cfg.tracking.champion)
     _check_output_dir(ctx.output_dir)
     # the code as the run starts: what the modules imported from here on are read from
     note_loaded_code()
@@ -930,6 +939,20 @@ def run_experiment(cfg: RunConfig, ctx: RunContext) -> RunResult:
             raise
         with steps.step("connecting to the tracking store"):
             store_ready.result()
+    champion = None
+    if resolved.tracking.champion:
+        from replayml import champion as champions
+
+        with steps.step("loading the champion"):
+            champion = champions.resolve(
+                resolved.tracking.champion,
+                spec,
+                redact_tree(config_to_container(resolved), set(ctx.env_keys)),
+                resolved.model.kind.value,
+                m.feature_names,
+                builder_code_hash(),
+            )
+        resolved = champions.pinned_config(resolved, champion)
     # a queued DVC experiment trains in a copy without the remote-tracking branches
     pushed = commit_on_remote(workspace_origin(root), code.commit)
     if pushed.shared is False:
@@ -968,6 +991,8 @@ def run_experiment(cfg: RunConfig, ctx: RunContext) -> RunResult:
     tags.update({k: str(v) for k, v in {**user_tags, **ctx.extra_tags}.items()})
     # as of this run's start: "true", "false", or "" when the repository has no git remote
     tags[TAG + "code.on_remote"] = {True: "true", False: "false", None: ""}[pushed.shared]
+    if champion is not None:
+        tags.update(champion.tags(TAG))
     params = flatten(container)
     out = ctx.output_dir
     out.mkdir(parents=True, exist_ok=True)
@@ -1017,6 +1042,17 @@ def run_experiment(cfg: RunConfig, ctx: RunContext) -> RunResult:
         baseline = evaluate(m.test.y, m.test_popularity, m.test.groups, k, True)
         all_metrics = {f"test_{n}": v for n, v in metrics.items()}
         all_metrics.update({f"baseline_{n}": v for n, v in baseline.items()})
+        champion_scores = None
+        if champion is not None:  # the champion's exact model on these very test rows
+            champion_scores = champion.score(m.test.X)
+            rival = evaluate(m.test.y, champion_scores, m.test.groups, k, probabilities)
+            all_metrics.update({f"champion_{n}": v for n, v in rival.items()})
+            log.info(
+                "champion %s on this test window: %s",
+                champion.pinned,
+                ", ".join(f"{n} {v:.5f} (this run {metrics.get(n, float('nan')):.5f})"
+                          for n, v in rival.items()),
+            )  # fmt: skip
         all_metrics["best_iteration"] = float(result.best_iteration)
         # the validation metrics early stopping chose by, at the chosen iteration: what a sweep
         # should select on (tracking.objective=valid_best_auc), keeping the test window unseen
@@ -1050,6 +1086,9 @@ def run_experiment(cfg: RunConfig, ctx: RunContext) -> RunResult:
         test_scores = pd.DataFrame(
             {"group": m.test.groups, "label": m.test.y.astype("int8"), "score": scores}
         )
+        champion_table = (
+            None if champion_scores is None else test_scores.assign(score=champion_scores)
+        )
         lineage = {
             "run_id": run.run_id,
             "tags": tags,
@@ -1072,6 +1111,10 @@ def run_experiment(cfg: RunConfig, ctx: RunContext) -> RunResult:
             _write_plot_data(folder / "plots", result.curves, pr.get(kind))
             sample.to_csv(folder / "scored_sample.csv", index=False)
             test_scores.to_parquet(folder / Path(TEST_SCORES_ARTIFACT).name, index=False)
+            if champion_table is not None:
+                champion_table.to_parquet(
+                    folder / Path(CHAMPION_SCORES_ARTIFACT).name, index=False
+                )
             _save_local(folder / "lineage.json", json.dumps(lineage, indent=2, sort_keys=True))
             _save_local(folder / "config.yaml", config_yaml)
             _save_local(folder / "metrics.json", json.dumps(all_metrics, indent=2, sort_keys=True))
@@ -1102,6 +1145,15 @@ def run_experiment(cfg: RunConfig, ctx: RunContext) -> RunResult:
                 TAG + "tree_hash": t_hash,
                 TAG + "prediction_hash": p_hash,
                 TAG + "test_scores_hash": s_hash,
+                **(
+                    {}
+                    if champion_scores is None
+                    else {
+                        TAG + "champion.test_scores_hash": test_scores_hash(
+                            m.test.groups, m.test.y, champion_scores
+                        )
+                    }
+                ),
                 TAG + "best_iteration": str(result.best_iteration),
             }
         )
@@ -1109,6 +1161,8 @@ def run_experiment(cfg: RunConfig, ctx: RunContext) -> RunResult:
             run.log_artifact(fig, "plots")
         run.log_artifact(sample_path, "replayml")
         run.log_artifact(out / Path(TEST_SCORES_ARTIFACT).name, "replayml")
+        if champion_table is not None:
+            run.log_artifact(out / Path(CHAMPION_SCORES_ARTIFACT).name, "replayml")
         run.log_artifact(out / "lineage.json", "replayml")
         if result.booster is not None and resolved.tracking.log_model:
             with steps.step("logging the model"):

@@ -19,7 +19,12 @@ from typing import TYPE_CHECKING
 import yaml
 
 from replayml.errors import ReplaymlError, RunNotFoundError
-from replayml.tracking.read import CONFIG_ARTIFACT, DIFF_ARTIFACT, TEST_SCORES_ARTIFACT
+from replayml.tracking.read import (
+    CONFIG_ARTIFACT,
+    DIFF_ARTIFACT,
+    TAG_PREFIX,
+    TEST_SCORES_ARTIFACT,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -451,6 +456,20 @@ def review(
     )
     if base is not None and base.run_id == run.run_id:
         notes = [*notes, "The baseline is the run itself: every delta is zero by construction"]
+    if (
+        base is not None
+        and test_set_difference(run, base)
+        and run.tag("champion.run_id") == base.run_id
+        and run.tag("champion.test_scores_hash")
+    ):
+        base = _as_champion(run, base)
+        notes = [
+            *notes,
+            f"The baseline's model ({run.tag('champion.uri')}) was scored on this run's own "
+            f"test rows when this run trained (tracking.champion): its test metrics here are "
+            f"on those rows, not on its own test window, so the two are compared on the same "
+            f"rows",
+        ]
     result = Review(
         run=run,
         baseline=base,
@@ -505,6 +524,33 @@ def review(
     return result
 
 
+#: on a baseline scored by the reviewed run (`_as_champion`): where its test scores are
+SCORES_SOURCE_TAG = "review.scores_source"
+
+
+def _as_champion(run: RecordedRun, base: RecordedRun) -> RecordedRun:
+    """The baseline as `run` scored it on its own test rows (`tracking.champion`): its test
+    metrics, test rows and test scores are those `run` recorded for it."""
+    import dataclasses
+
+    from replayml.champion import METRIC_PREFIX, SCORES_ARTIFACT
+
+    metrics = {k: v for k, v in base.metrics.items() if not k.startswith("test_")}
+    metrics.update(
+        {
+            "test_" + k.removeprefix(METRIC_PREFIX): v
+            for k, v in run.metrics.items()
+            if k.startswith(METRIC_PREFIX)
+        }
+    )
+    tags = dict(base.tags)
+    for key in ("rows.test", "test_rows_hash"):
+        tags[TAG_PREFIX + key] = run.tag(key)
+    tags[TAG_PREFIX + "test_scores_hash"] = run.tag("champion.test_scores_hash")
+    tags[TAG_PREFIX + SCORES_SOURCE_TAG] = f"{run.run_id} {SCORES_ARTIFACT}"
+    return dataclasses.replace(base, metrics=metrics, tags=tags)
+
+
 def _scores(reader: RunReader, run: RecordedRun) -> tuple[Scored | None, str]:
     """The run's recorded test scores, or None and why not (the review goes on without
     intervals: the scores are an optional part of the record)."""
@@ -512,10 +558,13 @@ def _scores(reader: RunReader, run: RecordedRun) -> tuple[Scored | None, str]:
     from replayml.model.evaluate import test_scores_hash
 
     short = _short(run.run_id)
+    source, artifact = run.run_id, TEST_SCORES_ARTIFACT
+    if run.tag(SCORES_SOURCE_TAG):
+        source, artifact = run.tag(SCORES_SOURCE_TAG).split(" ", 1)
     try:
-        table = reader.table(run.run_id, TEST_SCORES_ARTIFACT)
+        table = reader.table(source, artifact)
         if table is None:
-            return None, f"run {short} records no test scores ({TEST_SCORES_ARTIFACT})"
+            return None, f"run {short} records no test scores ({artifact})"
         scored = Scored(
             table["label"].to_numpy("int64"),
             table["group"].to_numpy("int64"),

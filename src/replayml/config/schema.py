@@ -182,6 +182,9 @@ class TrackingConfig:
     objective: str = "test_auc"
     #: max or min; null = the objective's usual direction (min for losses, max for AUC, NDCG...)
     objective_direction: str | None = None
+    #: a model scored on this run's test window too (models:/NAME@ALIAS, models:/NAME/VERSION or
+    #: a run id), recorded pinned to its version: the review then compares on the same rows
+    champion: str | None = None
 
 
 @dataclass
