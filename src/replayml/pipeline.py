@@ -39,8 +39,8 @@ from replayml.errors import ConfigError, ReplaymlError
 from replayml.lineage.code import (
     CodeVersion,
     code_version,
-    ignored_modules,
     python_files,
+    unrecorded_modules,
     untracked_bulk,
 )
 from replayml.lineage.data import DataVersion, check_present, verify_files
@@ -693,18 +693,47 @@ def replayability(
     if not code.available:
         reasons.append("the project is not a git repository: no code version")
     elif project_root is not None:
-        files = [
-            Path(f).resolve()
+        imported = [
+            f
             for f in (getattr(m, "__file__", None) for m in list(sys.modules.values()))
-            if f and f.endswith(".py")
+            if isinstance(f, str) and f.endswith(".py")
         ]
-        ignored = ignored_modules(project_root, files)
+        # replayml's own checkout, when it runs from one other than the project's: its code is
+        # compared with the project's by `foreign_package_files`, and what sits beside it
+        # (its tests, the caller's harness) is not the run's code
+        home = _PACKAGE_DIR.parent.parent if _PACKAGE_DIR.parent.name == "src" else _PACKAGE_DIR
+        unrecorded = unrecorded_modules(project_root, imported, exempt=(home,))
+        ignored = unrecorded.ignored
         if ignored:
             reasons.append(
                 f"{', '.join(ignored[:5])} {'was' if len(ignored) == 1 else 'were'} imported by "
                 f"this run but {'is' if len(ignored) == 1 else 'are'} ignored by git "
                 f"(.gitignore or .git/info/exclude): that code is in no commit and not in the "
                 f"run's diff, so track it (`git add -f`) or move it out of the ignored path"
+            )
+        if unrecorded.outside:
+            named = ", ".join(unrecorded.outside[:5])
+            reasons.append(
+                f"{named} {'was' if len(unrecorded.outside) == 1 else 'were'} imported by this "
+                f"run from outside the git checkout and the Python installation (PYTHONPATH, "
+                f"sys.path): that code is in no commit and not in the run's diff, so move it "
+                f"into the repository, or install it as a package pinned in uv.lock"
+            )
+        if unrecorded.linked:
+            named = ", ".join(f"{link} -> {target}" for link, target in unrecorded.linked[:5])
+            reasons.append(
+                f"this run imported code through symlinks in the checkout to files outside it "
+                f"({named}): git records only where a link points, not that code, so put the "
+                f"file itself in the repository in place of the link"
+            )
+        if unrecorded.nested:
+            named = ", ".join(f"{file} (in {repo}/)" for file, repo in unrecorded.nested[:5])
+            reasons.append(
+                f"this run imported code from a git repository nested in the checkout "
+                f"({named}, which has its own .git): git records only that folder or its "
+                f"commit id, not its files, so make its files part of the project's repository "
+                f"(remove its .git and `git add` them) or install it as a package pinned in "
+                f"uv.lock"
             )
     if not data.tracked:
         reasons.append("data.dvc_file is empty: the data is not versioned by DVC")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -118,10 +119,11 @@ def untracked_bulk(code: CodeVersion) -> str:
     )
 
 
-def ignored_modules(root: Path, files: list[Path]) -> list[str]:
-    """Those of `files` (imported Python modules) that sit in the git checkout at `root` but
-    are ignored by git: their code is in no commit and no diff."""
-    top = Path(_git(root, "rev-parse", "--show-toplevel").strip()).resolve()
+def ignored_modules(root: Path, files: list[Path], top: Path | None = None) -> list[str]:
+    """Those of `files` (imported Python modules) that sit in the git checkout at `root` (whose
+    top is `top` when known) but are ignored by git: their code is in no commit and no diff."""
+    if top is None:
+        top = Path(_git(root, "rev-parse", "--show-toplevel").strip()).resolve()
     inside = sorted(
         str(f.relative_to(top))
         for f in files
@@ -134,6 +136,95 @@ def ignored_modules(root: Path, files: list[Path]) -> list[str]:
         capture_output=True, text=True, check=False,
     )  # fmt: skip
     return [line for line in proc.stdout.splitlines() if line.strip()]
+
+
+def python_installation(top: Path) -> tuple[str, ...]:
+    """The folders of the running Python installation, each ending with a separator, as given
+    and resolved: its prefixes (the venv's and the base interpreter's, stdlib included) and
+    their library paths, but none that holds the checkout at `top` (a project in /usr/src
+    with Python in /usr). Code imported from there is the environment's, pinned by the lock."""
+    import sys
+    import sysconfig
+
+    roots = {sys.prefix, sys.exec_prefix, sys.base_prefix, sys.base_exec_prefix}
+    base = {"base": sys.base_prefix, "platbase": sys.base_exec_prefix}
+    for paths in (sysconfig.get_paths(), sysconfig.get_paths(vars=base)):
+        roots |= {paths[key] for key in ("stdlib", "platstdlib", "purelib", "platlib")}
+    found = {os.path.abspath(r) for r in roots if r} | {os.path.realpath(r) for r in roots if r}
+    found = {r.rstrip(os.sep) + os.sep for r in found}
+    return tuple(sorted(r for r in found if not (str(top) + os.sep).startswith(r)))
+
+
+def _installed(path: str, installation: tuple[str, ...]) -> bool:
+    return path.startswith(installation) or "site-packages" in path or "dist-packages" in path
+
+
+@dataclass(frozen=True)
+class UnrecordedModules:
+    """Imported modules whose code neither the commit nor the diff of the checkout holds."""
+
+    #: modules in the checkout that git ignores, relative to the git top
+    ignored: tuple[str, ...] = ()
+    #: absolute paths of modules from outside the checkout and the Python installation
+    outside: tuple[str, ...] = ()
+    #: (link in the checkout, relative to the git top; the file outside it the link leads to)
+    linked: tuple[tuple[str, str], ...] = ()
+    #: (module, its git repository inside the checkout), both relative to the git top
+    nested: tuple[tuple[str, str], ...] = ()
+
+
+def unrecorded_modules(
+    root: Path, files: list[str], exempt: tuple[Path, ...] = ()
+) -> UnrecordedModules:
+    """Those of `files` (the `__file__` of imported modules, as imported) whose code the run's
+    commit and diff do not hold: ignored by git, imported from outside the git checkout at
+    `root` and the Python installation (`PYTHONPATH`), through a symlink in the checkout to a
+    file outside it (git records only the link), or from a git repository nested in the
+    checkout (git records only its folder or commit id). `exempt`: folders whose code is
+    accounted for otherwise (replayml's own package run from another checkout). Cheap: string
+    tests set the installation's modules aside before any file system call."""
+    top = Path(_git(root, "rev-parse", "--show-toplevel").strip()).resolve()
+    installation = python_installation(top)
+    exempt = tuple(p.resolve() for p in exempt)
+    inside, outside, linked, nested = [], [], [], []
+    repo_of: dict[Path, Path] = {}  # folder -> the git top holding it, for folders in `top`
+
+    def repository(folder: Path) -> Path:
+        if folder not in repo_of:
+            repo_of[folder] = (
+                top if folder == top or not folder.is_relative_to(top)
+                else folder if (folder / ".git").exists()
+                else repository(folder.parent)
+            )  # fmt: skip
+        return repo_of[folder]
+
+    paths = {os.path.abspath(f) for f in files}
+    for file in sorted(p for p in paths if not _installed(p, installation)):
+        path = Path(file)
+        real = path.resolve()
+        if real.is_relative_to(top):
+            inside.append(real)
+            repo = repository(real.parent)
+            if repo != top:
+                nested.append((str(real.relative_to(top)), str(repo.relative_to(top))))
+            continue
+        if _installed(str(real), installation) or any(real.is_relative_to(e) for e in exempt):
+            continue  # a link to the installation's code, or code accounted for otherwise
+        # reached through a symlink in the checkout (the link itself, or a linked folder)?
+        link = next(
+            (
+                a for a in reversed([path, *path.parents])
+                if a.is_symlink() and a.parent.resolve().is_relative_to(top)
+            ),
+            None,
+        )  # fmt: skip
+        if link is not None:
+            linked.append((str((link.parent.resolve() / link.name).relative_to(top)), str(real)))
+        else:
+            outside.append(str(real))
+    in_top = [f for f in inside if repository(f.parent) == top]
+    ignored = ignored_modules(root, in_top, top=top)
+    return UnrecordedModules(tuple(ignored), tuple(outside), tuple(linked), tuple(nested))
 
 
 def pipeline_outputs(project: Path) -> list[str]:
