@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, all_runs, git, run_train_py
+from replayml.replay import compare
+from replayml.tracking.read import RecordedRun
 
 
 def _own_code(project: Path) -> Path:
@@ -88,3 +90,27 @@ def test_a_module_in_a_nested_git_repository_makes_the_run_not_replayable(
     assert "src/replayml/vend/helpers.py (in src/replayml/vend/)" in reasons
     assert "a git repository nested in the checkout" in reasons
 
+
+def _recorded(tags: dict[str, str]) -> RecordedRun:
+    return RecordedRun(
+        run_id="r", experiment_id="0", experiment_name="e", status="FINISHED", url="",
+        tags={f"replayml.{k}": v for k, v in tags.items()},
+    )  # fmt: skip
+
+
+def test_a_slice_hash_difference_of_a_run_on_cached_features_blames_the_cache() -> None:
+    same = {"data.dvc_hash": "d1", "slice_hash.valid": "v", "slice_hash.test": "t"}
+    replayed = _recorded({**same, "slice_hash.train": "rebuilt"})
+    cached = _recorded({**same, "slice_hash.train": "cached", "features_cache": "artifacts/f"})
+    (diff,) = [d for d in compare(cached, replayed, [], [], []) if d.group == "data"]
+    assert diff.key == "slice_hash.train"
+    assert diff.cause.startswith(
+        "slice hash of train differs while the DVC hash is the same: the run trained on "
+        "cached feature matrices (artifacts/f), which may have been built by other code than "
+        "the recorded commit"
+    )
+    assert "`dvc repro -f features` rebuilds them" in diff.cause
+    built = _recorded({**same, "slice_hash.train": "built", "features_cache": ""})
+    (diff,) = [d for d in compare(built, replayed, [], [], []) if d.group == "data"]
+    assert "cached" not in diff.cause
+    assert "the data read differs from the recorded version" in diff.cause

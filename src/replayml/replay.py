@@ -719,8 +719,17 @@ def compare(
             if t0(key) != t1(key):
                 data_diff = True
                 cause = (
-                    f"slice hash of {name} differs while the DVC hash is the same: the data "
-                    f"read differs from the recorded version, or {code_note}"
+                    f"slice hash of {name} differs while the DVC hash is the same: "
+                    + (
+                        "the run trained on cached feature matrices "
+                        f"({t0('features_cache')}), which may have been built by other code "
+                        "than the recorded commit (e.g. a module the feature builders import "
+                        "changed before `dvc repro` reran the features stage); "
+                        "`dvc repro -f features` rebuilds them. Otherwise "
+                        if t0("features_cache")
+                        else ""
+                    )
+                    + f"the data read differs from the recorded version, or {code_note}"
                     if same_dvc
                     else "follows from the different data version"
                 )
