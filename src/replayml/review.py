@@ -864,7 +864,7 @@ def render(r: Review) -> str:
             out += ["", f"Also differ (no effect on the model): {keys}"]
         out.append("")
 
-    out += ["## Data", ""]
+    out += ["## Data", "", "Date windows are UTC days, first to last day included.", ""]
     fields = [
         ("dataset", lambda x: x.tag("dataset")),
         ("DVC hash", lambda x: x.tag("data.dvc_hash")),
