@@ -184,3 +184,14 @@ def all_runs(root: Path) -> list:
     client = mlflow_client(root)
     exps = client.search_experiments()
     return client.search_runs([e.experiment_id for e in exps]) if exps else []
+
+
+@pytest.fixture
+def run_elsewhere(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # noqa: ANN201
+    """Run from an empty folder as a user named alice, with no tracking URI in the
+    environment; afterwards nothing may have created ./mlflow.db or ./mlruns there."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setenv("USER", "alice")
+    yield
+    assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "mlruns").exists()

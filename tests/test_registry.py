@@ -46,21 +46,7 @@ from server_fixtures import (  # noqa: F401  (fixtures are used by name)
     trained_store,
 )
 
-pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(autouse=True)
-def _elsewhere(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Run from an empty folder: nothing may create ./mlflow.db or ./mlruns there."""
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    monkeypatch.setenv("USER", "alice")
-
-
-@pytest.fixture(autouse=True)
-def _no_stray_store(tmp_path: Path):  # noqa: ANN202
-    yield
-    assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "mlruns").exists()
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("run_elsewhere")]
 
 
 def _cli(store: TrainedStore, *args: str):  # noqa: ANN202

@@ -19,7 +19,7 @@ from replayml.cli import app
 from replayml.registry import model_rows, register
 from server_fixtures import spec_for
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("run_elsewhere")]
 
 FAST = ["dates=last_7d", "model.num_boost_round=10"]
 
@@ -50,21 +50,6 @@ def runs(template_project: Path, tmp_path_factory: pytest.TempPathFactory) -> Ru
     best = parent.data.tags["replayml.sweep.best_run_id"]
     (other,) = [c.info.run_id for c in children if c.info.run_id != best]
     return Runs(uri, full, minimal, best, other, parent.data.tags["replayml.sweep_id"])
-
-
-@pytest.fixture(autouse=True)
-def _elsewhere(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Run from an empty folder, as a user named alice."""
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    monkeypatch.setenv("USER", "alice")
-
-
-@pytest.fixture(autouse=True)
-def _no_stray_store(tmp_path: Path):  # noqa: ANN202
-    """Reading a model's signature must not create ./mlflow.db or ./mlruns."""
-    yield
-    assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "mlruns").exists()
 
 
 def _cli(runs: Runs, *args: str):  # noqa: ANN202
