@@ -636,9 +636,9 @@ def materialise_data(project: Path, worktree: Path, run: RecordedRun, warnings: 
         commit = run.tag("code.commit")
         if _committed_version(worktree, commit, dvc_file) == expected:
             push = (
-                f"with the run's {dvc_file} checked out for the push (`git checkout "
-                f"{commit[:12]} -- {dvc_file} && dvc push {dvc_file} && git checkout HEAD -- "
-                f"{dvc_file}`)"
+                f"with the run's {dvc_file} checked out for the push (commit or stash your "
+                f"own changes to {dvc_file} first: `git checkout {commit[:12]} -- {dvc_file} "
+                f"&& dvc push {dvc_file} && git checkout HEAD -- {dvc_file}`)"
             )
             regenerate = (
                 " (if it is the built-in generated dataset, `make data` at that commit "
