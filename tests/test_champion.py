@@ -87,6 +87,15 @@ def test_a_champion_that_cannot_be_compared_is_refused_before_any_run(daily: Dai
         assert "tracking.champion=models:/reco/1: " in proc.stderr
         assert said in proc.stderr, proc.stderr[-2000:]
         assert "Traceback" not in proc.stderr
+    last = date.fromisoformat(
+        mlflow_client(daily.root).get_run(daily.today).data.tags["replayml.dates.test_end"]
+    )
+    seen = run_train_py(  # version 1 early-stopped on that day: its scores there are in-sample
+        daily.root, *FAST, f"dates.anchor={last - timedelta(days=2)}",
+        "tracking.champion=models:/reco/1",
+    )  # fmt: skip
+    assert seen.returncode == 2, seen.stderr[-2000:]
+    assert "saw this run's test window" in seen.stderr and "its validation window" in seen.stderr
     typo = run_train_py(daily.root, *FAST, "tracking.champion=reco@prod")
     assert typo.returncode == 2
     assert "tracking.champion=reco@prod: name a registered version as" in typo.stderr
@@ -111,3 +120,17 @@ def test_the_review_against_the_champion_compares_on_the_same_rows(daily: Daily)
     # a run without the baseline as its champion is still not compared across test windows
     other = review(daily.yesterday, daily.today, spec=spec, resamples=200)
     assert not other.intervals and "n/a (other test rows)" in other.markdown
+
+
+def test_a_sweep_scores_one_champion_version_in_every_job(daily: Daily) -> None:
+    proc = run_train_py(
+        daily.root, "-m", *FAST, "model.learning_rate=0.04,0.06",
+        "tracking.champion=models:/reco@prod",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    client = mlflow_client(daily.root)
+    exps = [e.experiment_id for e in client.search_experiments()]
+    children = client.search_runs(exps, "tags.`replayml.sweep.role` = 'child'")
+    assert len(children) == 2
+    held = client.get_model_version_by_alias("reco", "prod").version
+    assert {c.data.tags["replayml.champion.uri"] for c in children} == {f"models:/reco/{held}"}

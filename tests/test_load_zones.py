@@ -145,8 +145,10 @@ def test_ninety_utc_folders_are_read_one_a_day(tmp_path: Path) -> None:
         (["12.50", "1,299.00", "7", "80"] * 10,
          r"it holds numbers as text \(e.g. '1,299.00'\): convert them in the data, e.g. "
          r"`df\[\"price\"\] = pd.to_numeric\(df\[\"price\"\]\)` \('1,299.00' is not a number"),
+        (["$1,200", "$15.00", "$3,499.99", "12,5"] * 10,
+         r"it holds numbers as text \(e.g. '\$1,200'\): .* write a decimal comma as a point"),
     ],
-    ids=["words", "blanks", "thousands"],
+    ids=["words", "blanks", "thousands", "formatted"],
 )  # fmt: skip
 def test_text_where_a_number_belongs_says_what_it_holds(
     tmp_path: Path, prices: list[str], message: str

@@ -12,6 +12,8 @@ import time
 from datetime import date, timedelta
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 import yaml
 
@@ -520,7 +522,7 @@ def test_a_validation_day_holding_only_a_few_hours_is_said(
     said = [r.getMessage() for r in caplog.records if "only part of a day" in r.getMessage()]
     assert len(said) == 1, caplog.text[-3000:]
     assert f"the validation window's day {day} has" in said[0]
-    assert "all between 21:" in said[0] and "early stopping rests on those hours" in said[0]
+    assert "all between 21:" in said[0] and "Early stopping rests on those hours" in said[0]
 
 
 def test_a_quiet_validation_day_spread_over_the_day_is_not_said(
@@ -613,3 +615,43 @@ def test_a_quiet_last_day_that_runs_to_the_evening_is_not_called_cut_off(
     with caplog.at_level("WARNING"):
         train(project, ["model.num_boost_round=5"])
     assert "rows a day against" not in caplog.text
+
+
+def _business_hours_day(day: pd.Timestamp, weekend_rows: int = 300) -> pd.DataFrame:
+    """A day of B2B traffic: weekdays 1000 rows 06:00-21:00, weekends fewer, 08:00-18:00."""
+    weekend = day.dayofweek >= 5
+    rows, start, hours = (weekend_rows, 8, 10) if weekend else (1000, 6, 15)
+    ts = (
+        day
+        + pd.Timedelta(hours=start)
+        + pd.to_timedelta(np.linspace(0, hours * 3600 - 1, rows), unit="s")
+    )
+    return pd.DataFrame({"day": day, "ts": ts})
+
+
+def test_a_quiet_weekend_of_business_hours_data_is_not_called_part_of_a_day(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from replayml.config.resolve import DateWindows, Window
+    from replayml.pipeline import warn_partial_days
+
+    days = pd.date_range("2024-03-04", periods=28, freq="D")  # Monday 4 March onwards
+    train = pd.concat([_business_hours_day(d) for d in days[:26]], ignore_index=True)
+    saturday, sunday = days[26], days[27]  # the validation and test days
+    assert (saturday.dayofweek, sunday.dayofweek) == (5, 6)
+    windows = DateWindows(
+        Window(days[0].date(), days[25].date()),
+        Window(saturday.date(), saturday.date()),
+        Window(sunday.date(), sunday.date()),
+    )
+    parts = [train, _business_hours_day(saturday), _business_hours_day(sunday)]
+    with caplog.at_level("WARNING"):
+        warn_partial_days(windows, parts)
+    assert "only part of a day" not in caplog.text
+    # a Saturday holding only two late hours of 40 rows is one
+    sliver = _business_hours_day(saturday, 40).assign(
+        ts=lambda f: saturday + pd.Timedelta(hours=22) + (f["ts"] - f["ts"].min()) / 6
+    )
+    with caplog.at_level("WARNING"):
+        warn_partial_days(windows, [train, sliver, parts[2]])
+    assert "validation window's day 2024-03-30 has 40 rows against 300 on a typical" in caplog.text

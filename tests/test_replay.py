@@ -276,7 +276,8 @@ def test_the_recorded_diff_is_a_patch_whatever_the_users_git_config(code_project
     preset.write_bytes(b"# @package _global_\r\nmodel:\r\n  num_leaves: 15\r\n")
     (root / "conf" / "experiment" / "new_crlf.yaml").write_bytes(b"# @package _global_\r\n")
     for key, value in (("diff.external", "/bin/true"), ("diff.noprefix", "true"),
-                       ("color.diff", "always"), ("diff.mnemonicPrefix", "true")):  # fmt: skip
+                       ("color.diff", "always"), ("diff.mnemonicPrefix", "true"),
+                       ("diff.context", "0")):  # fmt: skip
         git(root, "config", key, value)
     result = train(root, ["experiment=crlf", "model.num_boost_round=20"])
     tags = mlflow_client(root).get_run(result.run_id).data.tags

@@ -608,3 +608,23 @@ def test_the_popularity_baseline_is_judged_on_every_metric_the_classifier_record
     assert "Different model kinds (lgbm in the baseline, popularity in the run)" in r.markdown
     assert "recorded by only one" not in r.markdown
     assert r.regressed("test_logloss") == (r.metric("test_logloss").delta > 0)  # type: ignore[operator]
+
+
+def test_a_run_recorded_with_the_earlier_tie_rule_is_recomputed_not_regressed(
+    project: Path,
+) -> None:
+    from conftest import mlflow_client
+
+    # the popularity baseline ties often: its NDCG depended on row order before the rule
+    old = train(project, ["model=popularity"]).run_id
+    new = train(project, ["model=popularity"]).run_id
+    client = mlflow_client(project)
+    ndcg = client.get_run(old).data.metrics["test_ndcg_at_10"]
+    client.delete_tag(old, "replayml.metrics.ties")  # as a run from before the rule
+    client.log_metric(old, "test_ndcg_at_10", ndcg + 0.0015)  # what the old rule recorded
+    spec = spec_for(f"sqlite:///{project / 'mlruns' / 'mlflow.db'}", project)
+    r = review(new, baseline=old, spec=spec, resamples=0)
+    row = next(m for m in r.metrics if m.name == "test_ndcg_at_10")
+    assert row.baseline == pytest.approx(ndcg) and row.delta == pytest.approx(0.0)
+    assert "test_ndcg_at_10" not in r.regressions
+    assert "recomputed here from its recorded test scores" in r.markdown

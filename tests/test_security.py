@@ -175,3 +175,12 @@ def test_a_server_address_from_the_environment_is_shown_its_password_is_not(
     assert "hunter2pw" not in secret.stdout + secret.stderr
     assert f"127.0.0.1:{port}" in secret.stderr, secret.stderr[-2000:]
     assert all_runs(project) == []
+
+
+def test_an_address_with_a_query_string_from_the_environment_stays_secret() -> None:
+    from replayml.redact import secret_values
+
+    keyed = "http://127.0.0.1:5869/mlflow?key=BBB222SECRET"
+    assert keyed in secret_values([], [keyed])
+    assert secret_values([], ["http://127.0.0.1:5869/mlflow"]) == set()
+    assert secret_values([], ["https://ana:hunter2pw@mlflow.example.com"]) == {"hunter2pw"}

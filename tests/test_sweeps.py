@@ -579,17 +579,16 @@ def test_an_edit_between_a_sweeps_jobs_makes_the_later_jobs_not_replayable(
     # the jobs of a sweep share one process: a module it imported for the first job is what
     # the second runs, whatever the file says by then (the project runs its own src/)
     shutil.copytree(REPO / "src", project / "src", ignore=shutil.ignore_patterns("__pycache__"))
+    # (committed with the project: code imported from outside it would be unrecorded code)
+    (project / "edit_callback.py").write_text(_EDIT_CALLBACK)
     git(project, "add", "-A")
     git(project, "commit", "-qm", "code")
-    helpers = tmp_path / "helpers"
-    helpers.mkdir()
-    (helpers / "edit_callback.py").write_text(_EDIT_CALLBACK)
     builders = project / "src" / "replayml" / "features" / "builders.py"
     proc = run_train_py(
         project, "-m", "model.learning_rate=0.05,0.2", "model.num_boost_round=20",
         "+hydra.callbacks.edit._target_=edit_callback.EditAfterEachJob",
         f"tracking.objective_direction={direction}",
-        env={"PYTHONPATH": str(helpers), "EDIT_FILE": str(builders)},
+        env={"EDIT_FILE": str(builders)},
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     _, children = _by_role(project)

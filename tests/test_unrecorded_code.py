@@ -114,3 +114,18 @@ def test_a_slice_hash_difference_of_a_run_on_cached_features_blames_the_cache() 
     (diff,) = [d for d in compare(built, replayed, [], [], []) if d.group == "data"]
     assert "cached" not in diff.cause
     assert "the data read differs from the recorded version" in diff.cause
+
+
+def test_an_ide_debugger_loaded_into_the_run_is_not_its_code(tmp_path: Path) -> None:
+    from replayml.lineage.code import unrecorded_modules
+
+    git(tmp_path, "init", "-q")
+    git(tmp_path, "commit", "-q", "--allow-empty", "-m", "empty")
+    outside = tmp_path.parent / "elsewhere"
+    debugger = [  # VS Code's and PyCharm's debuggers load from their own folders
+        "/home/u/.vscode/extensions/ms-python.debugpy/bundled/libs/debugpy/__init__.py",
+        "/opt/pycharm/plugins/python/helpers/pydev/pydevd.py",
+        "/opt/pycharm/plugins/python/helpers/pydev/_pydevd_bundle/pydevd_comm.py",
+    ]
+    found = unrecorded_modules(tmp_path, [*debugger, str(outside / "helper.py")])
+    assert found.outside == (str(outside / "helper.py"),)  # a plain module still counts

@@ -69,6 +69,40 @@ def _refuse(value: str, why: str) -> ConfigError:
     return ConfigError(f"{KEY}={value}: {why}")
 
 
+#: a sweep resolves `tracking.champion` once, before its jobs fan out: `VALUE=PINNED` here
+SWEEP_ENV = "REPLAYML_SWEEP_CHAMPION"
+
+
+def pin_for_sweep(value: str, spec: Any) -> None:
+    """Resolve an alias once for all jobs of a sweep (each would look it up when it starts,
+    and a promote during the sweep would judge its jobs against different models)."""
+    import os
+
+    check_form(value)
+    from replayml.errors import ReplaymlError
+    from replayml.registry import resolve_run_ref
+
+    try:
+        ref = resolve_run_ref(value, spec=spec, option=KEY)
+    except ReplaymlError as exc:
+        raise _refuse(value, str(exc)) from None
+    if ref.version is not None:
+        os.environ[SWEEP_ENV] = f"{value}={_pinned(ref)}"
+
+
+def _pinned(ref: Any) -> str:
+    return f"models:/{ref.version.name}/{ref.version.version}" if ref.version else ref.run_id
+
+
+def _windows_overlap(run: Any, test: tuple[str, str]) -> str:
+    """The champion's own training or validation window where it overlaps `test` ("" if not)."""
+    for name in ("train", "valid"):
+        start, end = run.tag(f"dates.{name}_start"), run.tag(f"dates.{name}_end")
+        if start and end and start <= test[1] and test[0] <= end:
+            return f"its {'training' if name == 'train' else 'validation'} window {start}..{end}"
+    return ""
+
+
 def resolve(
     value: str,
     spec: Any,
@@ -76,6 +110,7 @@ def resolve(
     kind: str,
     feature_names: list[str],
     code_hash: str,
+    test: tuple[str, str],
 ) -> Champion:
     """Resolve `tracking.champion` (before the run exists) and load its model.
 
@@ -84,16 +119,46 @@ def resolve(
     preprocessing or features config sections (`container` is this run's redacted config),
     or whose model takes other columns than `feature_names`.
     """
+    import os
+
+    from replayml.errors import ReplaymlError
     from replayml.pipeline import sections_hash
     from replayml.registry import resolve_run_ref
     from replayml.tracking.read import CONFIG_ARTIFACT, TAG_PREFIX, RunReader
     from replayml.tracking.store import process_tracking_uri
 
-    ref = resolve_run_ref(value, spec=spec, option=KEY)
-    reader = RunReader(spec)
-    run = reader.run(ref.run_id)
-    pinned = f"models:/{ref.version.name}/{ref.version.version}" if ref.version else ref.run_id
+    swept, _, pinned_by_sweep = os.environ.get(SWEEP_ENV, "").partition("=")
+    given = pinned_by_sweep if swept == value and pinned_by_sweep else value
+    try:
+        ref = resolve_run_ref(given, spec=spec, option=KEY)
+        reader = RunReader(spec)
+        run = reader.run(ref.run_id, finished=False)
+    except ReplaymlError as exc:  # no such version, alias or run; an unusable store
+        said = str(exc).replace(" or check --tracking-uri", " or check tracking.uri")
+        raise _refuse(value, said.replace("check --tracking-uri", "check tracking.uri")) from None
+    pinned = _pinned(ref)
+    if run.status != "FINISHED":
+        raise _refuse(
+            value,
+            f"{pinned} is run {run.run_id}, which is {run.status}: only a finished run has a "
+            f"model to compare with; name another version or run, or drop {KEY}",
+        )
     theirs = run.params.get("model.kind", "")
+    if theirs == "popularity":
+        raise _refuse(
+            value,
+            f"{pinned} is a popularity baseline: it has no model to score, and every run logs "
+            f"the popularity baseline's numbers beside its own (baseline_*); drop {KEY}",
+        )
+    overlap = _windows_overlap(run, test)
+    if overlap:
+        raise _refuse(
+            value,
+            f"{pinned} saw this run's test window {test[0]}..{test[1]} while it trained "
+            f"({overlap}): its scores there are in-sample and would beat any new model; name "
+            f"a champion trained before that window, or move dates.anchor to a day after "
+            f"{run.tag('dates.valid_end')}",
+        )
     if theirs != kind:
         raise _refuse(
             value,

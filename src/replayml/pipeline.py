@@ -527,15 +527,22 @@ def warn_partial_days(windows: DateWindows, parts: list[pd.DataFrame]) -> None:
     or a dump cut short. Early stopping or the test metrics then rest on those hours only.
     (A quiet day spread over the whole day is not one; a test window cut off at its end is
     `warn_short_test_window`'s.)"""
-    typical = float(parts[0].groupby("day").size().median()) if len(parts[0]) else 0.0
+    per_day = parts[0].groupby("day").size()
+    if per_day.empty:
+        return
+    # a weekend of business-hours data is quiet every week: compare a day with the training
+    # window's days of the same weekday when it has some
+    weekdays = per_day.groupby(per_day.index.dayofweek).median()
+    overall = float(per_day.median())
     for name, frame, w in (
         ("validation", parts[1], windows.valid),
         ("test", parts[2], windows.test),
     ):
-        if not typical or frame.empty:
+        if frame.empty:
             continue
         days = frame.groupby("day")["ts"].agg(["size", "min", "max"])
         for day, (rows, first, last) in days.iterrows():
+            typical = float(weekdays.get(day.dayofweek, overall))
             late = first - day >= CUT_OFF_GAP
             early = day + pd.Timedelta(days=1) - last >= CUT_OFF_GAP
             if rows >= SHORT_TEST_SHARE * typical or not (late or early):
@@ -544,12 +551,13 @@ def warn_partial_days(windows: DateWindows, parts: list[pd.DataFrame]) -> None:
                 continue  # a dump cut off during its last day: said with its own advice
             log.warning(
                 "dates: the %s window's day %s has %d rows against %.0f on a typical training "
-                "day, all between %s and %s (UTC): only part of a day (the day before or after "
+                "%s, all between %s and %s (UTC): only part of a day (the day before or after "
                 "missing from the data, its zone-aware times spilling into this UTC day, or a "
-                "dump cut short?). The %s rests on those hours only: move dates.anchor or "
+                "dump cut short?). %s on those hours only: move dates.anchor or "
                 "widen dates.%s_days past it, or add the missing data",
-                name, day.date(), rows, typical, first.strftime("%H:%M"), last.strftime("%H:%M"),
-                "early stopping" if name == "validation" else "test metrics",
+                name, day.date(), rows, typical, day.day_name(), first.strftime("%H:%M"),
+                last.strftime("%H:%M"),
+                "Early stopping rests" if name == "validation" else "The test metrics rest",
                 "valid" if name == "validation" else "test",
             )  # fmt: skip
 
@@ -790,6 +798,8 @@ def _lineage_tags(
         # the code that built the matrices: a champion scored on them must have been built
         # by the same (tracking.champion)
         "features.code_hash": builder_code_hash(),
+        # NDCG/recall give tied scores a shared position (runs before this rule have no tag)
+        "metrics.ties": "shared",
         "replayable": str(not reasons).lower(),
         "not_replayable_reasons": "; ".join(reasons),
     }
@@ -980,6 +990,7 @@ def run_experiment(cfg: RunConfig, ctx: RunContext) -> RunResult:
                 resolved.model.kind.value,
                 m.feature_names,
                 builder_code_hash(),
+                (windows.test.start.isoformat(), windows.test.end.isoformat()),
             )
         resolved = champions.pinned_config(resolved, champion)
     # a queued DVC experiment trains in a copy without the remote-tracking branches

@@ -97,9 +97,10 @@ def secret_values(overrides: list[str], env_values: list[str]) -> set[str]:
     that came from the environment through `${oc.env:...}`, and URL passwords."""
     found: set[str] = set()
     for v in env_values:
-        if re.fullmatch(r"(?:https?|databricks|postgresql|mysql)[a-z0-9+.-]*://\S+", v or ""):
+        if re.fullmatch(r"(?:https?|databricks|postgresql|mysql)[a-z0-9+.-]*://[^\s?#]+", v or ""):
             # an address from the environment (a team server's MLFLOW_TRACKING_URI) is not a
-            # secret: printing it keeps run links usable; a password inside it is one
+            # secret: printing it keeps run links usable; a password inside it is one (and one
+            # with a query string, which may carry a key, stays scrubbed whole)
             found |= {m.group("info").partition(":")[2] for m in _URL_USERINFO.finditer(v)} - {""}
         elif v and len(v) >= 4:
             found.add(v)

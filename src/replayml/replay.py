@@ -1145,7 +1145,8 @@ def _replay(
     if recomposed is not None:
         # model.num_threads resolves from this machine's cores (and a sweep's parallel jobs)
         recomposed_config, runtime = recomposed
-        machine = {"model.num_threads", *runtime}
+        # tracking.champion is recorded resolved to the version its alias held, like dates
+        machine = {"model.num_threads", "tracking.champion", *runtime}
         for key, old, new in _config_differences(record.recorded, recomposed_config, machine):
             report.warnings.append(
                 f"config: recomposing the recorded overrides at commit {commit[:12]} gives "

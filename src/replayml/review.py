@@ -463,12 +463,23 @@ def review(
         and run.tag("champion.test_scores_hash")
     ):
         base = _as_champion(run, base)
-        notes = [
+        notes = [  # (the note below is the one a reader needs first)
             *notes,
             f"The baseline's model ({run.tag('champion.uri')}) was scored on this run's own "
             f"test rows when this run trained (tracking.champion): its test metrics here are "
             f"on those rows, not on its own test window, so the two are compared on the same "
             f"rows",
+        ]
+    unfixed: list[str] = []
+    if base is not None and run.tag("metrics.ties") != base.tag("metrics.ties"):
+        run, base, said, unfixed = _same_tie_rule(reader, run, base)
+        notes = [*notes, said]
+    scored = run.tag("champion.uri")
+    if base is not None and scored and test_set_difference(run, base):
+        notes = [
+            *notes,
+            f"This run scored {scored} on its own test rows (tracking.champion): review it "
+            f"with --baseline {scored} to compare the two on the same rows",
         ]
     result = Review(
         run=run,
@@ -501,6 +512,7 @@ def review(
         if kinds:
             result.notes.append(kinds)
         result.unjudged = {m: WITHIN_USER_DAY for m in _pooled_unjudged(run, base)}
+        result.unjudged.update({m: OTHER_TIE_RULE for m in unfixed})
         ours, theirs = _config(reader, run), _config(reader, base)
         for key in sorted(set(ours) | set(theirs)):
             old, new = theirs.get(key, "(absent)"), ours.get(key, "(absent)")
@@ -524,6 +536,50 @@ def review(
     return result
 
 
+OTHER_TIE_RULE = "n/a: recorded with another tie rule (no test scores to recompute it)"
+_RANKING = ("test_ndcg_at_", "test_recall_at_")
+
+
+def _same_tie_rule(
+    reader: RunReader, run: RecordedRun, base: RecordedRun
+) -> tuple[RecordedRun, RecordedRun, str, list[str]]:
+    """Both runs' NDCG@k and recall@k under the current rule for tied scores (tied rows
+    share their positions): a run recorded before it ranked ties by row order, so its values
+    are recomputed from its recorded test scores. Returns the two runs, a note, and the
+    metrics that could not be recomputed (not judged)."""
+    import dataclasses
+
+    from replayml.model.evaluate import ranking_metrics
+
+    out, redone, unfixed = [], [], []
+    for recorded in (run, base):
+        names = [m for m in recorded.metrics if m.startswith(_RANKING)]
+        if recorded.tag("metrics.ties") == "shared" or not names:
+            out.append(recorded)
+            continue
+        scored, _ = _scores(reader, recorded)
+        if scored is None:
+            unfixed += names
+            out.append(recorded)
+            continue
+        metrics = dict(recorded.metrics)
+        for name in names:
+            k = int(name.rsplit("_", 1)[1])
+            ndcg, recall = ranking_metrics(scored.groups, scored.labels, scored.scores, k)
+            metrics[name] = ndcg if name.startswith("test_ndcg") else recall
+        redone.append(_short(recorded.run_id))
+        out.append(dataclasses.replace(recorded, metrics=metrics))
+    said = (
+        f"NDCG and recall of run {', '.join(redone)} were recorded with the earlier rule for "
+        f"tied scores (ties ranked by row order); they are recomputed here from its recorded "
+        f"test scores with the current one (tied rows share their positions)"
+        if redone
+        else "One run recorded NDCG and recall with the earlier rule for tied scores and has "
+        "no test scores to recompute them: they are not judged"
+    )
+    return out[0], out[1], said, sorted(set(unfixed))
+
+
 #: on a baseline scored by the reviewed run (`_as_champion`): where its test scores are
 SCORES_SOURCE_TAG = "review.scores_source"
 
@@ -544,9 +600,10 @@ def _as_champion(run: RecordedRun, base: RecordedRun) -> RecordedRun:
         }
     )
     tags = dict(base.tags)
-    for key in ("rows.test", "test_rows_hash"):
+    for key in ("rows.test", "test_rows_hash", "dates.test_start", "dates.test_end"):
         tags[TAG_PREFIX + key] = run.tag(key)
     tags[TAG_PREFIX + "test_scores_hash"] = run.tag("champion.test_scores_hash")
+    tags[TAG_PREFIX + "metrics.ties"] = run.tag("metrics.ties")  # computed by `run`
     tags[TAG_PREFIX + SCORES_SOURCE_TAG] = f"{run.run_id} {SCORES_ARTIFACT}"
     return dataclasses.replace(base, metrics=metrics, tags=tags)
 
@@ -557,10 +614,10 @@ def _scores(reader: RunReader, run: RecordedRun) -> tuple[Scored | None, str]:
     from replayml.model.bootstrap import Scored
     from replayml.model.evaluate import test_scores_hash
 
-    short = _short(run.run_id)
     source, artifact = run.run_id, TEST_SCORES_ARTIFACT
-    if run.tag(SCORES_SOURCE_TAG):
+    if run.tag(SCORES_SOURCE_TAG):  # a baseline the reviewed run scored: its files say
         source, artifact = run.tag(SCORES_SOURCE_TAG).split(" ", 1)
+    short = _short(source)
     try:
         table = reader.table(source, artifact)
         if table is None:
@@ -574,7 +631,7 @@ def _scores(reader: RunReader, run: RecordedRun) -> tuple[Scored | None, str]:
         raise  # the store itself is unusable: said like every other store error
     except Exception as exc:  # a damaged file, or columns that are not the recorded ones
         return None, (
-            f"the test scores recorded for run {short} ({TEST_SCORES_ARTIFACT}) cannot be read: "
+            f"the test scores recorded for run {short} ({artifact}) cannot be read: "
             f"{type(exc).__name__}: {str(exc)[:200]}"
         )
     recorded = run.tag("test_scores_hash")
@@ -582,6 +639,9 @@ def _scores(reader: RunReader, run: RecordedRun) -> tuple[Scored | None, str]:
         return None, (
             f"the test scores recorded for run {short} do not hash to its test_scores_hash "
             f"tag (the artifact was changed after the run)"
+            if artifact == TEST_SCORES_ARTIFACT
+            else f"the champion's test scores recorded by run {short} ({artifact}) do not hash "
+            f"to its champion.test_scores_hash tag (the artifact was changed after the run)"
             if recorded
             else f"run {short} records no test_scores_hash to check its test scores against"
         )

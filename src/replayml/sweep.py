@@ -292,6 +292,10 @@ class SweepCallback(Callback):
         check_jobs(jobs, str(config.hydra.job.config_name or "") or None)
         direction = objective_direction(cfg.tracking.objective, cfg.tracking.objective_direction)
         spec = store_spec(cfg.tracking, Path(str(config.hydra.runtime.cwd)))
+        if cfg.tracking.champion:  # one champion version for every job, whatever moves
+            from replayml.champion import pin_for_sweep
+
+            pin_for_sweep(cfg.tracking.champion, spec)
         sweep_dir = Path(str(config.hydra.sweep.dir))
         sweep_id = f"{sweep_dir.parent.name}_{sweep_dir.name}"
         expected = [[redact_override(o) for o in job] for job in jobs]
@@ -381,7 +385,9 @@ class SweepCallback(Callback):
             with contextlib.suppress(ValueError):
                 signal.signal(signal.SIGTERM, self._previous_sigterm)
         state, self._state = self._state, None
-        for var in (PARENT_ENV, SWEEP_ENV, JOBS_ENV):
+        from replayml.champion import SWEEP_ENV as CHAMPION_ENV
+
+        for var in (PARENT_ENV, SWEEP_ENV, JOBS_ENV, CHAMPION_ENV):
             os.environ.pop(var, None)
         handle = state["handle"]
         _redact_multirun_yaml(state["sweep_dir"] / "multirun.yaml")

@@ -578,20 +578,23 @@ def _text_fix(column: str, key: str, kind: str, values: pa.ChunkedArray) -> str:
     words = [v for v in seen if v.strip() and not _is_number_text(v)]
     numbers = [v for v in seen if _is_number_text(v)]
     blank = any(not v.strip() for v in seen)  # missing values stored as ''
-    if len(numbers) <= len(words):
-        if not words:
-            return f"it holds only empty text (''): fill it or map {key} to another column"
+    # '$1,200', '12,5', '12.5 EUR' are numbers written for people; 'education' is not one
+    digitless = [v for v in words if not any(c.isdigit() for c in v)]
+    if not numbers and not words:
+        return f"it holds only empty text (''): fill it or map {key} to another column"
+    if len(digitless) > len(seen) - len(digitless) - (1 if blank else 0):
         return (
-            f"it holds text that is not a number (e.g. {words[0]!r}): {key} probably maps the "
-            f"wrong column; map {key} to a column of numbers"
+            f"it holds text that is not a number (e.g. {digitless[0]!r}): {key} probably maps "
+            f"the wrong column; map {key} to a column of numbers"
         )
+    words = [v for v in words if v not in digitless] + digitless  # formatted numbers first
     coerce = ', errors="coerce"' if blank else ""
     caveat = ""
     if words:
         coerce_too = "" if blank else ', or pass errors="coerce" to make such values empty'
         caveat = (
-            f" ({words[0]!r} is not a number as written: remove currency signs and thousands "
-            f"separators first{coerce_too})"
+            f" ({words[0]!r} is not a number as written: remove currency signs, units and "
+            f"thousands separators, and write a decimal comma as a point, first{coerce_too})"
         )
     shown = repr(words[0] if words else numbers[0])
     shown += ", and '' for missing values" if blank else ""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,10 +35,10 @@ def _git(root: Path, *args: str, ok: tuple[int, ...] = (0,)) -> str:
 
 
 #: a patch `git apply` takes, whatever the user's git config says about diffs (an external
-#: diff tool, textconv filters, colour, `diff.noprefix`, `diff.relative`)
+#: diff tool, textconv filters, colour, `diff.noprefix`, `diff.relative`, `diff.context`)
 PATCH_OPTIONS = (
     "--no-ext-diff", "--no-textconv", "--no-color", "--no-relative", "--binary",
-    "--src-prefix=a/", "--dst-prefix=b/",
+    "--src-prefix=a/", "--dst-prefix=b/", "--unified=3",
 )  # fmt: skip
 
 
@@ -155,8 +156,18 @@ def python_installation(top: Path) -> tuple[str, ...]:
     return tuple(sorted(r for r in found if not (str(top) + os.sep).startswith(r)))
 
 
+#: tools that load themselves into the process from their own folders (an IDE's debugger,
+#: a profiler): they observe the run, they are not its code
+_TOOLING = re.compile(r"[/\\](debugpy|pydevd[^/\\]*|_pydevd?_[^/\\]*|pydev)[/\\]|pydevd")
+
+
 def _installed(path: str, installation: tuple[str, ...]) -> bool:
-    return path.startswith(installation) or "site-packages" in path or "dist-packages" in path
+    return (
+        path.startswith(installation)
+        or "site-packages" in path
+        or "dist-packages" in path
+        or bool(_TOOLING.search(path))
+    )
 
 
 @dataclass(frozen=True)
