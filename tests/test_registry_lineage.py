@@ -178,3 +178,21 @@ def test_promote_sets_the_ab_label_and_group(runs: Runs) -> None:
     assert " by alice at " in audit
     (row,) = [r for r in model_rows(name, spec=spec) if r.version == "2"]
     assert (row.aliases, row.ab_label, row.ab_group) == (("prod",), "control", "2027-01-homepage")
+
+
+def test_the_best_child_of_a_sweep_that_did_not_finish_every_job_is_said_so() -> None:
+    from replayml.registry import ModelRow, sweep_tags
+
+    child = {"replayml.sweep_id": "s1", "mlflow.parentRunId": "p" * 32}
+    done = {"replayml.sweep.best_run_id": "a" * 32, "replayml.sweep.objective": "test_auc",
+            "replayml.sweep.failed": "0", "replayml.sweep.never_ran": "[]"}  # fmt: skip
+    assert "replayml.sweep.complete" not in sweep_tags("a" * 32, child, done)
+    stopped = {**done, "replayml.sweep.killed": "1"}
+    tags = sweep_tags("a" * 32, child, stopped)
+    assert tags["replayml.sweep.complete"] == "false" and tags["replayml.sweep.best"] == "true"
+    row = ModelRow("1", "", (), "", "", "a" * 32, "",
+                   sweep={k.removeprefix("replayml."): v for k, v in tags.items()})  # fmt: skip
+    assert row.origin_lines() == [
+        "sweep s1: best child by test_auc, of the jobs that finished (some failed, were "
+        "stopped or never ran)"
+    ]

@@ -180,6 +180,14 @@ def sweep_tags(
         tags[P + "sweep.objective_direction"] = parent[P + "sweep.objective_direction"]
     best = parent.get(P + "sweep.best_run_id", "")
     tags[P + "sweep.best"] = ("true" if best == run_id else "false") if best else "unknown"
+    # best of the jobs that finished: some failed, were stopped or never ran
+    unfinished = (
+        parent.get(P + "sweep.failed", "0") not in ("", "0")
+        or parent.get(P + "sweep.killed", "0") not in ("", "0")
+        or parent.get(P + "sweep.never_ran", "[]") not in ("", "[]")
+    )
+    if unfinished:
+        tags[P + "sweep.complete"] = "false"
     return tags
 
 
@@ -811,6 +819,8 @@ class ModelRow:
             said = {"true": f"best child{by}", "false": f"not its best child{by}"}.get(
                 best, "no best child recorded"
             )
+            if self.sweep.get("sweep.complete") == "false" and best in ("true", "false"):
+                said += ", of the jobs that finished (some failed, were stopped or never ran)"
             lines.append(f"sweep {self.sweep['sweep_id']}: {said}")
         if self.overrides is not None:
             lines.append("overrides: " + (" ".join(self.overrides) or "none"))
