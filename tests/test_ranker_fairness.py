@@ -134,3 +134,13 @@ def test_a_sweep_mixing_the_ranker_with_another_kind_on_a_pooled_objective_is_re
     assert said in proc.stderr, proc.stderr[-3000:]
     assert fix in proc.stderr and "Traceback" not in proc.stderr
     assert all_runs(project) == []  # no parent, no child
+
+
+def test_a_ranker_recorded_before_click_grade_is_compared_as_trained_on_grades() -> None:
+    from replayml.review import _as_trained
+
+    old = {"model.kind": "lgbm_ranker", "model.num_leaves": "31"}
+    assert _as_trained(old)["model.click_grade"] == "1"  # what it trained on: grades
+    new = {"model.kind": "lgbm_ranker", "model.click_grade": "0"}
+    assert _as_trained(new) == new
+    assert "model.click_grade" not in _as_trained({"model.kind": "lgbm"})

@@ -229,6 +229,14 @@ def _yaml_style(value: str) -> str:
     return _YAML_SCALARS.get(value, value)
 
 
+def _as_trained(config: dict[str, str]) -> dict[str, str]:
+    """A run's flattened config with the values it trained with where a key is newer than the
+    run: a ranker recorded before `model.click_grade` existed trained on grades (= 1)."""
+    if config.get("model.kind") == "lgbm_ranker" and "model.click_grade" not in config:
+        return {**config, "model.click_grade": "1"}
+    return config
+
+
 def _config(reader: RunReader, run: RecordedRun) -> dict[str, str]:
     """The run's flattened config, values YAML-style (true/false/null): its params, plus from
     the config artifact any value too long for a param (listed in `replayml.params_skipped`)."""
@@ -513,7 +521,7 @@ def review(
             result.notes.append(kinds)
         result.unjudged = {m: WITHIN_USER_DAY for m in _pooled_unjudged(run, base)}
         result.unjudged.update({m: OTHER_TIE_RULE for m in unfixed})
-        ours, theirs = _config(reader, run), _config(reader, base)
+        ours, theirs = _as_trained(_config(reader, run)), _as_trained(_config(reader, base))
         for key in sorted(set(ours) | set(theirs)):
             old, new = theirs.get(key, "(absent)"), ours.get(key, "(absent)")
             if old != new:
