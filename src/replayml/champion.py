@@ -134,8 +134,8 @@ def resolve(
         reader = RunReader(spec)
         run = reader.run(ref.run_id, finished=False)
     except ReplaymlError as exc:  # no such version, alias or run; an unusable store
-        said = str(exc).replace(" or check --tracking-uri", " or check tracking.uri")
-        raise _refuse(value, said.replace("check --tracking-uri", "check tracking.uri")) from None
+        said = str(exc).replace("check --tracking-uri", "check tracking.uri")
+        raise _refuse(value, said) from None
     pinned = _pinned(ref)
     if run.status != "FINISHED":
         raise _refuse(

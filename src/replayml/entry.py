@@ -66,6 +66,7 @@ def train_from_hydra(cfg: DictConfig) -> float | None:
             from replayml.config.compose import (
                 check_params_fresh,
                 check_stage_owned,
+                composed_defaults,
                 params_changes,
             )
             from replayml.redact import redact_override
@@ -73,7 +74,8 @@ def train_from_hydra(cfg: DictConfig) -> float | None:
             changes: list[str] | None = None
             try:
                 with _hydra_set_aside():  # composing conf/ needs Hydra's global state
-                    changes = params_changes(root / "conf", root / "params.yaml")
+                    fresh = composed_defaults(root / "conf")
+                changes = params_changes(root / "conf", root / "params.yaml", fresh)
                 said = " ".join(redact_override(c) for c in changes) or "(none: conf/'s defaults)"
             except Exception as exc:  # a record of what was set, never a reason not to train
                 said = f"(unknown: conf/ did not compose: {str(exc).splitlines()[0][:200]})"
@@ -81,8 +83,7 @@ def train_from_hydra(cfg: DictConfig) -> float | None:
             if changes is not None:
                 check_stage_owned(changes)
                 if not os.environ.get("DVC_EXP_NAME"):  # `dvc repro`: params.yaml is conf/'s
-                    with _hydra_set_aside():
-                        check_params_fresh(root / "conf", root / "params.yaml")
+                    check_params_fresh(root / "conf", root / "params.yaml", fresh)
         ctx = RunContext(
             project_root=root,
             output_dir=root / (run_cfg.output_dir or hc.runtime.output_dir),

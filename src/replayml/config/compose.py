@@ -34,10 +34,19 @@ def params_yaml(config_dir: Path, overrides: list[str]) -> str:
     return PARAMS_HEADER + yaml.safe_dump(compose(config_dir, overrides), sort_keys=False)
 
 
-def stale_params(config_dir: Path, params_file: Path) -> list[str]:
-    """The keys where `params_file` differs from the default composition of `config_dir`,
-    each as `key: <in params.yaml> vs <from conf/>` (empty when it is fresh)."""
-    fresh = _flat(compose(config_dir, []))
+def composed_defaults(config_dir: Path) -> dict[str, object]:
+    """The default composition of `config_dir`, flattened to dotted keys (what params.yaml
+    is compared with; compose once and pass it to the functions below)."""
+    return _flat(compose(config_dir, []))
+
+
+def stale_params(
+    config_dir: Path, params_file: Path, fresh: dict[str, object] | None = None
+) -> list[str]:
+    """The keys where `params_file` differs from the default composition of `config_dir`
+    (`fresh`, when already composed), each as `key: <in params.yaml> vs <from conf/>`
+    (empty when it is fresh)."""
+    fresh = composed_defaults(config_dir) if fresh is None else fresh
     found = _flat(yaml.safe_load(params_file.read_text()) or {})
     missing = "(absent)"
     return [
@@ -48,13 +57,16 @@ def stale_params(config_dir: Path, params_file: Path) -> list[str]:
     ]
 
 
-def params_changes(config_dir: Path, params_file: Path) -> list[str]:
-    """What `params_file` sets differently from the default composition of `config_dir`, as
-    `key=value` overrides (a DVC experiment's `-S` values, as DVC wrote them into params.yaml);
-    keys conf/ leaves to an interpolation (the machine's thread count) are not listed."""
+def params_changes(
+    config_dir: Path, params_file: Path, fresh: dict[str, object] | None = None
+) -> list[str]:
+    """What `params_file` sets differently from the default composition of `config_dir`
+    (`fresh`, when already composed), as `key=value` overrides (a DVC experiment's `-S`
+    values, as DVC wrote them into params.yaml); keys conf/ leaves to an interpolation (the
+    machine's thread count) are not listed."""
     import json
 
-    fresh = _flat(compose(config_dir, []))
+    fresh = composed_defaults(config_dir) if fresh is None else fresh
     found = _flat(yaml.safe_load(params_file.read_text()) or {})
     out = []
     for key in sorted(found):
@@ -81,13 +93,15 @@ def _flat(tree: dict, prefix: str = "") -> dict[str, object]:
 STAGE_OWNED = ("output_dir", "features_dir")
 
 
-def check_params_fresh(config_dir: Path, params_file: Path) -> None:
+def check_params_fresh(
+    config_dir: Path, params_file: Path, fresh: dict[str, object] | None = None
+) -> None:
     """Refuse a params.yaml that no longer matches conf/ (the single source of truth): a
     hand edit, or values left by `dvc exp apply`. Not for `dvc exp run`, whose `-S` values
     DVC composes into params.yaml itself."""
     from replayml.errors import ReplaymlError
 
-    stale = stale_params(config_dir, params_file)
+    stale = stale_params(config_dir, params_file, fresh)
     if stale:
         shown = "; ".join(stale[:3]) + (f" (and {len(stale) - 3} more)" if stale[3:] else "")
         raise ReplaymlError(
