@@ -134,3 +134,18 @@ def test_a_sweep_scores_one_champion_version_in_every_job(daily: Daily) -> None:
     assert len(children) == 2
     held = client.get_model_version_by_alias("reco", "prod").version
     assert {c.data.tags["replayml.champion.uri"] for c in children} == {f"models:/reco/{held}"}
+
+
+def test_a_replay_scores_the_champion_after_its_version_was_deleted(daily: Daily) -> None:
+    """Last in this module: it deletes the version `today` pinned."""
+    mlflow_client(daily.root).delete_model_version("reco", "1")
+    report = replay(daily.today, project=daily.root)
+    assert report.verdict is Verdict.IDENTICAL, [
+        f"{d.group} {d.key}: {d.original} -> {d.replay}" for d in report.differences
+    ]
+    said = [w for w in report.warnings if w.startswith("champion:")]
+    assert said and "models:/reco/1 no longer resolves" in said[0], report.warnings
+    assert daily.yesterday in said[0]
+    replayed = mlflow_client(daily.root).get_run(report.replay_run_id).data
+    assert replayed.tags["replayml.champion.run_id"] == daily.yesterday
+    assert "champion_auc" in replayed.metrics

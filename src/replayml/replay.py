@@ -841,6 +841,33 @@ def _read_record(
     return None if reasons else _Record(recorded, config, changed, diff)
 
 
+def _pinned_champion(
+    spec: StoreSpec, run: RecordedRun, record: _Record, warnings: list[str]
+) -> None:
+    """Score the model the run scored as its champion, even when its registered version was
+    deleted or replaced since: the replay then names the champion's run (whose logged model
+    the version was registered from) instead of the version."""
+    pinned = (record.config.get("tracking") or {}).get("champion")
+    champion_run = run.tag("champion.run_id")
+    if not (isinstance(pinned, str) and pinned.startswith("models:/") and champion_run):
+        return
+    from replayml.registry import resolve_run_ref
+
+    try:
+        now = resolve_run_ref(pinned, spec=spec, option="tracking.champion").run_id
+        why = f"now points at run {now}" if now != champion_run else ""
+    except ReplaymlError as exc:
+        why = f"no longer resolves ({str(exc).splitlines()[0][:200]})"
+    if not why:
+        return
+    record.config["tracking"]["champion"] = champion_run
+    record.changed.add("tracking.champion")
+    warnings.append(
+        f"champion: tracking.champion={pinned} {why}; the replay scores the model logged by "
+        f"run {champion_run}, which that version held when the run trained"
+    )
+
+
 def _subprocess_env(uri: str, worktree: Path | None = None) -> dict[str, str]:
     # nothing of the calling process's run or sweep may leak into the replay run
     env = {k: v for k, v in os.environ.items() if not k.startswith(_LEAKY_ENV)}
@@ -1069,6 +1096,7 @@ def _replay(
     record = _read_record(reader, original, token, report.not_replayable)
     if record is None:
         return report
+    _pinned_champion(spec, original, record, report.warnings)
 
     env_diffs = [] if locked_env else environment_differences(original, project, strict_env)
     strict = [d for d in env_diffs if d.outcome] if strict_env else []
