@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import shutil
 from datetime import date
 from pathlib import Path
@@ -41,7 +42,25 @@ def test_edited_data_is_refused_naming_path_and_hashes(project: Path) -> None:  
     rel = part.relative_to(project).as_posix()
     assert rel in proc.stderr
     assert "expected md5" in proc.stderr and "found" in proc.stderr
-    assert "dvc checkout" in proc.stderr
+    assert all_runs(project) == []
+    # the command the error advises restores the version (a plain `dvc checkout` refuses to
+    # overwrite an edited file)
+    advised = re.search(r"Restore it with `(dvc checkout[^`]*)`", proc.stderr)
+    assert advised, proc.stderr
+    dvc(project, *advised[1].split()[1:])
+    assert run_train_py(project, "model.num_boost_round=5").returncode == 0
+
+
+def test_a_table_outside_the_data_root_is_refused_naming_the_key(project: Path) -> None:
+    outside = project / "elsewhere"
+    outside.mkdir()
+    shutil.copy(project / "data" / "items.parquet", outside / "items.parquet")
+    proc = run_train_py(project, "data.items.path=../elsewhere/items.parquet")
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "data.items.path=../elsewhere/items.parquet lies outside data.root=data" in (
+        proc.stderr
+    )
+    assert "Traceback" not in proc.stderr
     assert all_runs(project) == []
 
 

@@ -48,6 +48,17 @@ def test_a_click_grade_out_of_range_is_refused_before_any_run(project: Path, val
     assert all_runs(project) == []
 
 
+def test_graded_clicks_without_a_click_column_are_refused_before_any_run(project: Path) -> None:
+    proc = run_train_py(
+        project, "model=lgbm_ranker", "model.click_grade=1", "data.events.click=null",
+        "features=minimal",
+    )  # fmt: skip
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert "model.click_grade=1 grades clicks, but the data maps no click column" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert all_runs(project) == []
+
+
 @pytest.fixture(scope="module")
 def kinds_store(template_project: Path, tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
     """A classifier and a ranker trained on the same rows, in one local store."""

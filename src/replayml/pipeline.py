@@ -245,11 +245,42 @@ def check_config(cfg: RunConfig, root: Path) -> tuple[date, date]:
             "NDCG rank and are unaffected",
             rate, 1 / rate,
         )  # fmt: skip
+    _check_inside_root(cfg.data, root)
+    if (
+        cfg.model.kind is ModelKind.lgbm_ranker
+        and cfg.model.click_grade
+        and not cfg.data.events.click
+    ):
+        raise ConfigError(
+            f"model.click_grade={cfg.model.click_grade} grades clicks, but the data maps no "
+            f"click column (data.events.click is null): the ranker would train on the contact "
+            f"label alone, as with model.click_grade=0; map data.events.click, or drop "
+            f"model.click_grade"
+        )
     # the data's first and last day come from the workspace: it must hold the whole version
     check_present(root, cfg.data.dvc_file, cfg.data.root, cfg.data.events.path)
     first, last = date_range(cfg.data, root)
     resolve_dates(cfg.dates, first, last)
     return first, last
+
+
+def _check_inside_root(data: DataConfig, root: Path) -> None:
+    """Every table's path lies inside `data.root`, the folder whose version is recorded (a
+    file outside it would be read without any record of its version)."""
+    folder = (root / data.root).resolve()
+    for key, table in (("events", data.events), ("items", data.items), ("users", data.users)):
+        given = getattr(table, "path", None)
+        if not given:
+            continue
+        where = (folder / str(given)).resolve()
+        if not where.is_relative_to(folder):
+            raise ConfigError(
+                f"data.{key}.path={given} lies outside data.root={data.root} ({where}): only "
+                f"files inside data.root are versioned by "
+                f"{data.dvc_file or 'its .dvc file'} and recorded with the run; move the file "
+                f"into {data.root}/ (then `dvc add {data.root}`), or point data.root at a "
+                f"folder that holds every table"
+            )
 
 
 def prepare(

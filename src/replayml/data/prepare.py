@@ -165,7 +165,8 @@ def prepare(
     if data_dir.exists() and any(data_dir.iterdir()):
         raise DataVersionError(
             f"{data_root}/ exists but is not the version in {dvc_file}; it is left untouched. "
-            f"Restore it with `dvc checkout {dvc_file}`, or move it away and run `make data`"
+            f"Restore it with `dvc checkout --force {dvc_file}` (which discards changes to "
+            f"its files), or move it away and run `make data`"
         )
     tmp = root / f".{data_root}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)

@@ -187,8 +187,9 @@ def verify_files(
         if found != expected:
             raise DataVersionError(
                 f"{data_root}/{rel} differs from {dvc_file}: expected md5 {expected}, "
-                f"found {found}. Restore it with `dvc checkout {dvc_file}`, or record the new "
-                f"version with `dvc add {data_root}` and commit {dvc_file}"
+                f"found {found}. Restore it with `dvc checkout --force {dvc_file}` (which "
+                f"discards the edit), or record the new version with `dvc add {data_root}` and "
+                f"commit {dvc_file}"
             )
         rels.append(rel)
     read = set(rels)
