@@ -647,6 +647,24 @@ def test_a_dataset_without_its_dvc_file_says_which_key_to_set(project: Path) -> 
     assert all_runs(project) == []
 
 
+def test_a_dvc_file_tracking_one_file_says_to_track_its_folder(project: Path) -> None:
+    from replayml.errors import DataVersionError
+
+    (project / "shop_data").mkdir()
+    _shop_events().to_csv(project / "shop_data" / "events.csv", index=False)
+    dvc(project, "add", "-q", "shop_data/events.csv")  # the file, not its folder
+    conf = SHOP_CONF.replace("root: shop_data", "root: shop_data/events.csv")
+    conf = conf.replace("dvc_file: shop_data.dvc", "dvc_file: shop_data/events.csv.dvc")
+    (project / "conf" / "data" / "shop.yaml").write_text(conf)
+    with pytest.raises(DataVersionError) as caught:
+        train(project, ["data=shop", "features=minimal", "dates=last_7d"])
+    said = str(caught.value)
+    assert "shop_data/events.csv.dvc tracks a single file" in said, said
+    assert "`dvc add shop_data`" in said and "data.events.path=events.csv" in said
+    assert "dvc pull" not in said  # the object is in the cache: pulling cannot help
+    assert all_runs(project) == []
+
+
 def test_hidden_files_in_partitions_are_not_data(tmp_path: Path) -> None:
     from replayml.data.load import load
 

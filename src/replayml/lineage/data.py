@@ -108,6 +108,17 @@ def _recorded(root: Path, dvc_file: str, data_root: str) -> tuple[str, int, Path
             f"data.dvc_file: {Path(data_root).name}.dvc after `dvc add {data_root}`), or point "
             f"data.root at the folder {dvc_file} tracks"
         )
+    if not dir_hash.endswith(".dir"):
+        folder = tracked_dir.parent
+        shown = (
+            folder.relative_to(root.resolve()) if folder.is_relative_to(root.resolve()) else folder
+        )
+        raise DataVersionError(
+            f"{dvc_file} tracks a single file ({tracked_dir}, md5 {dir_hash}), and data.root "
+            f"must be a folder tracked as a whole (it holds every table): `dvc remove "
+            f"{dvc_file}` and `dvc add {shown}`, then set data.root={shown}, "
+            f"data.dvc_file={shown}.dvc and data.events.path={tracked_dir.name}"
+        )
     cache_dir = dvc_cache_dir(root)
     return dir_hash, nfiles, cache_dir, load_manifest(cache_dir, dir_hash)
 
