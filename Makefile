@@ -16,11 +16,11 @@ export DVC_NO_ANALYTICS := 1
 export MLFLOW_DISABLE_TELEMETRY := true
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: help install data run test bench ui params lint clean
+.PHONY: help install data run test bench ui params lint clean clean-store
 
 help: ## Show this help
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | sed 's/$$(UI_PORT)/$(UI_PORT)/g' \
-		| awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-8s %s\n", $$1, $$2}'
+		| awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-11s %s\n", $$1, $$2}'
 
 .tools/bin/uv:
 	$(PYTHON) -m venv .tools
@@ -57,5 +57,13 @@ lint: install ## ruff format check and lint
 	$(VENV)/bin/ruff format --check src tests benchmarks train.py
 	$(VENV)/bin/ruff check src tests benchmarks train.py
 
-clean: ## Remove outputs and the local MLflow store (keeps data and the DVC cache)
-	rm -rf outputs multirun mlruns
+clean: ## Remove Hydra's run folders (keeps the MLflow store, data and the DVC cache)
+	rm -rf outputs multirun
+	@if [ -d mlruns ]; then echo "kept mlruns/ (every run, model version and alias); make clean-store CONFIRM=mlruns removes it"; fi
+
+clean-store: ## Delete the local MLflow store: every run and registered model (CONFIRM=mlruns)
+	@if [ "$(CONFIRM)" != "mlruns" ]; then \
+		echo "error: this deletes every run, registered model and alias in mlruns/, which no replay can bring back; run make clean-store CONFIRM=mlruns to go ahead" >&2; \
+		exit 2; \
+	fi
+	rm -rf mlruns

@@ -148,6 +148,8 @@ def test_the_objectives_usual_direction_ranks_the_children(project: Path) -> Non
          "tracking.objective='valid_best_auc' is not recorded by model=popularity runs"),
         (["model.learning_rate=0,0.1"],
          "sweep job `dates=last_7d model.learning_rate=0`: model.learning_rate=0.0 is out of"),
+        (["dates.anchor=2024-04-20,2023-01-01"],
+         "sweep job `dates=last_7d dates.anchor=2023-01-01`: dates: the windows train=2022-12-24"),
         (["experiment=quick,quik"],
          "sweep job `dates=last_7d experiment=quik`: In 'config': Could not find 'experiment/"),
     ],
@@ -162,17 +164,32 @@ def test_a_job_that_could_not_train_or_be_ranked_stops_the_sweep_before_any_run(
     assert all_runs(project) == []  # no parent, no child
 
 
+def test_edited_data_stops_the_sweep_before_any_run(project: Path) -> None:
+    import pyarrow.parquet as pq
+
+    part = sorted((project / "data" / "events").glob("date=*/part-0.parquet"))[-1]
+    table = pq.read_table(part)
+    part.unlink()  # break any link into the DVC cache, as an editor would
+    pq.write_table(table.slice(1), part)
+    proc = run_train_py(project, "-m", "dates=last_7d", "model.num_leaves=7,15")
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert "sweep job `dates=last_7d model.num_leaves=7`: " in proc.stderr, proc.stderr[-3000:]
+    assert f"{part.relative_to(project).as_posix()} differs from data.dvc" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert all_runs(project) == []  # no parent, no child
+
+
 def test_sweep_table_keeps_the_sweeps_objective_and_the_jobs_that_never_ran(
     project: Path,
 ) -> None:
     proc = run_train_py(
         project, "-m", "dates=last_7d", "model.num_boost_round=20",
         "tracking.objective=test_logloss", "tracking.objective_direction=min",
-        "dates.train_days=3,7,200",
+        "preprocessing.min_item_support=1,3,100000000",
     )  # fmt: skip
-    assert proc.returncode != 0  # one job's window is outside the data: it never runs
+    assert proc.returncode != 0  # one job keeps no training rows: it never runs
     # the job's error is named once as it happens and once at the end, without a traceback
-    assert proc.stderr.count("error: dates: the windows") == 2, proc.stderr
+    assert proc.stderr.count("error: dates: the train window") == 2, proc.stderr
     assert "Traceback" not in proc.stderr
     parents, children = _by_role(project)
     assert len(parents) == 1 and len(children) == 2
@@ -189,8 +206,8 @@ def test_sweep_table_keeps_the_sweeps_objective_and_the_jobs_that_never_ran(
     assert "Objective: test_logloss (min)" in cli.stdout
     assert "never ran: 1" in cli.stdout
     never = [line for line in cli.stdout.splitlines() if "| NEVER RAN |" in line]
-    assert len(never) == 1 and "dates.train_days=200" in never[0]
-    assert "dates: the windows" in never[0]  # why it never ran
+    assert len(never) == 1 and "preprocessing.min_item_support=100000000" in never[0]
+    assert "dates: the train window" in never[0]  # why it never ran
     ranked = [line for line in cli.stdout.splitlines() if line.startswith(("| 1 |", "| 2 |"))]
     by_loss = sorted(children, key=lambda r: r.data.metrics["test_logloss"])
     assert [r.info.run_id in line for r, line in zip(by_loss, ranked, strict=True)] == [True] * 2
@@ -212,9 +229,9 @@ def test_sweep_table_keeps_the_sweeps_objective_and_the_jobs_that_never_ran(
 def test_parallel_sweep_splits_threads_and_loses_nothing(project: Path) -> None:  # C4
     proc = run_train_py(
         project, "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", *FAST,
-        "dates.train_days=3,7,200",
+        "preprocessing.min_item_support=1,3,100000000",
     )  # fmt: skip
-    assert proc.returncode != 0  # one job's window is outside the data
+    assert proc.returncode != 0  # one job keeps no training rows
     parents, children = _by_role(project)
     assert len(parents) == 1 and len(children) == 2
     assert all(c.info.status == "FINISHED" for c in children)
@@ -223,7 +240,7 @@ def test_parallel_sweep_splits_threads_and_loses_nothing(project: Path) -> None:
     parent = parents[0]
     assert parent.info.status == "FAILED"
     assert json.loads(parent.data.tags["replayml.sweep.never_ran"]) == [
-        ["model=popularity", "dates=last_7d", "dates.train_days=200"]
+        ["model=popularity", "dates=last_7d", "preprocessing.min_item_support=100000000"]
     ]
     rows = json.loads(
         Path(
@@ -231,7 +248,7 @@ def test_parallel_sweep_splits_threads_and_loses_nothing(project: Path) -> None:
         ).read_text()
     )
     never = [r for r in rows if r["status"] == "NEVER_RAN"]
-    assert len(never) == 1 and "dates: the windows" in never[0]["error"]  # from a worker
+    assert len(never) == 1 and "dates: the train window" in never[0]["error"]  # from a worker
 
 
 def test_two_sweeps_in_the_same_second_do_not_collide(project: Path) -> None:  # C3
@@ -252,8 +269,10 @@ def test_sweeps_into_one_fixed_folder_keep_their_own_ids_and_errors(project: Pat
     from replayml.sweep import job_errors, write_job_error
 
     fixed = "hydra.sweep.dir=multirun/lr"
-    first = run_train_py(project, "-m", *FAST, fixed, "dates.train_days=3,200")
-    assert first.returncode != 0  # the second job's window is outside the data
+    first = run_train_py(
+        project, "-m", *FAST, fixed, "preprocessing.min_item_support=1,100000000"
+    )  # fmt: skip
+    assert first.returncode != 0  # the second job keeps no training rows
     second = run_train_py(project, "-m", *FAST, fixed, "dates.train_days=3,4")
     assert second.returncode == 0, second.stderr[-3000:]
     parents, _ = _by_role(project)

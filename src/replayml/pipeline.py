@@ -283,6 +283,25 @@ def _check_inside_root(data: DataConfig, root: Path) -> None:
             )
 
 
+def history_start(cfg: RunConfig, windows: DateWindows, first: date) -> date:
+    """The first day a run reads: the feature lookback and the bot window before training."""
+    earliest = windows.train.start - timedelta(days=max(cfg.features.lookback_days))
+    if cfg.preprocessing.bot_max_events_per_day is not None:  # the days bots are judged on
+        bot_days = timedelta(days=cfg.preprocessing.bot_window_days - 1)
+        earliest = min(earliest, windows.train.end - bot_days)
+    return max(first, earliest)
+
+
+def verify_data(cfg: RunConfig, root: Path, windows: DateWindows, start: date) -> DataVersion:
+    """Check that every file a run of `cfg` reads from `start` on is byte-identical to
+    the recorded version (`DataVersionError` otherwise)."""
+    from replayml.data.load import event_files, in_window
+
+    files = event_files(cfg.data, root, start, windows.test.end)
+    belongs = in_window(cfg.data, root, start, windows.test.end)
+    return verify_files(root, cfg.data.dvc_file, cfg.data.root, files, belongs)
+
+
 def prepare(
     cfg: RunConfig, root: Path, steps: Steps, data_range: tuple[date, date] | None = None
 ) -> tuple[RunConfig, DateWindows, DataVersion, Matrices]:
@@ -291,7 +310,7 @@ def prepare(
     `data_range` is what `check_config` returned for this config, if it ran already.
     Raises `ConfigError` / `DataVersionError` / `DataSchemaError` before anything is written.
     """
-    from replayml.data.load import event_files, in_window, load
+    from replayml.data.load import load
     from replayml.data.preprocess import preprocess, sample_negatives
     from replayml.features.build import build_matrix
     from replayml.features.builders import item_history
@@ -314,15 +333,9 @@ def prepare(
             first.isoformat(),
             min((first - earliest).days, windows.train.days),
         )
-    if cfg.preprocessing.bot_max_events_per_day is not None:  # the days bots are judged on
-        bot_days = timedelta(days=cfg.preprocessing.bot_window_days - 1)
-        earliest = min(earliest, windows.train.end - bot_days)
-    history_start = max(first, earliest)
-
+    start = history_start(cfg, windows, first)
     with steps.step("verifying data version"):
-        files = event_files(cfg.data, root, history_start, windows.test.end)
-        belongs = in_window(cfg.data, root, history_start, windows.test.end)
-        version = verify_files(root, cfg.data.dvc_file, cfg.data.root, files, belongs)
+        version = verify_data(cfg, root, windows, start)
     key = None
     if version.tracked:  # untracked data has no version that could tell a change
         key = (
@@ -339,7 +352,7 @@ def prepare(
             )
             return resolved, windows, version, reused
     with steps.step("loading data"):
-        tables = load(cfg.data, root, history_start, windows.test.end)
+        tables = load(cfg.data, root, start, windows.test.end)
     events, stats = preprocess(
         tables.events, cfg.preprocessing, _day(windows.train.start), _day(windows.train.end)
     )

@@ -142,15 +142,33 @@ def check_objective(objective: str, eval_at: int, kind: str = "lgbm", job: str =
 
 
 #: override keys that can change a job's model or objective (presets can set both)
-_JOB_CHECK_GROUPS = ("model", "tracking", "experiment")
+_JOB_CHECK_GROUPS = (
+    "model", "tracking", "experiment", "data", "dates", "preprocessing", "features",
+)  # fmt: skip
 
 
-def check_jobs(jobs: list[list[str]], config_name: str | None) -> None:
-    """Compose each distinct model/objective of the sweep's jobs and check it, so a value no
-    job could train with or rank by stops the sweep before its parent run or any job exists.
-    The first job is composed with all its overrides: every job sets the same keys, so a
-    mistyped key anywhere (`model.num_leavs=7,15`) stops the sweep too. A sweep mixing the
-    ranker with another kind must rank its jobs by a per-user-day metric."""
+def _check_data(cfg: Any, root: Path, verified: set[tuple[str, ...]]) -> None:
+    """The checks a job of `cfg` makes on its data before its run exists, once per slice."""
+    from replayml.config.resolve import resolve_dates
+    from replayml.pipeline import check_config, history_start, verify_data
+
+    first, last = check_config(cfg, root)
+    windows = resolve_dates(cfg.dates, first, last)
+    start = history_start(cfg, windows, first)
+    key = (repr(cfg.data), start.isoformat(), windows.test.end.isoformat())
+    if key not in verified:
+        verify_data(cfg, root, windows, start)
+        verified.add(key)
+
+
+def check_jobs(jobs: list[list[str]], config_name: str | None, root: Path | None = None) -> None:
+    """Compose each distinct config of the sweep's jobs and check it, so a value no job could
+    train with or rank by stops the sweep before its parent run or any job exists. The first
+    job is composed with all its overrides: every job sets the same keys, so a mistyped key
+    anywhere (`model.num_leavs=7,15`) stops the sweep too. With the project's `root`, each
+    distinct data slice is checked too (dates inside the data, the files of the recorded
+    version present and unchanged): edited data stops the sweep, not each of its jobs. A
+    sweep mixing the ranker with another kind must rank its jobs by a per-user-day metric."""
     from hydra import compose
     from hydra.core.global_hydra import GlobalHydra
 
@@ -162,6 +180,7 @@ def check_jobs(jobs: list[list[str]], config_name: str | None) -> None:
     if not GlobalHydra.instance().is_initialized() or not config_name:
         return
     checked: set[tuple[str, ...]] = set()
+    verified: set[tuple[str, ...]] = set()
     kinds: dict[str, int] = {}  # model kind -> its eval_at
     objectives: set[str] = set()
     for i, job in enumerate(jobs):
@@ -182,8 +201,10 @@ def check_jobs(jobs: list[list[str]], config_name: str | None) -> None:
             raise ConfigError(f"sweep job `{' '.join(job)}`: {said}") from None
         try:
             check_model(cfg.model)
-        except ConfigError as exc:
-            raise ConfigError(f"sweep job `{' '.join(job)}`: {exc}") from None
+            if root is not None:
+                _check_data(cfg, root, verified)
+        except ReplaymlError as exc:
+            raise type(exc)(f"sweep job `{' '.join(job)}`: {exc}") from None
         check_objective(
             cfg.tracking.objective, cfg.model.eval_at, cfg.model.kind.value, " ".join(key)
         )
@@ -289,7 +310,8 @@ class SweepCallback(Callback):
         # another sweeper (Optuna, ...) decides its jobs as it runs: they cannot be listed
         basic = sweeper.get("_target_") == BASIC_SWEEPER
         jobs = expand_sweep(overrides, {str(k): v for k, v in params.items()}) if basic else []
-        check_jobs(jobs, str(config.hydra.job.config_name or "") or None)
+        root = Path(str(config.hydra.runtime.cwd))
+        check_jobs(jobs, str(config.hydra.job.config_name or "") or None, root)
         direction = objective_direction(cfg.tracking.objective, cfg.tracking.objective_direction)
         spec = store_spec(cfg.tracking, Path(str(config.hydra.runtime.cwd)))
         if cfg.tracking.champion:  # one champion version for every job, whatever moves
