@@ -8,8 +8,14 @@ from pathlib import Path
 # run` trains in a copy of the project (.dvc/tmp/exps/...) while the workspace may be edited
 sys.path.insert(0, str(Path(__file__).resolve().parent / "src"))
 
-import hydra  # noqa: E402
-from omegaconf import DictConfig  # noqa: E402
+try:
+    import hydra
+    from omegaconf import DictConfig
+except ModuleNotFoundError as exc:  # run outside the project's environment
+    sys.exit(
+        f"error: {exc.name} is not installed in {sys.executable}: run `make install`, then "
+        f"`source .venv/bin/activate` (or call .venv/bin/python train.py)"
+    )
 
 from replayml.config.schema import register_configs  # noqa: E402
 from replayml.redact import guard_output  # noqa: E402

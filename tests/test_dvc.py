@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -230,6 +231,10 @@ def test_repro_refuses_a_hand_edited_params_yaml_also_when_features_are_cached(
 ) -> None:
     first = _dvc(dvc_project, "repro")
     assert first.returncode == 0, first.stderr[-3000:]
+    git(dvc_project, "add", "-A")
+    git(dvc_project, "commit", "-qm", "reproduced")
+    metrics = dvc_project / "artifacts" / "train" / "metrics.json"
+    committed = metrics.read_text()
     params = dvc_project / "params.yaml"
     params.write_text(params.read_text().replace("learning_rate: 0.05", "learning_rate: 0.2"))
     edited = _dvc(dvc_project, "repro")  # the features stage is up to date: only train runs
@@ -239,6 +244,15 @@ def test_repro_refuses_a_hand_edited_params_yaml_also_when_features_are_cached(
         in edited.stderr
     ), edited.stderr[-3000:]
     assert len(all_runs(dvc_project)) == 1  # nothing trained from the edited file
+    # DVC removed the stage's outputs before its command refused: the advised commands
+    # bring back the committed ones
+    assert not metrics.exists()
+    advice = re.search(r"`(git checkout -- artifacts) && (dvc checkout)`", edited.stderr)
+    assert advice, edited.stderr[-3000:]
+    git(dvc_project, *advice[1].split()[1:])
+    assert _dvc(dvc_project, *advice[2].split()[1:]).returncode == 0
+    assert metrics.read_text() == committed
+    assert (dvc_project / "artifacts" / "train" / "model.txt").is_file()
 
 
 def test_exp_run_set_on_tracking_reruns_and_on_a_stage_key_is_refused(dvc_project: Path) -> None:

@@ -230,13 +230,30 @@ def test_sigterm_marks_the_run_killed(project: Path) -> None:  # B3
     rest = proc.communicate(timeout=30)[0]
     assert time.monotonic() - start < 15
     assert proc.returncode == 143
-    assert "error: received signal 15; the run is marked KILLED" in rest
-    assert "Traceback" not in rest
     run = _only_run(project)
+    assert f"error: received signal 15; run {run.info.run_id} is marked KILLED" in rest
+    assert "Traceback" not in rest
     assert run.info.status == "KILLED"
     # the job's log file says why it ended
     (log_file,) = (project / "outputs").rglob("train.log")
     assert "received signal 15" in log_file.read_text()
+
+
+def test_sigterm_before_the_run_exists_says_so(project: Path) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "train.py"],
+        cwd=project, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    for line in proc.stdout:  # the data is read; the run is created after the features
+        if "loading data:" in line:
+            break
+    proc.send_signal(signal.SIGTERM)
+    rest = proc.communicate(timeout=60)[0]
+    assert proc.returncode == 143, rest
+    assert "error: received signal 15; no run was created" in rest, rest
+    assert "Traceback" not in rest
+    assert all_runs(project) == []
 
 
 def test_lineage_json_matches_the_run(project: Path) -> None:
@@ -655,3 +672,14 @@ def test_a_quiet_weekend_of_business_hours_data_is_not_called_part_of_a_day(
     with caplog.at_level("WARNING"):
         warn_partial_days(windows, [train, sliver, parts[2]])
     assert "validation window's day 2024-03-30 has 40 rows against 300 on a typical" in caplog.text
+
+
+def test_train_py_outside_the_environment_says_how_to_install(project: Path) -> None:
+    # -S: no site-packages, as a Python without the project's environment
+    proc = subprocess.run(
+        [sys.executable, "-S", "train.py"], cwd=project, capture_output=True, text=True,
+        check=False,
+    )  # fmt: skip
+    assert proc.returncode == 1
+    assert "error: hydra is not installed in" in proc.stderr
+    assert "make install" in proc.stderr and "Traceback" not in proc.stderr

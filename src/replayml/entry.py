@@ -9,6 +9,7 @@ import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from omegaconf import DictConfig
 
@@ -38,10 +39,9 @@ def train_from_hydra(cfg: DictConfig) -> float | None:
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import OmegaConf
 
-    from replayml.config.resolve import to_run_config
-    from replayml.pipeline import RunContext, run_experiment
     from replayml.redact import env_interpolated_keys, install_log_redaction, secret_values
     from replayml.sweep import sweep_context, unescape_override
+    from replayml.tracking.run import sigterm_raises
 
     hc = HydraConfig.get()
     parent_run_id, sweep_tags = sweep_context()
@@ -58,6 +58,28 @@ def train_from_hydra(cfg: DictConfig) -> float | None:
     # the project root is where train.py started, also when `hydra.job.chdir=True` moved the
     # job into its output folder: paths in conf/ stay relative to the project root
     root = Path(hc.runtime.cwd)
+    # a SIGTERM before the run exists says so in one line too (a sweep's jobs leave SIGTERM
+    # to the sweep, which stops them all)
+    early_sigterm = contextlib.nullcontext() if parent_run_id else sigterm_raises()
+    with early_sigterm:
+        return _train(
+            cfg, hc, root, task_overrides, choices, env_keys, parent_run_id, sweep_tags
+        )  # fmt: skip
+
+
+def _train(
+    cfg: DictConfig,
+    hc: Any,
+    root: Path,
+    task_overrides: list[str],
+    choices: dict[str, str],
+    env_keys: list[str],
+    parent_run_id: str | None,
+    sweep_tags: dict[str, str],
+) -> float | None:
+    from replayml.config.resolve import to_run_config
+    from replayml.pipeline import RunContext, run_experiment
+
     try:
         run_cfg = to_run_config(cfg)
         extra_tags = dict(sweep_tags)
@@ -98,7 +120,8 @@ def train_from_hydra(cfg: DictConfig) -> float | None:
     except (ReplaymlError, RunKilled) as exc:
         message = f"error: {exc}"
         if isinstance(exc, RunKilled):
-            message += "; the run is marked KILLED"
+            run_id = getattr(exc, "replayml_run_id", "")
+            message += f"; run {run_id} is marked KILLED" if run_id else "; no run was created"
         _to_log_files(message)
         print(message, file=sys.stderr)
         if parent_run_id and isinstance(exc, ReplaymlError):

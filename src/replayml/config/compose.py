@@ -93,6 +93,13 @@ def _flat(tree: dict, prefix: str = "") -> dict[str, object]:
 STAGE_OWNED = ("output_dir", "features_dir")
 
 
+#: DVC removes a stage's outputs before its command runs, so a refusal leaves them deleted
+RESTORE_OUTS = (
+    "DVC removed the stage's outputs before running it: `git checkout -- artifacts && dvc "
+    "checkout` brings back the committed ones"
+)
+
+
 def check_params_fresh(
     config_dir: Path, params_file: Path, fresh: dict[str, object] | None = None
 ) -> None:
@@ -107,7 +114,8 @@ def check_params_fresh(
         raise ReplaymlError(
             f"{params_file} is stale: {shown}. conf/ is the source of the stages' config: "
             f"regenerate it with `make params` and commit it (values from `dvc exp apply` go "
-            f"into conf/ first); for a one-off variant use `dvc exp run -S key=value`"
+            f"into conf/ first); for a one-off variant use `dvc exp run -S key=value`. "
+            f"{RESTORE_OUTS}"
         )
 
 
@@ -121,5 +129,5 @@ def check_stage_owned(changes: list[str]) -> None:
         raise ConfigError(
             f"{', '.join(owned)}: the DVC stages set {' and '.join(STAGE_OWNED)} in dvc.yaml's "
             f"cmd, so this value would be ignored; drop `-S {owned[0]}` (and restore "
-            f"params.yaml with `make params`)"
+            f"params.yaml with `make params`). {RESTORE_OUTS}"
         )

@@ -262,8 +262,9 @@ def tracked_run(
     try:
         with sigterm_raises():
             yield handle
-    except RunKilled:
+    except RunKilled as exc:
         _finish(handle, "KILLED", traceback.format_exc())
+        exc.replayml_run_id = handle.run_id  # type: ignore[attr-defined]
         raise
     except BaseException as exc:
         status = "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED"
