@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
@@ -247,22 +247,75 @@ _UTC_NAMES = frozenset({"utc", "etc/utc", "z", "+00:00", "-00:00", "gmt", "etc/g
                         "etc/uct", "zulu", "etc/zulu", "universal", "etc/universal"})  # fmt: skip
 
 
-def _zoned(files: Iterable[Path], events: EventsTable) -> bool:
-    """Whether any of `files` holds times zone-aware in a zone other than UTC.
+@dataclass(frozen=True)
+class _FileDays:
+    """What a partition's file holds in the events' time column."""
 
-    Such data is usually partitioned by local date: a partition then holds a few hours of the
-    UTC days next to it. Every file's schema tells, not the first one's: an export that changed
-    zone mid-history leaves UTC files and local ones side by side (a footer is cheap to read:
-    about 0.05 ms a file).
+    zoned: bool  # zone-aware times in a zone other than UTC
+    days: tuple[date, date] | None  # the days of its earliest and latest time, as loaded
+
+    def off(self, day: date) -> bool:
+        """Whether the file, in the partition of `day`, may hold times of other days."""
+        return self.zoned or (self.days is not None and self.days != (day, day))
+
+
+def _file_days(path: Path, events: EventsTable) -> _FileDays:
+    """The days a Parquet file's times fall on, as the load reads them (UTC days for
+    zone-aware times, epoch times in their unit), from its footer's statistics.
+
+    A footer is cheap to read (about 0.05 ms a file); a file written without statistics has its
+    time column read instead. `days` is None for a file without times, or with times the load
+    refuses (an unreadable file, a wrong epoch unit: the load names them).
     """
-    for f in files:
-        try:
-            schema = pq.read_schema(f)
-        except (pa.ArrowInvalid, OSError):
-            continue  # the load names the unreadable file
-        if events.timestamp in schema.names and _local_zone(schema.field(events.timestamp).type):
-            return True
-    return False
+    try:
+        meta = pq.read_metadata(path)
+    except (pa.ArrowInvalid, OSError):
+        return _FileDays(False, None)
+    schema = meta.schema.to_arrow_schema()
+    if events.timestamp not in schema.names:
+        return _FileDays(False, None)
+    found = _value_type(schema.field(events.timestamp).type)
+    zoned = _local_zone(found)
+    if not meta.num_rows:  # an empty file's columns may have any type
+        return _FileDays(zoned, None)
+    bounds = _stats_bounds(meta, events.timestamp)
+    try:
+        if bounds is None:
+            values = _read_column(path, events.timestamp)
+        else:
+            values = pa.chunked_array([pa.array(bounds, type=found)])
+        days = pc.min_max(as_naive_timestamps(values, events).cast(pa.date32()))
+        first, last = days["min"].as_py(), days["max"].as_py()
+    except (DataSchemaError, pa.ArrowException, OSError, OverflowError, ValueError, TypeError):
+        return _FileDays(zoned, None)
+    if first is None or last is None:
+        return _FileDays(zoned, None)
+    low, high = PLAUSIBLE_YEARS
+    if _is_epoch(found) and not low <= first.year <= last.year < high:
+        return _FileDays(zoned, None)  # a wrong unit or placeholder times: refused on load
+    return _FileDays(zoned, (first, last))
+
+
+def _stats_bounds(meta: pq.FileMetaData, column: str) -> tuple[object, object] | None:
+    """A column's smallest and largest value from a Parquet file's statistics; None when a row
+    group holding values has none (or the column holds no values)."""
+    index = next(
+        (i for i in range(meta.num_columns) if meta.schema.column(i).path == column), None
+    )
+    if index is None:
+        return None
+    lows, highs = [], []
+    for g in range(meta.num_row_groups):
+        group = meta.row_group(g)
+        stats = group.column(index).statistics
+        if stats is not None and stats.has_min_max:
+            lows.append(stats.min)
+            highs.append(stats.max)
+        elif group.num_rows and not (
+            stats is not None and stats.has_null_count and stats.null_count == group.num_rows
+        ):
+            return None
+    return (min(lows), max(highs)) if lows else None
 
 
 def _local_zone(t: pa.DataType) -> bool:
@@ -271,40 +324,56 @@ def _local_zone(t: pa.DataType) -> bool:
     return bool(pa.types.is_timestamp(t) and t.tz and t.tz.lower() not in _UTC_NAMES)
 
 
+def _spills(parts: dict[date, list[Path]], events: EventsTable, first: date, last: date) -> bool:
+    """Whether a partition of the days [first, last] holds times of other days, or times in a
+    zone other than UTC (every file tells, not the first one's: an export that changed zone
+    mid-history leaves UTC files and local ones side by side)."""
+    return any(
+        _file_days(f, events).off(day)
+        for day, files in parts.items()
+        if first <= day <= last
+        for f in files
+    )
+
+
 def _read_span(
     parts: dict[date, list[Path]], events: EventsTable, start: date, end: date
 ) -> tuple[date, date]:
-    """The partition days a load of the UTC days [start, end] reads: one more on each side
-    when those days' files hold times in a zone other than UTC (the window's filter keeps the
-    rows of [start, end])."""
+    """The partition days a load of the days [start, end] reads: one more on each side when
+    those days' partitions spill into the days next to them (partitions by local date of UTC
+    or epoch times: a few hours of a UTC day sit in the next day's folder); the window's filter
+    keeps the rows of [start, end]."""
     wider = start - timedelta(days=1), end + timedelta(days=1)
-    if _zoned(_files_of(parts, *wider), events):
+    if _spills(parts, events, *wider):
         return wider
     return start, end
 
 
-def _files_of(parts: dict[date, list[Path]], first: date, last: date) -> list[Path]:
-    """The files of the partitions of the days [first, last]."""
-    return [f for day, files in parts.items() if first <= day <= last for f in files]
+def _unread_rows(
+    parts: dict[date, list[Path]], events: EventsTable, start: date, end: date
+) -> tuple[int, list[str]]:
+    """The events of the days [start, end] in partitions a load of those days does not read
+    (more than a day from their times), and those partitions' folders.
 
-
-def _edge_day(parts: dict[date, list[Path]], events: EventsTable, last: bool) -> date | None:
-    """The UTC day of the earliest (or latest) time, read from the partitions at that edge."""
-    for day in sorted(parts, reverse=last):
-        files = parts[day]
-        with _read_errors(files):
-            tables = [pq.read_table(f, columns=[events.timestamp]) for f in files]
-        days = []
-        for table in tables:
-            if table.num_rows:  # an empty file's columns may have any type
-                times = as_naive_timestamps(table.column(0), events)
-                bounds = pc.min_max(times)
-                value = bounds["max" if last else "min"].as_py()
-                if value is not None:
-                    days.append(value.date())
-        if days:
-            return max(days) if last else min(days)
-    return None
+    Only files whose footers say they may hold such times have their time column read.
+    """
+    first, last = _read_span(parts, events, start, end)
+    count, folders = 0, []
+    for day, files in parts.items():
+        if first <= day <= last:
+            continue
+        for f in files:
+            days = _file_days(f, events).days
+            if days is None or days[1] < start or days[0] > end:
+                continue
+            times = as_naive_timestamps(_read_column(f, events.timestamp), events)
+            times = times.cast(pa.date32())
+            inside = pc.and_(pc.greater_equal(times, start), pc.less_equal(times, end))
+            n = int(pc.sum(inside).as_py() or 0)
+            if n:
+                count += n
+                folders.append(f.parent.name)
+    return count, sorted(set(folders))
 
 
 def _data_file(name: str) -> bool:
@@ -314,7 +383,9 @@ def _data_file(name: str) -> bool:
 
 
 def date_range(cfg: DataConfig, project_root: Path) -> tuple[date, date]:
-    """First and last day present in the events (partition names, or the timestamp column)."""
+    """First and last day present in the events: the partition names, or the days of the times
+    when partitions hold times of other days (or zone-aware local ones); a file's timestamp
+    column."""
     path = events_path(cfg, project_root)
     if not path.exists():
         raise _missing(path, "the events data (data.events.path)", "data.events.path",
@@ -331,11 +402,11 @@ def date_range(cfg: DataConfig, project_root: Path) -> tuple[date, date]:
                 f"`to_parquet(partition_cols=['date'])` with the day as text), or point "
                 f"data.events.path at a single Parquet or CSV file"
             )
-        if _zoned((f for files in parts.values() for f in files), cfg.events):  # any file
-            first = _edge_day(parts, cfg.events, last=False)
-            last = _edge_day(parts, cfg.events, last=True)
-            if first is not None and last is not None:
-                return first, last
+        found = {day: [_file_days(f, cfg.events) for f in files] for day, files in parts.items()}
+        if any(d.off(day) for day, in_part in found.items() for d in in_part):
+            known = [d.days for in_part in found.values() for d in in_part if d.days is not None]
+            if known:  # the days of the times, not the folder names
+                return min(k[0] for k in known), max(k[1] for k in known)
         return min(days), max(days)
     dataset = _file_dataset([path])
     _check_schema("events", dataset.schema, {"data.events.timestamp": (cfg.events.timestamp,
@@ -694,12 +765,10 @@ def load(cfg: DataConfig, project_root: Path, start: date, end: date) -> Tables:
         if not f.is_file():
             raise _missing(f, "the event file")
     wanted = _events_columns(cfg)
-    rows_in_files = None
     metas: dict[Path, pq.FileMetaData] = {}
     if path.is_dir():  # empty files (e.g. from an empty frame) may have any column types
         with _read_errors(event_list):
             metas = {f: pq.read_metadata(f) for f in event_list}
-        rows_in_files = sum(m.num_rows for m in metas.values())
         event_list = [f for f in event_list if metas[f].num_rows] or event_list[:1]
     ids = (cfg.events.user, cfg.events.item)
     dataset = _file_dataset(event_list, ids=ids)
@@ -731,17 +800,17 @@ def load(cfg: DataConfig, project_root: Path, start: date, end: date) -> Tables:
         )
     table = _decoded(table)
     _check_values(table, cfg.events, start, end)
-    zoned = _zoned(metas, cfg.events)  # partitions by local date: rows outside are expected
-    if rows_in_files is not None and not zoned:  # the window's partitions, read whole
-        outside = rows_in_files - table.num_rows
-        if outside:
+    if path.is_dir():
+        lost, folders = _unread_rows(_partitions(path), cfg.events, start, end)
+        if lost:
             log.warning(
-                "%d events in the %s..%s partitions have times outside those days and are not "
-                "used (partitions by local date and UTC times?); partition by the UTC day of "
-                "data.events.timestamp=%s to keep them",
-                outside,
+                "%d events of %s..%s are in partitions more than a day from their times (%s) "
+                "and are not read; partition by the UTC day of data.events.timestamp=%s to "
+                "keep them",
+                lost,
                 start,
                 end,
+                ", ".join(folders[:3]) + (f" and {len(folders) - 3} more" if folders[3:] else ""),
                 cfg.events.timestamp,
             )
     ts_col = table.schema.get_field_index(cfg.events.timestamp)
