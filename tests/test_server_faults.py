@@ -83,3 +83,35 @@ def test_server_dying_mid_replay_is_a_clear_error(project: Path, tmp_path: Path)
     assert "Traceback" not in err, err[-3000:]
     assert f"error: the replay of run {original.info.run_id} failed" in err
     assert server.url in err  # the trainer's own message names the store
+
+
+def test_an_artifact_upload_the_server_fails_is_one_line_naming_the_run(
+    project: Path, tmp_path: Path
+) -> None:
+    from mlflow.tracking import MlflowClient
+
+    server = ready(start_server(tmp_path / "server"))
+    client = MlflowClient(server.url)
+    proc = subprocess.Popen(
+        [sys.executable, "train.py", "model.num_boost_round=1000",
+         "model.early_stopping_rounds=0"],
+        cwd=project, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "MLFLOW_TRACKING_URI": server.url},
+    )  # fmt: skip
+    deadline, running = time.monotonic() + 120, []
+    while not running and time.monotonic() < deadline and proc.poll() is None:
+        exps = [e.experiment_id for e in client.search_experiments()]
+        running = [r for r in client.search_runs(exps) if r.info.status == "RUNNING"]
+        time.sleep(0.2)
+    assert running, "the run never started"
+    run = running[0]
+    # the server's artifact store cannot write the run's plots: a file where the folder goes
+    folder = server.artifacts / run.info.experiment_id / run.info.run_id / "artifacts"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "plots").write_text("not a folder")
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 2, err[-3000:]
+    assert "Traceback" not in err, err[-3000:]
+    assert f"run {run.info.run_id} is marked FAILED" in err, err[-3000:]
+    assert server.url in err and "kept in" in err
+    assert client.get_run(run.info.run_id).info.status == "FAILED"

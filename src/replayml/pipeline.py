@@ -907,19 +907,39 @@ def _save_local(path: Path, text: str) -> None:
         ) from exc
 
 
+def _from_tracking(exc: BaseException) -> bool:
+    """Whether `exc` (or an exception it was raised from) is MLflow's or its HTTP client's."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if type(seen).__module__.split(".")[0] in ("mlflow", "requests", "urllib3"):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
 @contextmanager
-def _say_where_local_copies_are(out: Path) -> Iterator[None]:
-    """When the tracking store fails mid-run, point at the model and metrics kept locally."""
+def _say_where_local_copies_are(out: Path, spec: Any) -> Iterator[None]:
+    """When the tracking store fails mid-run, say so in one line naming the run, and point at
+    the model and metrics kept locally."""
     from replayml.errors import TrackingError
+    from replayml.tracking.store import explain
 
     try:
         yield
-    except TrackingError as exc:
+    except Exception as exc:
+        if not isinstance(exc, TrackingError) and not _from_tracking(exc):
+            raise
+        said = exc if isinstance(exc, TrackingError) else explain(exc, spec)
+        run_id = getattr(exc, "replayml_run_id", "")
+        if run_id and not isinstance(exc, TrackingError):
+            said = TrackingError(f"{said}; run {run_id} is marked FAILED")
         if (out / "metrics.json").exists():
             raise TrackingError(
-                f"{exc}. This run's model, metrics, config and lineage are kept in {out}"
+                f"{said}. This run's model, metrics, config and lineage are kept in {out}"
             ) from exc
-        raise
+        if said is exc:
+            raise
+        raise said from exc
 
 
 #: a sweep child's name: its overrides, cut to what the UI's run list shows well
@@ -1082,7 +1102,7 @@ def run_experiment(cfg: RunConfig, ctx: RunContext) -> RunResult:
     out.mkdir(parents=True, exist_ok=True)
 
     with (
-        _say_where_local_copies_are(out),
+        _say_where_local_copies_are(out, spec),
         tracked_run(spec, _run_name(resolved, ctx), tags, ctx.parent_run_id) as run,
     ):
         skipped = run.log_params(params)

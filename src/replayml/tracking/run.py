@@ -6,6 +6,7 @@ with the traceback as an artifact, and SIGTERM marks it KILLED before the proces
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -269,7 +270,7 @@ def tracked_run(
     except BaseException as exc:
         status = "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED"
         _finish(handle, status, traceback.format_exc())
-        if isinstance(exc, KeyboardInterrupt):  # so the one line said on Ctrl-C names the run
+        with contextlib.suppress(AttributeError, TypeError):  # the one line said names the run
             exc.replayml_run_id = handle.run_id  # type: ignore[attr-defined]
         raise
     else:

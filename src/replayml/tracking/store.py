@@ -175,6 +175,7 @@ _CAUSES = (
     ("Name or service not known", "unknown host name"),
     ("Temporary failure in name resolution", "the host name cannot be resolved"),
     ("No route to host", "no route to that host"),
+    ("500 error responses", "the server failed the request (HTTP 500: its log says why)"),
     ("timed out", "timed out"),
 )
 
