@@ -577,6 +577,36 @@ def test_partition_folder_names(tmp_path: Path) -> None:
         date_range(_cfg("dt"), tmp_path)
 
 
+@pytest.mark.parametrize(
+    "stray",
+    ["dt=2025-03-09/part-0.parquet", "date=2025-3-9/part-0.parquet", "late.parquet",
+     "{a day}/part-1.pq"],
+)  # fmt: skip
+def test_entries_of_a_partitioned_folder_no_load_would_read_are_named(
+    tmp_path: Path, stray: str
+) -> None:
+    """A new day's folder named wrongly would be left out: the run would train on yesterday's
+    window without a word."""
+    from replayml.data.load import date_range
+    from replayml.errors import DataSchemaError
+
+    frame = _events_frame()
+    _partitions(tmp_path, frame, frame["when"].dt.floor("D"))
+    stray = stray.replace(
+        "{a day}", sorted(p.name for p in (tmp_path / "data" / "hive").iterdir())[2]
+    )
+    target = tmp_path / "data" / "hive" / stray
+    target.parent.mkdir(parents=True, exist_ok=True)
+    frame.head(10).to_parquet(target)
+    with pytest.raises(DataSchemaError, match="would not be read") as caught:
+        date_range(_cfg("hive"), tmp_path)
+    assert stray.removesuffix("/part-0.parquet") in str(caught.value)
+    # named as not data (a leading `_`), the entry is skipped as the README says
+    entry = target if stray.endswith(".pq") else tmp_path / "data" / "hive" / stray.split("/")[0]
+    entry.rename(entry.parent / ("_" + entry.name))
+    assert date_range(_cfg("hive"), tmp_path)[1] == frame["when"].max().date()
+
+
 def test_a_stray_late_event_is_named_as_the_windows_anchor(project: Path) -> None:
     from replayml.errors import ConfigError
 

@@ -272,7 +272,8 @@ def _check_inside_root(data: DataConfig, root: Path) -> None:
         given = getattr(table, "path", None)
         if not given:
             continue
-        where = (folder / str(given)).resolve()
+        # `..` and absolute paths leave the folder; symlinks (a DVC cache's links) do not
+        where = Path(os.path.normpath(folder / str(given)))
         if not where.is_relative_to(folder):
             raise ConfigError(
                 f"data.{key}.path={given} lies outside data.root={data.root} ({where}): only "

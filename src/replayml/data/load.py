@@ -180,9 +180,12 @@ def _partitions(path: Path) -> dict[date, list[Path]]:
     """
     parts: dict[date, list[Path]] = {}
     wrong: list[Path] = []
+    strays: list[str] = []  # what no window would read: the data's days would silently move
     for sub in sorted(path.iterdir()):
         day = _partition_day(sub.name) if sub.is_dir() else None
         if day is None:
+            if _data_file(sub.name):
+                strays.append(sub.name + ("/" if sub.is_dir() else ""))
             continue
         files, nested = [], False
         with os.scandir(sub) as entries:
@@ -193,12 +196,29 @@ def _partitions(path: Path) -> dict[date, list[Path]]:
                     nested = True
                 elif entry.name.endswith(".parquet"):
                     files.append(Path(entry.path))
+                else:
+                    strays.append(f"{sub.name}/{entry.name}")
         parts[day] = sorted(files)
         if nested or not files:
             wrong.append(sub)
     if wrong:
         raise _not_one_level(path, wrong)
+    if strays and parts:
+        raise _strays(path, sorted(strays))
     return parts
+
+
+def _strays(path: Path, strays: list[str]) -> DataSchemaError:
+    """The error for entries of a partitioned folder that no load would read."""
+    shown = ", ".join(strays[:4]) + (f" and {len(strays) - 4} more" if strays[4:] else "")
+    return DataSchemaError(
+        f"{len(strays)} entr{'y' if len(strays) == 1 else 'ies'} of {path} would not be read: "
+        f"{shown}. Only `{PARTITION_PREFIX}YYYY-MM-DD/*.parquet` is data (a day's folder "
+        f"named otherwise, e.g. `dt=` or `date=2024-5-5`, would be left out and the data's "
+        f"days would move): rename each day's folder to {PARTITION_PREFIX}YYYY-MM-DD and its "
+        f"files to *.parquet, move what is not data out of the folder (or name it with a "
+        f"leading `_` or `.`), then `dvc add` the data again"
+    )
 
 
 def _not_one_level(path: Path, folders: list[Path]) -> DataSchemaError:
