@@ -135,28 +135,29 @@ def sharing_report(
     """`sharing_gaps`, and what could not be checked (no remote, a commit this clone does not
     have, an unreachable DVC remote), each said in a phrase."""
     gaps: list[str] = []
-    if not commit or _git(root, "cat-file", "-e", f"{commit}^{{commit}}").returncode != 0:
-        if on_remote == "false":
-            gaps.append(
-                f"commit {commit[:12]} was on no branch of the git remote when the run trained "
-                f"({TAG_ON_REMOTE}=false) and the git repository at {root} does not have it: "
-                f"nobody but its author can replay the run; push it from the clone that "
-                f"trained it (`git push origin <branch>`), or register from that clone"
-            )
-            return gaps, []
+    unknown: list[str] = []
+    here = bool(commit) and _git(root, "cat-file", "-e", f"{commit}^{{commit}}").returncode == 0
+    if not here and on_remote != "false":
         # not the run's project: its DVC remote says nothing about the run's data
         return gaps, [f"{NOT_HERE} {root} does not have commit {commit[:12] or '(none)'}"]
-    unknown = []
-    code = commit_on_remote(root, commit, ask_remote=True)
-    if code.shared is False:
-        remote = (git_remotes(root) or ["origin"])[0]
-        target = branch if branch and branch != "HEAD" else "<branch>"
+    if not here:  # the author's unpushed commit; the data is checked too, to name both now
         gaps.append(
-            f"{code.where}: only clones that have it can replay the run; push it "
-            f"(`git push {remote} {target}`, or push a branch or tag that contains it)"
+            f"commit {commit[:12]} was on no branch of the git remote when the run trained "
+            f"({TAG_ON_REMOTE}=false) and the git repository at {root} does not have it: "
+            f"nobody but its author can replay the run; push it from the clone that "
+            f"trained it (`git push origin <branch>`), or register from that clone"
         )
-    elif code.shared is None:
-        unknown.append(code.where)
+    else:
+        code = commit_on_remote(root, commit, ask_remote=True)
+        if code.shared is False:
+            remote = (git_remotes(root) or ["origin"])[0]
+            target = branch if branch and branch != "HEAD" else "<branch>"
+            gaps.append(
+                f"{code.where}: only clones that have it can replay the run; push it "
+                f"(`git push {remote} {target}`, or push a branch or tag that contains it)"
+            )
+        elif code.shared is None:
+            unknown.append(code.where)
     data = data_in_remote(root, dvc_hash)
     if data.shared is False:
         gaps.append(
