@@ -4,14 +4,20 @@ after what they replay. Real git repos, DVC cache and remotes, MLflow SQLite sto
 
 from __future__ import annotations
 
+import os
+import re
+import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
-from conftest import dvc, git, mlflow_client, train
+from conftest import REPO, dvc, git, mlflow_client, train
 from replayml.cli import app
+from replayml.errors import DataVersionError
+from replayml.lineage.data import file_md5, load_manifest
+from replayml.replay import Verdict, replay
 
 pytestmark = pytest.mark.slow
 
@@ -19,6 +25,17 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(autouse=True)
 def _project_store_only(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+
+
+@pytest.fixture
+def code_project(template_project: Path, tmp_path: Path) -> Path:
+    """A copy of the project with replayml's code committed in `src/` (what replays run)."""
+    root = tmp_path / "proj"
+    shutil.copytree(template_project, root, symlinks=True)
+    shutil.copytree(REPO / "src", root / "src", ignore=shutil.ignore_patterns("__pycache__"))
+    git(root, "add", "-A")
+    git(root, "commit", "-qm", "replayml's code in the project")
+    return root
 
 
 def test_an_unpushed_commit_and_unpushed_data_are_named_together(
@@ -54,3 +71,57 @@ def test_an_unpushed_commit_and_unpushed_data_are_named_together(
     said = " ".join(refused.output.split())
     assert f"commit {commit[:12]} was on no branch of the git remote" in said
     assert f"has no copy of data version {dvc_hash}" in said and "dvc push data.dvc" in said
+
+
+def _cache_object(root: Path, md5: str) -> Path:
+    return root / ".dvc" / "cache" / "files" / "md5" / md5[:2] / md5[2:]
+
+
+def _corrupt(path: Path) -> None:
+    """Flip one byte in place, keeping size, inode and mtime (silent bit rot)."""
+    stat = path.stat()
+    path.chmod(0o644)
+    content = bytearray(path.read_bytes())
+    content[len(content) // 2] ^= 0xFF
+    path.write_bytes(bytes(content))
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    path.chmod(stat.st_mode)
+
+
+def test_a_corrupted_remote_object_gets_advice_that_repairs_it(
+    code_project: Path, tmp_path: Path
+) -> None:
+    root = code_project
+    remote = tmp_path / "remote"  # this test's own copy: it corrupts it
+    from dvc.repo import Repo
+
+    with Repo(str(root)) as repo:
+        shutil.copytree(repo.config["remote"]["local"]["url"], remote)
+    dvc(root, "remote", "modify", "--local", "local", "url", str(remote))
+    run_id = train(root, ["model.num_boost_round=5"]).run_id
+    dir_hash = mlflow_client(root).get_run(run_id).data.tags["replayml.data.dvc_hash"]
+    md5 = load_manifest(root / ".dvc" / "cache" / "files" / "md5", dir_hash)["items.parquet"]
+    remote_obj = remote / "files" / "md5" / md5[:2] / md5[2:]
+    _corrupt(_cache_object(root, md5))
+    _corrupt(remote_obj)
+
+    with pytest.raises(DataVersionError) as info:
+        replay(run_id, project=root)
+    message = str(info.value)
+    assert "the remote's copy is corrupted too" in message
+    assert "neither replaces an object the remote has" in message
+    assert str(remote_obj) in message
+    assert not _cache_object(root, md5).exists()  # never pushed back from this cache
+
+    # the advice, followed from a machine whose cache has the version intact
+    found = re.search(r"`(rm -f [^`]+)`", message)
+    assert found, message
+    subprocess.run(found.group(1), shell=True, check=True)
+    obj = _cache_object(root, md5)
+    shutil.copyfile(root / "data" / "items.parquet", obj)
+    assert file_md5(obj) == md5
+    assert dvc(root, "push", "data.dvc").returncode == 0
+    assert file_md5(remote_obj) == md5
+    obj.unlink()  # the cache again lacks it: the replay must fetch the repaired copy
+    again = replay(run_id, project=root)
+    assert again.verdict is Verdict.IDENTICAL

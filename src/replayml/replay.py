@@ -495,6 +495,7 @@ def _apply_diff(worktree_root: Path, diff: str, tmp: Path) -> None:
 class _DvcSetup:
     cache_objects: Path  # the project's md5 object folder (…/.dvc/cache/files/md5)
     remote: str  # "name (url)" of the default remote, for messages
+    remote_folder: Path | None = None  # the default remote, when it is a local folder
 
 
 def _point_dvc_at_project(project: Path, worktree: Path) -> _DvcSetup:
@@ -530,8 +531,14 @@ def _point_dvc_at_project(project: Path, worktree: Path) -> _DvcSetup:
             conf["remote"][name] = {**remote, "url": ascii_path(str(remote.get("url", "")))}
         if default:
             conf["core"]["remote"] = default
-    url = redact_text(str(remotes.get(default or "", {}).get("url", ""))) if default else ""
-    return _DvcSetup(cache_objects, f"'{default}' ({url})" if default else "(none configured)")
+    raw_url = str(remotes.get(default or "", {}).get("url", "")) if default else ""
+    url = redact_text(raw_url)
+    folder = raw_url.removeprefix("file://") if raw_url.startswith("file://") else raw_url
+    return _DvcSetup(
+        cache_objects,
+        f"'{default}' ({url})" if default else "(none configured)",
+        Path(folder) if folder and "://" not in folder and os.path.isabs(folder) else None,
+    )
 
 
 def _object(cache_objects: Path, md5: str) -> Path:
@@ -576,8 +583,9 @@ def _remove_corrupt_objects(cache_objects: Path, dir_hash: str, out_path: str) -
     return removed
 
 
-def _bad_files(worktree: Path, dvc_file: str, cache_objects: Path) -> list[str]:
-    """The files of the materialised version whose bytes differ from the manifest."""
+def _bad_files(worktree: Path, dvc_file: str, cache_objects: Path) -> list[tuple[str, str]]:
+    """The files of the materialised version whose bytes differ from the manifest: (what
+    differs, the md5 the file should have)."""
     from replayml.lineage.data import file_md5, load_manifest, read_dvc_file
 
     dir_hash, out_path, _ = read_dvc_file(worktree / dvc_file)
@@ -587,8 +595,24 @@ def _bad_files(worktree: Path, dvc_file: str, cache_objects: Path) -> list[str]:
         path = data_dir / rel
         found = file_md5(path) if path.is_file() else "missing"
         if found != md5:
-            bad.append(f"{out_path}/{rel} (expected md5 {md5}, found {found})")
+            bad.append((f"{out_path}/{rel} (expected md5 {md5}, found {found})", md5))
     return bad
+
+
+def _remote_objects(setup: _DvcSetup, md5s: list[str], dir_hash: str) -> str:
+    """What to delete from the remote so that `dvc push` uploads objects `md5s` of data
+    version `dir_hash` again: those objects and the version's manifest (while the remote has
+    the manifest, `dvc push` takes every file of the version as present). The command, when
+    the remote is a local folder."""
+    objects = [*md5s, dir_hash]
+    layout = [f"files/md5/{m[:2]}/{m[2:]}" for m in objects]
+    if setup.remote_folder is None:
+        return (
+            f"delete object(s) {', '.join(objects)} from the remote {setup.remote} (DVC keeps "
+            f"them under its URL as {', '.join(layout)})"
+        )
+    paths = " ".join(shlex.quote(str(setup.remote_folder / rel)) for rel in layout)
+    return f"delete them and the version's manifest from the remote: `rm -f {paths}`"
 
 
 def _committed_version(worktree: Path, commit: str, dvc_file: str) -> str:
@@ -661,10 +685,17 @@ def materialise_data(project: Path, worktree: Path, run: RecordedRun, warnings: 
         )
     bad = _bad_files(worktree, dvc_file, setup.cache_objects)
     if bad:
+        # the pull copied the remote's corrupted objects into the cache: never push them back
+        _remove_corrupt_objects(setup.cache_objects, expected, out_path)
         raise DataVersionError(
             f"run {run.run_id} cannot be replayed: after `dvc pull` from {setup.remote}, "
-            f"{'; '.join(bad)}: the remote's copy is corrupted too. Push an intact copy with "
-            f"`dvc push {dvc_file}` from a checkout that has data version {expected}"
+            f"{'; '.join(what for what, _ in bad)}: the remote's copy is corrupted too (the "
+            f"corrupted copies the pull put in the DVC cache {setup.cache_objects} were removed "
+            f"again). `dvc push` neither replaces an object the remote has nor checks the files "
+            f"of a version whose manifest the remote has, so first "
+            f"{_remote_objects(setup, [md5 for _, md5 in bad], expected)}; then push an intact "
+            f"copy with `dvc push {dvc_file}` from a checkout whose DVC cache has data version "
+            f"{expected}"
         )
 
 
