@@ -17,7 +17,7 @@ from conftest import REPO, dvc, git, mlflow_client, train
 from replayml.cli import app
 from replayml.errors import DataVersionError
 from replayml.lineage.data import file_md5, load_manifest
-from replayml.replay import Verdict, replay
+from replayml.replay import Verdict, replay, replay_config
 
 pytestmark = pytest.mark.slow
 
@@ -36,6 +36,19 @@ def code_project(template_project: Path, tmp_path: Path) -> Path:
     git(root, "add", "-A")
     git(root, "commit", "-qm", "replayml's code in the project")
     return root
+
+
+def test_replay_config_names_the_replay_only_where_the_runs_code_can() -> None:
+    config, changed, _ = replay_config(
+        {"tracking": {"experiment": "e", "run_name": None}}, "r1", "t", "e", run_name="a-${x}"
+    )
+    assert config["tracking"]["run_name"] == "replay of a-\\${x}"  # kept literal for Hydra
+    assert "tracking.run_name" in changed
+    # a run whose code had no tracking.run_name: its replay cannot be given one
+    older, changed, _ = replay_config(
+        {"tracking": {"experiment": "e"}}, "r1", "t", "e", run_name="x"
+    )
+    assert "run_name" not in older["tracking"] and "tracking.run_name" not in changed
 
 
 def test_an_unpushed_commit_and_unpushed_data_are_named_together(

@@ -50,6 +50,8 @@ OVERRIDES_ARTIFACT = "replayml/overrides.yaml"
 SECRET_ENV_PREFIX = "REPLAYML_SECRET_"
 REPLAY_OF = "replayml.replay_of"
 REPLAY_ATTEMPT = "replayml.replay_attempt"  # finds the new run (not secret-like)
+REPLAY_NAME_PREFIX = "replay of "
+MAX_RUN_NAME = 250  # what MLflow stores of a run name
 # A copy, never a link: the worktree's data can then never alias (and damage) the user's cache.
 WORKTREE_CACHE_TYPE = "reflink,copy"
 SPLITS = ("train", "valid", "test")
@@ -185,6 +187,7 @@ def replay_config(
     token: str,
     experiment: str,
     fingerprints: dict[str, str] | None = None,
+    run_name: str = "",
 ) -> tuple[dict[str, Any], set[str], list[str]]:
     """The config file a replay trains from: the recorded config, with
 
@@ -196,7 +199,9 @@ def replay_config(
     - `features_dir: null`: a run that read cached matrices (the DVC `features` stage's
       output) is replayed by building them from the data; their slice hashes are compared,
       so a rebuilt matrix that differs from the cached one shows,
-    - the `replayml.replay_of` / `replayml.replay_attempt` tags added.
+    - the `replayml.replay_of` / `replayml.replay_attempt` tags added, and the replay named
+      `replay of <run_name>` (the original's MLflow name) when the run's code knows
+      `tracking.run_name`, so the UI's run list tells replays apart.
 
     A value given in the environment for a key with a recorded fingerprint (`fingerprints`,
     from the run's `replayml.redacted_hash.*` tags) must match it.
@@ -255,6 +260,10 @@ def replay_config(
         if config.get(key) is not None:
             config[key] = None
             changed.add(key)
+    if run_name and "run_name" in tracking:  # older code has no such key: left unnamed
+        name = f"{REPLAY_NAME_PREFIX}{run_name}"[:MAX_RUN_NAME]
+        config["tracking"]["run_name"] = name.replace("${", "\\${")
+        changed.add("tracking.run_name")
     config["tags"] = {**(config.get("tags") or {}), REPLAY_OF: run_id, REPLAY_ATTEMPT: token}
     changed |= {f"tags.{REPLAY_OF}", f"tags.{REPLAY_ATTEMPT}"}
     return config, changed, missing
@@ -866,7 +875,12 @@ def _read_record(
             )
     recorded = yaml.safe_load(text or "") or {}
     config, changed, missing = replay_config(
-        recorded, run.run_id, token, run.experiment_name, run.tags_under("redacted_hash.")
+        recorded,
+        run.run_id,
+        token,
+        run.experiment_name,
+        run.tags_under("redacted_hash."),
+        run_name=run.tags.get("mlflow.runName") or f"run {run.run_id}",
     )
     reasons.extend(missing)
     return None if reasons else _Record(recorded, config, changed, diff)
