@@ -4,22 +4,26 @@ after what they replay. Real git repos, DVC cache and remotes, MLflow SQLite sto
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
-from conftest import REPO, dvc, git, mlflow_client, train
+from conftest import REPO, all_runs, dvc, git, mlflow_client, train
 from replayml.cli import app
 from replayml.errors import DataVersionError
 from replayml.lineage.data import file_md5, load_manifest
 from replayml.replay import Verdict, replay, replay_config
 
 pytestmark = pytest.mark.slow
+
+OTHER_LIGHTGBM = "4.3.0"
 
 
 @pytest.fixture(autouse=True)
@@ -36,6 +40,100 @@ def code_project(template_project: Path, tmp_path: Path) -> Path:
     git(root, "add", "-A")
     git(root, "commit", "-qm", "replayml's code in the project")
     return root
+
+
+def _other_lightgbm(tmp_path: Path) -> Path:
+    """A folder holding another LightGBM, first on PYTHONPATH: a teammate's stale venv."""
+    target = tmp_path / "stale-venv-packages"
+    uv = shutil.which("uv") or str(REPO / ".tools" / "bin" / "uv")
+    proc = subprocess.run(
+        [uv, "pip", "install", "--quiet", "--no-deps", "--target", str(target),
+         "--python", sys.executable, f"lightgbm=={OTHER_LIGHTGBM}"],
+        capture_output=True, text=True, check=False, timeout=300,
+    )  # fmt: skip
+    if proc.returncode != 0:
+        pytest.skip(f"lightgbm=={OTHER_LIGHTGBM} could not be installed: {proc.stderr[-500:]}")
+    return target
+
+
+def _replay_cli(root: Path, run_id: str, pythonpath: Path | None = None):  # noqa: ANN202
+    env = {**os.environ, "COLUMNS": "300"}
+    if pythonpath is not None:
+        env["PYTHONPATH"] = str(pythonpath)
+    return subprocess.run(
+        [sys.executable, "-m", "replayml", "replay", run_id, "--project", str(root)],
+        cwd=root, capture_output=True, text=True, check=False, timeout=600, env=env,
+    )  # fmt: skip
+
+
+def test_a_replay_in_a_drifted_environment_does_not_overrule_the_runs_own(
+    code_project: Path, tmp_path: Path
+) -> None:
+    root = code_project
+    stale = _other_lightgbm(tmp_path)
+    ours = importlib.metadata.version("lightgbm")
+    run_id = train(root).run_id
+    client = mlflow_client(root)
+    run_name = client.get_run(run_id).info.run_name
+
+    # a teammate with a stale venv replays first: DIFFERENT, and it says where it ran
+    drifted = _replay_cli(root, run_id, stale)
+    assert drifted.returncode == 1, drifted.stdout[-3000:] + drifted.stderr[-3000:]
+    assert f"LightGBM {ours} vs {OTHER_LIGHTGBM}" in drifted.stdout
+    tags = client.get_run(run_id).data.tags
+    assert tags["replayml.replay.verdict"] == "DIFFERENT"
+    assert f"env.lightgbm {ours} -> {OTHER_LIGHTGBM}" in tags["replayml.replay.environment"]
+    first_replay = tags["replayml.replay.run_id"]
+    assert (
+        client.get_run(first_replay).data.tags["replayml.replay.environment"]
+        == (tags["replayml.replay.environment"])
+    )
+    # replays are named after the run they replay
+    assert client.get_run(first_replay).info.run_name == f"replay of {run_name}"
+
+    # register names the packages and how to settle it, and does not blame the run
+    refused = CliRunner().invoke(
+        app, ["register", run_id, "--name", "reco-team", "--project", str(root)],
+        terminal_width=2000,
+    )  # fmt: skip
+    assert refused.exit_code == 2, refused.output
+    said = " ".join(refused.output.split())
+    assert "replayed in another environment than its own" in said
+    assert f"env.lightgbm {ours} -> {OTHER_LIGHTGBM}" in said
+    assert f"replayml replay {run_id} --env" in said and "uv sync --frozen" in said
+    assert "--force" in said and "Fix the run" not in said
+
+    # a replay in the run's own environment replaces that verdict
+    own = replay(run_id, project=root)
+    assert own.verdict is Verdict.IDENTICAL
+    tags = client.get_run(run_id).data.tags
+    assert tags["replayml.replay.verdict"] == "IDENTICAL"
+    assert tags["replayml.replay.environment"] == "same"
+    assert tags["replayml.replay.run_id"] == own.replay_run_id
+
+    # and a later replay in the stale venv no longer overwrites it
+    again = _replay_cli(root, run_id, stale)
+    assert again.returncode == 1, again.stdout[-3000:] + again.stderr[-3000:]
+    assert "keeps its IDENTICAL verdict" in " ".join(again.stdout.split())
+    tags = client.get_run(run_id).data.tags
+    assert tags["replayml.replay.verdict"] == "IDENTICAL"
+    assert tags["replayml.replay.environment"] == "same"
+    assert tags["replayml.replay.run_id"] == own.replay_run_id
+    latest = max(
+        (r for r in all_runs(root) if r.data.tags.get("replayml.replay_of") == run_id),
+        key=lambda r: r.info.start_time,
+    )
+    assert latest.data.tags["replayml.replay.verdict"] == "DIFFERENT"
+    assert "env.lightgbm" in latest.data.tags["replayml.replay.environment"]
+
+    registered = CliRunner().invoke(
+        app, ["register", run_id, "--name", "reco-team", "--project", str(root)]
+    )
+    assert registered.exit_code == 0, registered.output
+    (version,) = client.search_model_versions("name = 'reco-team'")
+    assert version.tags["replayml.replay.verdict"] == "IDENTICAL"
+    assert version.tags["replayml.replay.environment"] == "same"
+    assert "replayml.forced" not in version.tags
 
 
 def test_replay_config_names_the_replay_only_where_the_runs_code_can() -> None:

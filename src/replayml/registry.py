@@ -137,6 +137,27 @@ class Registration:
     alias_move: AliasMove | None = None
 
 
+ENV_TAG = P + "replay.environment"  # `same`, or the keys that differed (see replay.py)
+
+
+def elsewhere_verdict(tags: dict[str, str]) -> str:
+    """The environment keys that differed when a run's replay came out DIFFERENT in another
+    environment than the run's own (`replayml.replay.environment`), else ""."""
+    env = tags.get(ENV_TAG, "")
+    if tags.get(P + "replay.verdict") != "DIFFERENT" or env in ("", "same"):
+        return ""
+    return env
+
+
+def _replay_elsewhere(run_id: str, commit: str, env: str) -> str:
+    """How to clear a DIFFERENT verdict reached in another environment than the run's."""
+    at = f" at the run's commit {commit[:12]}" if commit else " at the run's commit"
+    return (
+        f"a replay in the run's own environment replaces that verdict: `replayml replay "
+        f"{run_id} --env`, or `uv sync --frozen`{at} and then `replayml replay {run_id}`"
+    )
+
+
 def refusal_reasons(run: RecordedRun, diff: str | None) -> list[str]:
     """Why a run should not be registered (empty when it may be)."""
     reasons = []
@@ -145,7 +166,15 @@ def refusal_reasons(run: RecordedRun, diff: str | None) -> list[str]:
     if run.tag("replayable") != "true":
         why = run.tag("not_replayable_reasons") or "no replayable tag"
         reasons.append(f"run {run.run_id} is not replayable (replayml.replayable=false: {why})")
-    if run.tag("replay.verdict") == "DIFFERENT":
+    elsewhere = elsewhere_verdict(run.tags)
+    if elsewhere:
+        reasons.append(
+            f"run {run.run_id} was replayed in another environment than its own ({elsewhere}) "
+            f"and that replay came out DIFFERENT (replay run {run.tag('replay.run_id') or '?'}), "
+            f"which may come from the environment alone; "
+            + _replay_elsewhere(run.run_id, run.tag("code.commit"), elsewhere)
+        )
+    elif run.tag("replay.verdict") == "DIFFERENT":
         reasons.append(
             f"run {run.run_id} was replayed and the replay came out DIFFERENT (replay run "
             f"{run.tag('replay.run_id') or '?'}): see `replayml replay {run.run_id}`"
@@ -227,6 +256,8 @@ def lineage_tags(
     }
     if run.tag("replay.run_id"):
         tags[P + "replay.run_id"] = run.tag("replay.run_id")
+    if run.tag("replay.environment"):
+        tags[ENV_TAG] = run.tag("replay.environment")
     for key in ("train_start", "train_end", "test_start", "test_end"):
         if run.tag(f"dates.{key}"):
             tags[P + f"dates.{key}"] = run.tag(f"dates.{key}")
@@ -280,10 +311,13 @@ def register(
             on_remote=run.tag("code.on_remote"),
         )
     if reasons and not force:
+        # a verdict reached in another environment is not the run's fault
+        only_elsewhere = len(reasons) == 1 and bool(elsewhere_verdict(run.tags))
+        fix = "Or pass" if only_elsewhere else "Fix the run, or pass"
         raise RegistrationRefused(
             "refusing to register: "
             + "; ".join(reasons)
-            + f". Fix the run, or pass --force to register it anyway (the version is then "
+            + f". {fix} --force to register it anyway (the version is then "
             f"tagged {P}forced=true with these reasons)"
         )
     if not model_uri:
@@ -475,10 +509,17 @@ def _target_warnings(store: RegistryStore, target: VersionRecord) -> list[str]:
             f"{target.tag('forced_reason') or '(no reason recorded)'}"
         )
     try:
-        verdict = store.client.get_run(target.run_id).data.tags.get(P + "replay.verdict", "")
+        tags = dict(store.client.get_run(target.run_id).data.tags)
     except Exception:  # a deleted or unreadable source run: the version's own record stands
-        verdict = target.tag("replay.verdict")
-    if verdict == "DIFFERENT":
+        tags = dict(target.tags)
+    elsewhere = elsewhere_verdict(tags)
+    if elsewhere:
+        out.append(
+            f"the run of version {target.version} was replayed in another environment than "
+            f"its own ({elsewhere}) and came out DIFFERENT; "
+            + _replay_elsewhere(target.run_id, tags.get(P + "code.commit", ""), elsewhere)
+        )
+    elif tags.get(P + "replay.verdict") == "DIFFERENT":
         out.append(
             f"the run of version {target.version} was replayed and came out DIFFERENT: see "
             f"`replayml replay {target.run_id}`"

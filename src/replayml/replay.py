@@ -108,6 +108,8 @@ class ReplayReport:
     worktree: Path | None = None  # with --keep: the project's folder in the kept worktree
     kept_dir: Path | None = None  # with --keep: the temporary folder holding all of it
     git_root: Path | None = None
+    environment: str = ""  # SAME_ENVIRONMENT, or the environment keys that differed
+    kept_verdict: str = ""  # the original's earlier verdict, kept over this one (see _replay)
 
     @property
     def cleanup_command(self) -> str:
@@ -388,6 +390,24 @@ def environment_differences(run: RecordedRun, project: Path, strict: bool) -> li
             )
         )
     return out
+
+
+SAME_ENVIRONMENT = "same"
+ENVIRONMENT_TAG = "replayml.replay.environment"
+# cannot change a result: LightGBM's threads are pinned by the config
+_NO_EFFECT = (THREADS, "env.cpu_count")
+
+
+def replay_environment(env_diffs: list[Difference]) -> str:
+    """Whether a replay ran in the run's own environment: `same`, or the keys that differed
+    with both values (`env.lightgbm 4.7.0 -> 4.3.0, ...`), what `replayml.replay.environment`
+    records on both runs."""
+    rows = [
+        f"{d.key} {_short(d.original, 14)} -> {_short(d.replay, 14)}"
+        for d in env_diffs
+        if d.key not in _NO_EFFECT
+    ]
+    return ", ".join(rows)[:1000] or SAME_ENVIRONMENT
 
 
 # ------------------------------------------------------------------------------------ code
@@ -1238,26 +1258,60 @@ def _replay(
     report.differences = compare(original, replayed, config_diffs, code_diffs, env_diffs)
     outcome = [d for d in report.differences if d.outcome]
     report.verdict = Verdict.DIFFERENT if outcome else Verdict.IDENTICAL
+    # a --env replay runs in the run's own locked environment
+    report.environment = SAME_ENVIRONMENT if locked_env else replay_environment(env_diffs)
+    reader.set_tags(
+        replayed.run_id,
+        {
+            "replayml.replay.verdict": report.verdict.value,
+            "replayml.replay.differences": ",".join(d.key for d in outcome)[:4000],
+            ENVIRONMENT_TAG: report.environment,
+        },
+    )
+    earlier = reader.run(original.run_id).tags  # as now: another replay may have tagged it
+    report.kept_verdict = _kept_verdict(report, earlier)
+    if report.kept_verdict:
+        report.warnings.append(
+            f"verdict: this replay ran in another environment than the run's "
+            f"({report.environment}), so its DIFFERENT is recorded on the replay run only; "
+            f"run {original.run_id} keeps its {report.kept_verdict} verdict from replay run "
+            f"{earlier.get('replayml.replay.run_id', '?')}"
+            f"{' in its own environment' if _same_env(earlier) else ''}. Replay with --env "
+            f"(or after `uv sync --frozen` at commit {commit[:12]}) to check the run itself"
+        )
+        return report
     reader.set_tags(
         original.run_id,
         {
             "replayml.replay.verdict": report.verdict.value,
             "replayml.replay.run_id": replayed.run_id,
             "replayml.replay.url": replayed.url,
+            ENVIRONMENT_TAG: report.environment,
         },
     )
-    reader.set_tags(
-        replayed.run_id,
-        {
-            "replayml.replay.verdict": report.verdict.value,
-            "replayml.replay.differences": ",".join(d.key for d in outcome)[:4000],
-        },
-    )
-    _tag_versions(spec, original.run_id, replayed, report.verdict)
+    _tag_versions(spec, original.run_id, replayed, report.verdict, report.environment)
     return report
 
 
-def _tag_versions(spec: StoreSpec, run_id: str, replayed: RecordedRun, verdict: Verdict) -> None:
+def _same_env(tags: dict[str, str]) -> bool:
+    return tags.get(ENVIRONMENT_TAG) == SAME_ENVIRONMENT
+
+
+def _kept_verdict(report: ReplayReport, earlier: dict[str, str]) -> str:
+    """The original's earlier verdict when it must stand over this replay's (else ""): a
+    DIFFERENT reached in another environment than the run's says nothing against the run, so
+    it never replaces an IDENTICAL, nor a verdict reached in the run's own environment."""
+    if report.verdict is not Verdict.DIFFERENT or report.environment == SAME_ENVIRONMENT:
+        return ""
+    verdict = earlier.get("replayml.replay.verdict", "")
+    if verdict == Verdict.IDENTICAL or (verdict and _same_env(earlier)):
+        return verdict
+    return ""
+
+
+def _tag_versions(
+    spec: StoreSpec, run_id: str, replayed: RecordedRun, verdict: Verdict, environment: str
+) -> None:
     """Give every registered version of the run its latest replay verdict (the lineage a
     version page shows); a registry that cannot be tagged is said, never fatal."""
     from replayml.tracking.registry_store import RegistryStore
@@ -1266,6 +1320,7 @@ def _tag_versions(spec: StoreSpec, run_id: str, replayed: RecordedRun, verdict: 
         "replayml.replay.verdict": verdict.value,
         "replayml.replay.run_id": replayed.run_id,
         "replayml.replay.url": replayed.url,
+        ENVIRONMENT_TAG: environment,
     }
     try:
         store = RegistryStore(spec)
@@ -1367,6 +1422,12 @@ def print_report(report: ReplayReport) -> None:
         console.print(f"  replay:   {report.replay_url}")
     if report.commit:
         console.print(f"  commit:   {report.commit}   store: {report.tracking_uri}")
+    if report.environment and report.environment != SAME_ENVIRONMENT:
+        console.print(
+            f"  environment: not the run's own ({report.environment}); `--env` replays in it",
+            markup=False,
+            highlight=False,
+        )
     if report.differences and not (console.is_terminal and console.width >= _TABLE_WIDTH):
         _print_difference_list(console, report.differences)
     elif report.differences:
