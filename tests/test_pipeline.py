@@ -674,6 +674,70 @@ def test_a_quiet_weekend_of_business_hours_data_is_not_called_part_of_a_day(
     assert "validation window's day 2024-03-30 has 40 rows against 300 on a typical" in caplog.text
 
 
+def test_a_thin_whole_day_and_a_training_gap_are_warned_about(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A test day missing half its rows all through the day (one of two export shards), and
+    a day missing inside the training window, are said, not trained and scored silently."""
+    from replayml.config.resolve import DateWindows, Window
+    from replayml.pipeline import warn_partial_days
+
+    def whole_day(day: pd.Timestamp, rows: int = 600) -> pd.DataFrame:
+        ts = day + pd.to_timedelta(np.linspace(0, 86_399, rows), unit="s")
+        return pd.DataFrame({"day": day, "ts": ts})
+
+    days = pd.date_range("2024-03-04", periods=28, freq="D")
+    train = pd.concat([whole_day(d) for d in days[:26]], ignore_index=True)
+    windows = DateWindows(
+        Window(days[0].date(), days[25].date()),
+        Window(days[26].date(), days[26].date()),
+        Window(days[27].date(), days[27].date()),
+    )
+    whole = [train, whole_day(days[26]), whole_day(days[27])]
+    with caplog.at_level("WARNING"):
+        warn_partial_days(windows, whole)
+    assert caplog.text == ""
+    half = whole[2].iloc[::2]  # every other row: the whole day, thinly
+    with caplog.at_level("WARNING"):
+        warn_partial_days(windows, [train, whole[1], half])
+    assert "test window's day 2024-03-31 has 300 rows against 600 on a typical" not in caplog.text
+    third = whole[2].iloc[::3]
+    with caplog.at_level("WARNING"):
+        warn_partial_days(windows, [train, whole[1], third])
+    assert "test window's day 2024-03-31 has 200 rows against 600 on a typical training " \
+        "Sunday, spread over the whole day" in caplog.text  # fmt: skip
+    # a training window that keeps a fifth of its negatives is compared as if whole
+    caplog.clear()
+    sampled = train.iloc[::5]
+    with caplog.at_level("WARNING"):
+        warn_partial_days(windows, [sampled, whole[1], whole[2]], negative_rate=0.2)
+    assert caplog.text == ""
+    caplog.clear()
+    gap = train[train["day"] != days[10]]
+    with caplog.at_level("WARNING"):
+        warn_partial_days(windows, [gap, whole[1], whole[2]])
+    assert "has no events on 1 of its 26 days (2024-03-14): a missing partition?" in caplog.text
+
+
+def test_a_runs_warnings_are_recorded_with_it(project: Path) -> None:
+    result = train(project, ["dates.train_days=3", "features.lookback_days=[60]"])
+    tags = mlflow_client(project).get_run(result.run_id).data.tags
+    count = int(tags["replayml.warnings.count"])
+    assert count >= 1
+    assert "features.lookback_days=[60] look back to" in tags["replayml.warnings"]
+    plain = train(project, ["dates.train_days=3"])
+    plain_tags = mlflow_client(project).get_run(plain.run_id).data.tags
+    assert "features.lookback_days" not in plain_tags.get("replayml.warnings", "")
+    # a review shows them, for whoever judges the run by its link
+    from replayml.review import review
+    from server_fixtures import spec_for
+
+    spec = spec_for(f"sqlite:///{project / 'mlruns' / 'mlflow.db'}")
+    markdown = review(result.run_id, plain.run_id, spec=spec).markdown
+    assert f"**The run trained with {count} warning(s)**" in markdown
+    assert "## Warnings" in markdown and "features.lookback_days=[60] look back" in markdown
+
+
 def test_train_py_outside_the_environment_says_how_to_install(project: Path) -> None:
     # -S: no site-packages, as a Python without the project's environment
     proc = subprocess.run(

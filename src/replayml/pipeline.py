@@ -411,7 +411,7 @@ def prepare(
                     ["user_id", "day", "ts", "item_id"], kind="mergesort", ignore_index=True
                 )
             )
-        warn_partial_days(windows, parts)
+        warn_partial_days(windows, parts, cfg.preprocessing.negative_rate)
         # one pass for all three windows: every feature of a row depends only on the history
         # before its own day, so building them together gives the same values as one by one;
         # builders that are not built in are checked for that on the last training day's and
@@ -565,7 +565,9 @@ def warn_short_test_window(windows: DateWindows, m: Matrices) -> None:
     )  # fmt: skip
 
 
-def warn_partial_days(windows: DateWindows, parts: list[pd.DataFrame]) -> None:
+def warn_partial_days(
+    windows: DateWindows, parts: list[pd.DataFrame], negative_rate: float = 1.0
+) -> None:
     """Say when a day of the validation or test window holds far fewer rows than a typical
     training day and its events cover only part of it (they start or stop hours from
     midnight): a missing day whose neighbour's zone-aware times spill a few hours into it,
@@ -575,10 +577,21 @@ def warn_partial_days(windows: DateWindows, parts: list[pd.DataFrame]) -> None:
     per_day = parts[0].groupby("day").size()
     if per_day.empty:
         return
+    train_days = pd.date_range(_day(windows.train.start), _day(windows.train.end), freq="D")
+    gaps = [d.date().isoformat() for d in train_days if d not in per_day.index]
+    if gaps:
+        shown = ", ".join(gaps[:5]) + (f" and {len(gaps) - 5} more" if gaps[5:] else "")
+        log.warning(
+            "dates: the training window %s..%s has no events on %d of its %d days (%s): a "
+            "missing partition? The model learns from fewer days than the window says, and "
+            "history features look back over the gap",
+            windows.train.start, windows.train.end, len(gaps), len(train_days), shown,
+        )  # fmt: skip
     # a weekend of business-hours data is quiet every week: compare a day with the training
     # window's days of the same weekday when it has some
-    weekdays = per_day.groupby(per_day.index.dayofweek).median()
-    overall = float(per_day.median())
+    # (the training window keeps only negative_rate of its negatives: scale back to all rows)
+    weekdays = per_day.groupby(per_day.index.dayofweek).median() / negative_rate
+    overall = float(per_day.median()) / negative_rate
     for name, frame, w in (
         ("validation", parts[1], windows.valid),
         ("test", parts[2], windows.test),
@@ -590,7 +603,17 @@ def warn_partial_days(windows: DateWindows, parts: list[pd.DataFrame]) -> None:
             typical = float(weekdays.get(day.dayofweek, overall))
             late = first - day >= CUT_OFF_GAP
             early = day + pd.Timedelta(days=1) - last >= CUT_OFF_GAP
-            if rows >= SHORT_TEST_SHARE * typical or not (late or early):
+            if rows >= SHORT_TEST_SHARE * typical:
+                continue
+            if not (late or early):  # the whole day, thinly: rows missing all through it
+                log.warning(
+                    "dates: the %s window's day %s has %d rows against %.0f on a typical "
+                    "training %s, spread over the whole day: part of the day's export missing "
+                    "(a shard or file of it?), or a very quiet day. %s on those rows: check the "
+                    "day's data, or move dates.anchor past it",
+                    name, day.date(), rows, typical, day.day_name(),
+                    "Early stopping rests" if name == "validation" else "The test metrics rest",
+                )  # fmt: skip
                 continue
             if name == "test" and early and not late and day == _day(w.end):
                 continue  # a dump cut off during its last day: said with its own advice
@@ -988,8 +1011,42 @@ def _check_output_dir(out: Path) -> None:
         ) from None
 
 
+class _Warnings(logging.Handler):
+    """The warnings replayml logs while a run is prepared and trained, each once, redacted:
+    what the run records (`replayml.warnings`) so a review shows them, not only a console."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.seen: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        from replayml.redact import redact_text
+
+        try:
+            text = " ".join(redact_text(record.getMessage()).split())
+        except Exception:  # a malformed record is the logger's problem, not the run's
+            return
+        if text not in self.seen:
+            self.seen.append(text)
+
+
+#: the tags that hold a run's warnings: how many, and their text (in full in the artifact)
+WARNINGS_TAG, WARNINGS_COUNT_TAG = TAG + "warnings", TAG + "warnings.count"
+WARNINGS_ARTIFACT = "replayml/warnings.txt"
+
+
 def run_experiment(cfg: RunConfig, ctx: RunContext) -> RunResult:
     """Train, evaluate and record one run with its full lineage; return what it produced."""
+    seen = _Warnings()
+    ours = logging.getLogger("replayml")
+    ours.addHandler(seen)
+    try:
+        return _run_experiment(cfg, ctx, seen)
+    finally:
+        ours.removeHandler(seen)
+
+
+def _run_experiment(cfg: RunConfig, ctx: RunContext, seen: _Warnings) -> RunResult:
     from replayml.champion import SCORES_ARTIFACT as CHAMPION_SCORES_ARTIFACT
     from replayml.model.evaluate import (
         evaluate,
@@ -1275,6 +1332,15 @@ def run_experiment(cfg: RunConfig, ctx: RunContext) -> RunResult:
                     result.booster, m.test.X.head(5), _requirements(env), result.best_iteration
                 )
             run.set_tags({TAG + "model_uri": model_uri})
+        said = list(seen.seen)
+        run.set_tags(
+            {
+                WARNINGS_COUNT_TAG: str(len(said)),
+                **({WARNINGS_TAG: "\n".join(said)} if said else {}),
+            }
+        )
+        if said:
+            run.log_text("\n".join(said) + "\n", WARNINGS_ARTIFACT)
         url = run.url
         run_id = run.run_id
     return RunResult(

@@ -879,6 +879,13 @@ def render(r: Review) -> str:
             )
     if base is None and not r.notes:
         out.append("- No baseline: a summary of the run (pass --baseline RUN_ID or --name NAME)")
+    warned = [(role, x, _warnings(x)) for x, role in ((run, "run"), (base, "baseline"))]
+    warned = [(role, x, said) for role, x, said in warned if x is not None and said]
+    for role, _, said in warned:
+        out.append(
+            f"- **The {role} trained with {len(said)} warning(s)** (see Warnings below): "
+            f"{_cell(_clip(said[0], 160))}"
+        )
     out.append("")
 
     out += ["## Metrics", ""]
@@ -963,4 +970,17 @@ def render(r: Review) -> str:
         if run.tag("code.commit") == base.tag("code.commit"):
             out += ["", "Same commit."]
     out.append("")
+    if warned:
+        out += ["## Warnings", "", "What replayml warned about while the run was trained.", ""]
+        for role, x, said in warned:
+            out.append(f"{role.capitalize()} {_short(x.run_id)}:")
+            out.append("")
+            out += [f"- {_clip(w, 600)}" for w in said]
+            out.append("")
     return "\n".join(out)
+
+
+def _warnings(run: RecordedRun) -> list[str]:
+    """The warnings the run recorded as it trained (`replayml.warnings`)."""
+    text = run.tag("warnings")
+    return [line for line in text.splitlines() if line.strip()] if text else []
