@@ -736,6 +736,8 @@ def test_a_runs_warnings_are_recorded_with_it(project: Path) -> None:
     markdown = review(result.run_id, plain.run_id, spec=spec).markdown
     assert f"**The run trained with {count} warning(s)**" in markdown
     assert "## Warnings" in markdown and "features.lookback_days=[60] look back" in markdown
+    alone = review(result.run_id, None, spec=spec).markdown  # no baseline: a summary
+    assert "## Warnings" in alone
 
 
 def test_train_py_outside_the_environment_says_how_to_install(project: Path) -> None:

@@ -119,3 +119,25 @@ def test_a_ci_clone_of_a_pushed_pull_request_is_not_called_unpushed(
     local = git(ci, "rev-parse", "HEAD").strip()
     gaps = sharing_gaps(ci, local, "HEAD", "", "", on_remote="false")
     assert len(gaps) == 1 and f"commit {local[:12]} is on no branch" in gaps[0]
+
+
+def test_a_dvc_remote_inside_the_checkout_is_not_called_shared(
+    project: Path, tmp_path: Path
+) -> None:
+    root = project
+    _pushed_to_origin(root, tmp_path / "origin.git")
+    dvc(root, "remote", "add", "-d", "-f", "inside", ".dvc-inside")  # a folder in the checkout
+    git(root, "add", "-A")
+    git(root, "commit", "-qm", "a remote in the checkout")
+    git(root, "push", "-q", "origin", "HEAD")
+    assert dvc(root, "push").returncode == 0
+    proc = run_train_py(root, "model.num_boost_round=5")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (run,) = all_runs(root)
+    md = _review(root, run.info.run_id)
+    cell = next(line for line in md.splitlines() if line.startswith("| others can replay |"))
+    assert "is a folder inside this checkout, which clones elsewhere cannot read" in cell, cell
+    assert "yes (" not in cell
+    done = _register(root, run.info.run_id)  # this clone can replay it: registered, with a word
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "others cannot replay this run's data" in done.stderr

@@ -879,8 +879,8 @@ def render(r: Review) -> str:
             )
     if base is None and not r.notes:
         out.append("- No baseline: a summary of the run (pass --baseline RUN_ID or --name NAME)")
-    warned = [(role, x, _warnings(x)) for x, role in ((run, "run"), (base, "baseline"))]
-    warned = [(role, x, said) for role, x, said in warned if x is not None and said]
+    warned = [(role, x, _warnings(x)) for x, role in ((run, "run"), (base, "baseline")) if x]
+    warned = [(role, x, said) for role, x, said in warned if said]
     for role, _, said in warned:
         out.append(
             f"- **The {role} trained with {len(said)} warning(s)** (see Warnings below): "

@@ -104,9 +104,29 @@ def data_in_remote(root: Path, dvc_hash: str) -> Shared:
     from replayml.redact import redact_text
 
     remote = f"{name} ({redact_text(url)})"
+    if found and _inside(root, url):
+        return Shared(None, f"the DVC remote {remote} {IN_CHECKOUT}")
     if found:
         return Shared(True, f"DVC remote {remote}")
     return Shared(False, f"the DVC remote {remote} has no copy of data version {dvc_hash}")
+
+
+#: a local-folder DVC remote inside the checkout (the default `.dvc-remote/`) holds data
+#: for this clone only
+IN_CHECKOUT = (
+    "is a folder inside this checkout, which clones elsewhere cannot read: set a shared "
+    "remote (`dvc remote add -d team <url>`, commit .dvc/config, `dvc push`)"
+)
+
+
+def _inside(root: Path, url: str) -> bool:
+    """Whether a DVC remote's `url` is a local folder inside the checkout at `root`."""
+    if "://" in url and not url.startswith("file://"):
+        return False
+    folder = Path(url.removeprefix("file://"))
+    if not folder.is_absolute():  # relative to .dvc/, where DVC's config lives
+        folder = root / ".dvc" / folder
+    return folder.resolve().is_relative_to(root.resolve())
 
 
 def sharing_gaps(
@@ -123,6 +143,9 @@ def sharing_gaps(
             "command in a clone of the run's project, or pass --project)",
             unknown[0],
         )
+    for said in unknown:
+        if said.endswith(IN_CHECKOUT):
+            log.warning("others cannot replay this run's data: %s", said)
     return gaps
 
 
