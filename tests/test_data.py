@@ -130,6 +130,22 @@ def test_prepare_is_a_noop_when_data_is_verified(project: Path) -> None:
     assert (project / "data.dvc").read_bytes() == before
 
 
+def test_prepare_pushes_a_verified_version_the_remote_lacks(project: Path, tmp_path: Path) -> None:
+    """A `make data` stopped between generating and pushing leaves the data unshared: the
+    next one pushes it."""
+    from replayml.lineage.sharing import data_in_remote
+
+    version = read_dvc_file(project / "data.dvc")[0]
+    dvc(project, "remote", "add", "-d", "-f", "empty", str(tmp_path / "empty-remote"))
+    assert data_in_remote(project, version).shared is False
+    done = prepare(project, GeneratorSpec(scale=SMALL_SCALE), push=True)
+    assert "already at" in done and "pushed it to the DVC remote, which had no copy" in done
+    assert data_in_remote(project, version).shared is True
+    again = prepare(project, GeneratorSpec(scale=SMALL_SCALE), push=True)
+    assert "pushed" not in again
+    assert "pushed" not in prepare(project, GeneratorSpec(scale=SMALL_SCALE), push=False)
+
+
 def test_generator_options_that_were_not_used_are_said(project: Path) -> None:
     # `replayml data prepare --seed 7` on data already at its version generates nothing
     done = prepare(project, GeneratorSpec(scale=SMALL_SCALE, seed=7), push=False)

@@ -64,6 +64,14 @@ def data_prepare(
         )
     except ReplaymlError as exc:
         _fail(exc)
+    except KeyboardInterrupt:
+        typer.echo(
+            "error: interrupted (Ctrl-C); data.dvc is unchanged and data/ holds either its "
+            "earlier state or the whole verified version: run `make data` again to finish "
+            "(it pushes a version the DVC remote lacks)",
+            err=True,
+        )
+        raise typer.Exit(130) from None
     except (OSError, sqlite3.Error) as exc:  # a full disk surfaces as either
         _fail(
             ReplaymlError(

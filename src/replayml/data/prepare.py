@@ -127,6 +127,22 @@ def _spec_unused(spec: GeneratorSpec, dvc_file: str) -> str:
     )
 
 
+def _push_if_missing(root: Path, dvc_file: str, version: str, push: bool) -> str:
+    """Push the version when the default DVC remote lacks it (a `make data` stopped after
+    generating it, before its push): what was done, said in a phrase ("" if nothing)."""
+    if not push:
+        return ""
+    from replayml.lineage.sharing import data_in_remote
+
+    if data_in_remote(root, version).shared is not False:  # there, unknown, or no remote
+        return ""
+    pushed = dvc(root, "push", "-q", dvc_file, check=False)
+    if pushed.returncode != 0:
+        log.warning("dvc push failed (data kept locally): %s", pushed.stderr.strip()[-300:])
+        return "; the DVC remote has no copy of it and `dvc push` failed"
+    return "; pushed it to the DVC remote, which had no copy"
+
+
 def prepare(
     root: Path,
     spec: GeneratorSpec = GeneratorSpec(),
@@ -147,7 +163,12 @@ def prepare(
         expected, _, _ = read_dvc_file(root / dvc_file)
         why = _why_unusable(root, dvc_file, data_root)
         if why is None:
-            return f"{data_root}/ is already at {expected}" + _spec_unused(spec, dvc_file)
+            done = f"{data_root}/ is already at {expected}"
+            return (
+                done
+                + _push_if_missing(root, dvc_file, expected, push)
+                + _spec_unused(spec, dvc_file)
+            )
         if data_dir.exists():
             log.info("%s/ is not usable as is: %s", data_root, why)
         log.info("fetching data version %s with `dvc pull`", expected)
