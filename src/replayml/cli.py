@@ -8,13 +8,28 @@ import os
 import sqlite3
 import sys
 from pathlib import Path
+from typing import Any
 
 import typer
 
 from replayml.errors import ReplaymlError, RunKilled
 
-app = typer.Typer(help="Reproducible, reviewable ML experiments.", no_args_is_help=True)
-data_app = typer.Typer(help="The project's DVC-versioned data.", no_args_is_help=True)
+# markdown: a docstring's wrapped lines are one paragraph in --help, as written
+app = typer.Typer(
+    help="Reproducible, reviewable ML experiments.",
+    no_args_is_help=True,
+    rich_markup_mode="markdown",
+)
+data_app = typer.Typer(
+    help="The project's DVC-versioned data.", no_args_is_help=True, rich_markup_mode="markdown"
+)
+
+
+def _flag(*args: Any, **kwargs: Any) -> Any:
+    """A boolean option: shown without a value placeholder (it takes none)."""
+    return typer.Option(*args, metavar="", **kwargs)
+
+
 app.add_typer(data_app, name="data")
 
 
@@ -48,8 +63,8 @@ def data_prepare(
     days: int = typer.Option(60, help="Number of days of events."),
     start: str = typer.Option("2024-03-01", help="First day of events (YYYY-MM-DD)."),
     root: Path = typer.Option(Path("."), help="Project root (holds data.dvc)."),
-    push: bool = typer.Option(True, help="Push a regenerated version to the DVC remote."),
-    verbose: bool = typer.Option(True, help="Log progress to stderr."),
+    push: bool = _flag(True, help="Push a regenerated version to the DVC remote."),
+    verbose: bool = _flag(True, help="Log progress to stderr."),
 ) -> None:
     """Restore data/ at the version in data.dvc: verify, else `dvc pull`, else regenerate."""
     from replayml.data.prepare import GeneratorSpec, prepare
@@ -110,7 +125,7 @@ def features(
     params_file: Path = typer.Option(Path("params.yaml"), "--params", help="Composed config."),
     out: Path = typer.Option(Path("artifacts/features"), "--out", help="Cache folder."),
     project: Path = typer.Option(Path("."), "--project", help="Project root."),
-    verbose: bool = typer.Option(True, help="Log progress to stderr."),
+    verbose: bool = _flag(True, help="Log progress to stderr."),
 ) -> None:
     """Build and cache the feature matrices (the DVC `features` stage)."""
     from omegaconf import OmegaConf
@@ -180,8 +195,8 @@ def doctor(
         None, "--tracking-uri", help="Tracking store; default: $MLFLOW_TRACKING_URI or mlruns/."
     ),
     stale_after: float = typer.Option(600.0, help="Seconds without a heartbeat = dead."),
-    fix: bool = typer.Option(False, "--fix", help="Mark the ghosts KILLED (default: list)."),
-    check: bool = typer.Option(
+    fix: bool = _flag(False, "--fix", help="Mark the ghosts KILLED (default: list)."),
+    check: bool = _flag(
         False, "--check", help="Exit 1 when ghosts are found and not fixed (for CI)."
     ),
     project: Path = typer.Option(Path("."), "--project", help="Project root."),
@@ -251,7 +266,7 @@ def review_run(
     tolerance: float = typer.Option(
         0.0, "--tolerance", help="Absolute change allowed before a metric counts as regressed."
     ),
-    significant: bool = typer.Option(
+    significant: bool = _flag(
         False,
         "--significant",
         help="A --fail-on metric counts as regressed only when its 95% bootstrap interval lies "
@@ -267,7 +282,7 @@ def review_run(
     output: Path = typer.Option(None, "--output", "-o", help="Also write the Markdown here."),
     tracking_uri: str = typer.Option(None, "--tracking-uri", help=_TRACKING_HELP),
     project: Path = typer.Option(Path("."), "--project", help="Project root."),
-    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log progress to stderr."),
+    verbose: bool = _flag(False, "--verbose", "-v", help="Log progress to stderr."),
 ) -> None:
     """Markdown review of a run against a baseline: metrics, config, data and code.
 
@@ -361,7 +376,7 @@ def register_run(
     alias: str = typer.Option(None, "--alias", help="Move this alias (prod, ab, ...) to it."),
     ab_label: str = typer.Option(None, "--ab-label", help="A/B label, e.g. treatment."),
     ab_group: str = typer.Option(None, "--ab-group", help="A/B group (experiment) name."),
-    force: bool = typer.Option(
+    force: bool = _flag(
         False,
         "--force",
         help="Register anyway: a failed, non-replayable or undiffed dirty run, or one whose "
@@ -369,7 +384,7 @@ def register_run(
     ),
     tracking_uri: str = typer.Option(None, "--tracking-uri", help=_TRACKING_HELP),
     project: Path = typer.Option(Path("."), "--project", help="Project root."),
-    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log progress to stderr."),
+    verbose: bool = _flag(False, "--verbose", "-v", help="Log progress to stderr."),
 ) -> None:
     """Register a run's model as a new version, tagged with the run's lineage."""
     from replayml.registry import register, same_run_versions
@@ -468,7 +483,7 @@ def promote_version(
         "--expect-version",
         help="Move only if the alias is now held by this version ('none': unset).",
     ),
-    force: bool = typer.Option(
+    force: bool = _flag(
         False,
         "--force",
         help="Move it even to a version registered outside replayml whose run is not "
@@ -549,16 +564,16 @@ def replay_run(
         help="Tracking store holding the run (default: $MLFLOW_TRACKING_URI, else the "
         "project's mlruns/ store). The replay run is logged there too.",
     ),
-    keep: bool = typer.Option(
+    keep: bool = _flag(
         False, "--keep", help="Keep the temporary git worktree of the replay (path printed)."
     ),
-    strict_env: bool = typer.Option(
+    strict_env: bool = _flag(
         False,
         "--strict-env",
         help="Refuse (exit 2, nothing run) when the lock file, Python, platform or package "
         "versions differ from the run's; by default they are warnings.",
     ),
-    locked_env: bool = typer.Option(
+    locked_env: bool = _flag(
         False,
         "--env",
         help="Replay inside the run's locked environment (its uv.lock, built with uv in a "
@@ -567,7 +582,7 @@ def replay_run(
     project: Path = typer.Option(
         Path("."), "--project", help="Project root: a git clone with data.dvc and conf/."
     ),
-    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log progress to stderr."),
+    verbose: bool = _flag(False, "--verbose", "-v", help="Log progress to stderr."),
 ) -> None:
     """Replay a run exactly from its recorded commit, data version and config, and compare.
 
