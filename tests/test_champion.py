@@ -120,6 +120,9 @@ def test_the_review_against_the_champion_compares_on_the_same_rows(daily: Daily)
     # a run without the baseline as its champion is still not compared across test windows
     other = review(daily.yesterday, daily.today, spec=spec, resamples=200)
     assert not other.intervals and "n/a (other test rows)" in other.markdown
+    # and says what does compare a daily retrain with the model it may replace
+    assert "the test windows differ" in other.markdown
+    assert "tracking.champion=models:/NAME@ALIAS" in other.markdown
 
 
 def test_a_sweep_scores_one_champion_version_in_every_job(daily: Daily) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from server_fixtures import ready, start_server
+from server_fixtures import _stop, ready, start_server
 
 pytestmark = pytest.mark.slow
 
@@ -86,11 +86,12 @@ def test_server_dying_mid_replay_is_a_clear_error(project: Path, tmp_path: Path)
 
 
 def test_an_artifact_upload_the_server_fails_is_one_line_naming_the_run(
-    project: Path, tmp_path: Path
+    project: Path, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
     from mlflow.tracking import MlflowClient
 
     server = ready(start_server(tmp_path / "server"))
+    request.addfinalizer(lambda: _stop(server.proc))
     client = MlflowClient(server.url)
     proc = subprocess.Popen(
         [sys.executable, "train.py", "model.num_boost_round=1000",

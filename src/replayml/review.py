@@ -814,6 +814,14 @@ def test_set_difference(run: RecordedRun, base: RecordedRun) -> str:
     hashes = run.tag("test_rows_hash"), base.tag("test_rows_hash")
     if rows == base_rows and (hashes[0] == hashes[1] or not all(hashes)):  # (older runs: none)
         return ""
+    days = _window(run, "test"), _window(base, "test")
+    if days[0] != days[1] and all(days):
+        return (
+            f"the test windows differ ({days[1]} in the baseline, {days[0]} in the run): a "
+            f"retrain on newer data tests on a newer day, so compare it with the model it may "
+            f"replace on its own test rows by training it with tracking.champion=models:/NAME"
+            f"@ALIAS (that model scored beside it), then review against that version"
+        )
     if rows == base_rows:
         return (
             f"the test sets differ: {_count(rows)} rows in both, but other rows (test_rows_hash)"
