@@ -195,6 +195,16 @@ def test_models_table_markdown_and_rich(trained_store: TrainedStore) -> None:
     assert row1[5] == v1.run_url and row1[5].endswith(s.base)
     auc = _client(s).get_run(s.base).data.metrics["test_auc"]
     assert f"auc={auc:.4f}" in row1[6] and row1[7] == "not replayed"
+    # where the model came from, in the table: data version, commit, and its windows (its
+    # metrics are on that test window)
+    head = [c.strip() for c in lines[0].strip("|").split("|")]
+    lineage = row1[head.index("lineage")]
+    tags = _client(s).get_run(s.base).data.tags
+    assert f"data marketplace {tags['replayml.data.dvc_hash'][:12]}" in lineage
+    assert f"code {tags['replayml.code.commit'][:12]}" in lineage
+    for w in ("train", "valid", "test"):
+        window = f"{tags[f'replayml.dates.{w}_start']}..{tags[f'replayml.dates.{w}_end']}"
+        assert f"{w} {window}" in lineage, lineage
     console = Console(record=True, width=250, color_system=None)
     console.print(models_rich(name, model_rows(name, spec=spec)))
     text = console.export_text()

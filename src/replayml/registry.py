@@ -258,7 +258,7 @@ def lineage_tags(
         tags[P + "replay.run_id"] = run.tag("replay.run_id")
     if run.tag("replay.environment"):
         tags[ENV_TAG] = run.tag("replay.environment")
-    for key in ("train_start", "train_end", "test_start", "test_end"):
+    for key in ("train_start", "train_end", "valid_start", "valid_end", "test_start", "test_end"):
         if run.tag(f"dates.{key}"):
             tags[P + f"dates.{key}"] = run.tag(f"dates.{key}")
     for name, value in key_metrics(run.metrics).items():
@@ -844,6 +844,28 @@ class ModelRow:
     version_url: str = ""
     overrides: tuple[str, ...] | None = None  # None: not recorded
     sweep: dict[str, str] = field(default_factory=dict)  # `replayml.sweep*` tags, unprefixed
+    #: the version's `replayml.*` lineage tags (data, code, dates), unprefixed
+    lineage: dict[str, str] = field(default_factory=dict)
+
+    def lineage_lines(self) -> list[str]:
+        """What the model was built from: data version, code, and the windows it was
+        trained and tested on (its key metrics are on that test window)."""
+        got = self.lineage.get
+        lines = []
+        if got("data.dvc_hash"):
+            dataset = f"{got('dataset')} " if got("dataset") else ""
+            lines.append(f"data {dataset}{got('data.dvc_hash', '')[:12]}")
+        if got("code.commit"):
+            dirty = " + uncommitted diff" if got("code.dirty") == "true" else ""
+            lines.append(f"code {got('code.commit', '')[:12]}{dirty}")
+        for name, start, end in (
+            ("train", "dates.train_start", "dates.train_end"),
+            ("valid", "dates.valid_start", "dates.valid_end"),
+            ("test", "dates.test_start", "dates.test_end"),
+        ):
+            if got(start) and got(end):
+                lines.append(f"{name} {got(start)}..{got(end)}")
+        return lines
 
     def metrics_text(self) -> str:
         return " ".join(f"{short_metric(k)}={v:.4f}" for k, v in self.metrics.items())
@@ -895,6 +917,11 @@ def _row(v: VersionRecord) -> ModelRow:
             k.removeprefix(P): value
             for k, value in v.tags.items()
             if k == P + "sweep_id" or k.startswith(P + "sweep.")
+        },
+        lineage={
+            k.removeprefix(P): value
+            for k, value in v.tags.items()
+            if k.removeprefix(P).startswith(("data.", "code.", "dates.", "dataset"))
         },
     )
 
@@ -961,6 +988,7 @@ HEADERS = (
     "key metrics",
     "replay",
     "origin",
+    "lineage",
     "version page",
 )
 
@@ -977,6 +1005,7 @@ def _cells(r: ModelRow) -> list[str]:
         r.metrics_text(),
         r.replay_verdict,
         "; ".join(r.origin_lines()),
+        "; ".join(r.lineage_lines()),
         r.version_url,
     ]
 
@@ -1015,6 +1044,7 @@ def models_rich(name: str, rows: list[ModelRow]) -> object:
         cells[5] = Text(r.run_id[:8], style=f"link {url}" if url else "")
         cells[6] = "\n".join(f"{short_metric(k)} {v:.4f}" for k, v in r.metrics.items())
         cells[8] = "\n".join(r.origin_lines())
+        cells[9] = "\n".join(r.lineage_lines())
         table.add_row(*cells)
     return table
 
