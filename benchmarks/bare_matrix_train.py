@@ -11,11 +11,11 @@ matrix: the floor for producing the same model from the same matrices. Prints on
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
 import pandas as pd
+from bare_train import print_phases
 from peer_train import LGB_PARAMS
 
 LABEL = "__label"
@@ -43,16 +43,7 @@ def main() -> None:
     )
     t_train = time.perf_counter()
     booster.predict(test[columns])
-    t_end = time.perf_counter()
-    phases = {
-        "imports": t_import - t0,
-        "reading": t_read - t_import,
-        "training": t_train - t_read,
-        "scoring": t_end - t_train,
-        "iterations": booster.current_iteration(),
-        "rows_train": len(train),
-    }
-    print("PHASES " + json.dumps(phases))
+    print_phases([t0, t_import, t_read, t_train, time.perf_counter()], booster, len(train))
 
 
 if __name__ == "__main__":
