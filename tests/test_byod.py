@@ -292,6 +292,23 @@ def test_a_wrong_epoch_unit_names_the_right_one(tmp_path: Path) -> None:
     assert len(load(cfg, tmp_path, first, last).events) == len(frame)
 
 
+def test_epoch_units_are_checked_on_the_time_column_behind_nested_ones(tmp_path: Path) -> None:
+    """A struct column before the times holds two Parquet columns: the unit check must read
+    the statistics of the time column by its name, not by its position among the fields."""
+    from replayml.config.schema import TimeUnit
+    from replayml.data.load import date_range, load
+
+    frame = _events_frame()
+    millis = frame.assign(when=(frame["when"] - pd.Timestamp(0)) // pd.Timedelta(milliseconds=1))
+    nested = pd.concat(
+        [pd.DataFrame({"device": [{"os": "ios", "build": 7}] * len(frame)}), millis], axis=1
+    )
+    _partitions(tmp_path, nested, frame["when"].dt.strftime("%Y-%m-%d"))
+    cfg = _cfg("hive", timestamp_unit=TimeUnit.ms)
+    first, last = date_range(cfg, tmp_path)
+    assert len(load(cfg, tmp_path, first, last).events) == len(frame)
+
+
 def test_attribute_tables_may_be_csv(tmp_path: Path) -> None:
     from replayml.config.schema import ItemsTable
     from replayml.errors import DataSchemaError

@@ -144,6 +144,7 @@ def test_a_log_the_shell_writes_into_the_checkout_is_not_code(project: Path) -> 
     (project / "logs").mkdir()
     (project / "logs" / "nightly.log").write_text("trained 31 iterations\n")
     (project / "nohup.out").write_text("sweep ...\n")
+    (project / "run.out").write_text("run: http://127.0.0.1:5000/...\n")  # `> run.out`
     assert code_version(project).dirty is False
     (project / "notes.txt").write_text("not a log\n")  # any other untracked file still counts
     assert [path for path, _ in code_version(project).untracked] == ["notes.txt"]

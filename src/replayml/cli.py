@@ -14,11 +14,13 @@ import typer
 
 from replayml.errors import ReplaymlError, RunKilled
 
-# markdown: a docstring's wrapped lines are one paragraph in --help, as written
+# markdown: a docstring's wrapped lines are one paragraph in --help, as written; no shell
+# completion options (they would list flags as `<bool>` values in the main --help)
 app = typer.Typer(
     help="Reproducible, reviewable ML experiments.",
     no_args_is_help=True,
     rich_markup_mode="markdown",
+    add_completion=False,
 )
 data_app = typer.Typer(
     help="The project's DVC-versioned data.", no_args_is_help=True, rich_markup_mode="markdown"

@@ -316,12 +316,16 @@ def _file_days(path: Path, events: EventsTable) -> _FileDays:
     return _FileDays(zoned, (first, last))
 
 
+def _leaf_index(meta: pq.FileMetaData, column: str) -> int | None:
+    """The Parquet column (leaf) index of a top-level column; nested columns before it hold
+    several leaves each, so its position among the Arrow fields may be another column's."""
+    return next((i for i in range(meta.num_columns) if meta.schema.column(i).path == column), None)
+
+
 def _stats_bounds(meta: pq.FileMetaData, column: str) -> tuple[object, object] | None:
     """A column's smallest and largest value from a Parquet file's statistics; None when a row
     group holding values has none (or the column holds no values)."""
-    index = next(
-        (i for i in range(meta.num_columns) if meta.schema.column(i).path == column), None
-    )
+    index = _leaf_index(meta, column)
     if index is None:
         return None
     lows, highs = [], []
@@ -864,7 +868,9 @@ def load(cfg: DataConfig, project_root: Path, start: date, end: date) -> Tables:
 
 def _min_max(meta: pq.FileMetaData, column: str) -> tuple[int | None, int | None]:
     """A column's smallest and largest value in a Parquet file, from its statistics."""
-    index = meta.schema.to_arrow_schema().get_field_index(column)
+    index = _leaf_index(meta, column)
+    if index is None:
+        return None, None
     lows, highs = [], []
     for g in range(meta.num_row_groups):
         stats = meta.row_group(g).column(index).statistics

@@ -54,8 +54,9 @@ def _patch(root: Path, *args: str, ok: tuple[int, ...] = (0,)) -> str:
     return proc.stdout.decode("utf-8", "surrogateescape")
 
 
-#: files that are never code, wherever they are (logs a shell redirects into the checkout)
-NOT_CODE = ("**/*.log", "**/nohup.out")
+#: files that are never code, wherever they are: logs and captured output a shell redirects
+#: into the checkout (`> train.log`, `nohup`, `> run.out`)
+NOT_CODE = ("**/*.log", "**/*.out")
 
 
 def code_version(root: Path, exclude: list[Path] | None = None) -> CodeVersion:
