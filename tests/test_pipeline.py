@@ -347,6 +347,7 @@ def test_jobs_differing_only_in_the_model_reuse_the_matrices_exactly(
     import logging
 
     from replayml import pipeline
+    from replayml.errors import ConfigError
 
     a = train(project, ["model.learning_rate=0.1"])
     with caplog.at_level(logging.INFO, logger="replayml.pipeline"):
@@ -371,6 +372,12 @@ def test_jobs_differing_only_in_the_model_reuse_the_matrices_exactly(
         d = train(project, ["dates=last_7d", "model.learning_rate=0.1"])
     assert "changed since it was built" in caplog.text and "reusing" not in caplog.text
     assert d.slice_hashes == c.slice_hashes
+
+    # a job that builds other matrices lets the kept set go first, also when it fails
+    assert pipeline._prepared
+    with pytest.raises(ConfigError):
+        train(project, ["preprocessing.min_item_support=100000000"])
+    assert pipeline._prepared == {}
 
 
 def test_training_windows_of_any_length_are_scored_on_the_same_test_rows(project: Path) -> None:

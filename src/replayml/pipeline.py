@@ -352,6 +352,8 @@ def prepare(
                 "version, dates, preprocessing and features; content hashes re-checked)"
             )
             return resolved, windows, version, reused
+    # let a kept set go before building another: a sweep over dates would hold two at its peak
+    _prepared.clear()
     with steps.step("loading data"):
         tables = load(cfg.data, root, start, windows.test.end)
     events, stats = preprocess(
@@ -464,8 +466,7 @@ def prepare(
             "rare_item_rows_removed": stats.rare_item_rows,
         },
     )
-    if key is not None:
-        _prepared.clear()  # keep one set: a sweep walks its grid with the model varying fastest
+    if key is not None:  # one set is kept: a sweep walks its grid with the model varying fastest
         _prepared[key] = matrices
     return resolved, windows, version, matrices
 
