@@ -40,6 +40,32 @@ def test_early_stopping_follows_the_validation_loss_not_the_training_curve() -> 
     assert len(train_loss) == len(valid_loss) and len(train.y) > TRAIN_CURVE_ROWS
 
 
+def test_training_reports_its_iterations_without_changing_the_model(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import logging
+
+    from replayml.model.fit import tree_hash
+    from replayml.progress import Steps
+
+    rng = np.random.default_rng(3)
+    train, valid = _split(rng, 5_000), _split(rng, 2_000)
+    cfg = ModelConfig(num_boost_round=12, early_stopping_rounds=100, num_threads=1)
+    quiet = fit(train, valid, cfg)
+    steps = Steps(enabled=False, note_every=0.0)  # not a terminal: log lines, here every one
+    with caplog.at_level(logging.INFO, logger="replayml.progress"), steps.step("training"):
+        told = fit(train, valid, cfg, progress=steps.note)
+    lines = [r.getMessage() for r in caplog.records if "iteration" in r.getMessage()]
+    assert len(lines) == 12
+    assert lines[0].startswith("training: iteration 1 of at most 12 (valid logloss 0.")
+    assert (
+        lines[-1].startswith("training: iteration 12 of at most 12") and "valid auc" in lines[-1]
+    )
+    assert tree_hash(told.booster) == tree_hash(quiet.booster) and told.curves == quiet.curves
+    steps.note("after the step")  # outside a step: nothing to tell
+    assert "after the step" not in caplog.text
+
+
 @pytest.mark.parametrize(
     ("env", "expected"),
     [({}, "10000"), ({"GOMP_SPINCOUNT": "5"}, "5"), ({"OMP_WAIT_POLICY": "ACTIVE"}, "unset")],

@@ -1186,7 +1186,7 @@ def _run_experiment(cfg: RunConfig, ctx: RunContext, seen: _Warnings) -> RunResu
                 context="training",
             )
         with steps.step("training"):
-            result = fit(m.train, m.valid, resolved.model)
+            result = fit(m.train, m.valid, resolved.model, progress=steps.note)
         moved = code_moved(root, code_files)
         if moved:
             log.warning("this run will not be replayable: %s", "; ".join(moved))

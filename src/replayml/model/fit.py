@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -102,8 +103,14 @@ def training_labels(split: Split, cfg: ModelConfig) -> np.ndarray:
     return split.y
 
 
-def fit(train: Split, valid: Split, cfg: ModelConfig) -> FitResult:
-    """Train with early stopping on the validation window; curves per iteration."""
+def fit(
+    train: Split,
+    valid: Split,
+    cfg: ModelConfig,
+    progress: Callable[[str], None] | None = None,
+) -> FitResult:
+    """Train with early stopping on the validation window; curves per iteration.
+    `progress` hears after each iteration how far training is (it changes nothing)."""
     if cfg.kind is ModelKind.popularity:
         return FitResult(booster=None, best_iteration=0)
     import lightgbm as lgb
@@ -139,6 +146,8 @@ def fit(train: Split, valid: Split, cfg: ModelConfig) -> FitResult:
         lgb.record_evaluation(record),
         lgb.early_stopping(cfg.early_stopping_rounds, first_metric_only=True, verbose=False),
     ]
+    if progress is not None:
+        callbacks.append(_progress_callback(progress, cfg.num_boost_round))
     booster = lgb.train(
         params,
         dtrain,
@@ -158,6 +167,21 @@ def fit(train: Split, valid: Split, cfg: ModelConfig) -> FitResult:
     ran = max((len(v) for v in curves.values()), default=booster.current_iteration())
     log.info("trained %d iterations, best %d", ran, best)
     return FitResult(booster=booster, best_iteration=best, curves=curves, params=params)
+
+
+def _progress_callback(progress: Callable[[str], None], rounds: int) -> Callable[[Any], None]:
+    """A LightGBM callback telling `progress` the iteration and the latest validation scores."""
+
+    def report(env: Any) -> None:
+        scores = ", ".join(
+            f"{ds} {metric} {value:.4f}"
+            for ds, metric, value, _ in env.evaluation_result_list or []
+            if ds != TRAIN_DATA_NAME
+        )
+        said = f"iteration {env.iteration + 1} of at most {rounds}"
+        progress(f"{said} ({scores})" if scores else said)
+
+    return report
 
 
 def predict(result: FitResult, X: pd.DataFrame, popularity: np.ndarray) -> np.ndarray:
