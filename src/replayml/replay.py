@@ -418,12 +418,15 @@ _OWNER = "replayml replay"
 
 
 def _owner_reason() -> str:
-    """Who owns a replay's worktree: `replayml replay pid=… started=… host=… space=…`."""
-    from replayml.tracking.run import pid_space
+    """Who owns a replay's worktree: `replayml replay pid=… started=… pstart=… host=…
+    space=…` (`pstart`: the process's start on the kernel's clock, which tells a reused pid)."""
+    from replayml.tracking.run import pid_space, process_start
 
+    pstart = process_start()
     return (
         f"{_OWNER} pid={os.getpid()} started={time.time():.0f} "
-        f"host={socket.gethostname()} space={pid_space()}"
+        + (f"pstart={pstart:.2f} " if pstart is not None else "")
+        + f"host={socket.gethostname()} space={pid_space()}"
     )
 
 
@@ -447,9 +450,10 @@ def remove_abandoned_worktrees(git_root: Path) -> None:
             continue  # another machine's (a shared file system): its pid means nothing here
         try:
             pid, started = int(owner["pid"]), float(owner["started"])
+            pstart = float(owner["pstart"]) if "pstart" in owner else None
         except (KeyError, ValueError):
             continue
-        if process_alive(pid, since=started):
+        if process_alive(pid, since=started, started=pstart):
             continue
         _forget_worktree(git_root, path)
         shutil.rmtree(path.parent, ignore_errors=True)

@@ -12,7 +12,7 @@ import socket
 import time
 from dataclasses import dataclass
 
-from replayml.tracking.run import TAG_PREFIX, pid_space
+from replayml.tracking.run import TAG_PREFIX, pid_space, process_start
 from replayml.tracking.store import StoreSpec, explain, open_experiment, run_url
 
 
@@ -25,15 +25,19 @@ class Ghost:
     reason: str
 
 
-def process_alive(pid: int, since: float | None = None) -> bool:
-    """Whether process `pid` runs, and (with `since`, a time in seconds) was already running
-    then: a pid reused by a later process is not the run's."""
+def process_alive(pid: int, since: float | None = None, started: float | None = None) -> bool:
+    """Whether process `pid` runs and is the one recorded: the process that started at
+    `started` (`process_start`, the same clock), or for records without it, one already
+    running at `since` (wall-clock seconds). A pid reused by a later process is not the run's."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         pass
+    if started is not None:
+        now = process_start(pid)
+        return now is None or abs(now - started) < 1.0  # cannot tell: a live process wins
     if since is None:
         return True
     import psutil
@@ -72,8 +76,11 @@ def find_ghosts(
         space = tags.get(TAG_PREFIX + "pid_space")
         here = tags.get(TAG_PREFIX + "host") == host and space in (None, "", own_space)
         if here and pid:
-            # the run's process started before the run did; a later one has reused its pid
-            if not process_alive(int(pid), since=run.info.start_time / 1000):
+            # the recorded process, or (older records) one that started before the run did:
+            # a later one has reused its pid
+            recorded = tags.get(TAG_PREFIX + "pid_started")
+            started = float(recorded) if recorded else None
+            if not process_alive(int(pid), since=run.info.start_time / 1000, started=started):
                 reason = f"process {pid} on {host} is gone"
         elif now - beat > stale_after:
             reason = f"no heartbeat for {int(now - beat)} s (limit {int(stale_after)} s)"

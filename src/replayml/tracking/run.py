@@ -293,10 +293,24 @@ def pid_space() -> str:
         return ""
 
 
+def process_start(pid: int | None = None) -> float | None:
+    """When process `pid` (default: this one) started, as the kernel counts it (psutil): one
+    clock for the record and for a later check. Wall-clock time drifts from it (here by most
+    of a second after an hour's uptime), so it cannot tell a reused pid from the run's own."""
+    import psutil
+
+    try:
+        return float(psutil.Process(pid).create_time())
+    except psutil.Error:
+        return None
+
+
 def process_tags() -> dict[str, str]:
     """Which process on which host keeps a run alive, and its first heartbeat (for doctor)."""
+    started = process_start()
     return {
         f"{TAG_PREFIX}pid": str(os.getpid()),
+        **({f"{TAG_PREFIX}pid_started": f"{started:.2f}"} if started is not None else {}),
         f"{TAG_PREFIX}host": socket.gethostname(),
         f"{TAG_PREFIX}pid_space": pid_space(),
         f"{TAG_PREFIX}heartbeat": str(int(time.time())),
