@@ -1335,12 +1335,15 @@ def _tag_versions(
 
 
 def _find_uv(project: Path) -> str:
+    """uv on PATH, else the one `make install` put in the project's `.tools/`, else the one
+    beside the checkout whose `.venv` runs this (a copy of a project has no `.tools/`)."""
     found = shutil.which("uv")
     if found:
         return found
-    local = project / ".tools" / "bin" / "uv"
-    if local.is_file():
-        return str(local)
+    for tools in (project, Path(sys.prefix).parent):
+        local = tools / ".tools" / "bin" / "uv"
+        if local.is_file():
+            return str(local)
     raise ReplaymlError(
         "--env needs uv to build the run's locked environment; install it with `make install` "
         "(it puts uv in .tools/) or `pip install uv`"
