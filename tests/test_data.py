@@ -12,10 +12,11 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import yaml
 
-from conftest import SMALL_SCALE, all_runs, compose_cfg, dvc, git, run_train_py
+from conftest import REPO, SMALL_SCALE, all_runs, compose_cfg, dvc, git, run_train_py
 from replayml.data.load import load
-from replayml.data.prepare import GeneratorSpec, prepare
+from replayml.data.prepare import GeneratorSpec, prepare, record_spec, recorded_spec
 from replayml.errors import DataSchemaError, DataVersionError
 from replayml.lineage.data import dvc_cache_dir, load_manifest, read_dvc_file, verify_all
 from replayml.pipeline import RunContext, check_config, run_experiment
@@ -147,10 +148,11 @@ def test_prepare_pushes_a_verified_version_the_remote_lacks(project: Path, tmp_p
 
 
 def test_generator_options_that_were_not_used_are_said(project: Path) -> None:
-    # `replayml data prepare --seed 7` on data already at its version generates nothing
+    # `replayml data prepare --seed 7` on data already at its version generates nothing; the
+    # scale it was made with, recorded in data.dvc, is not an ignored option
     done = prepare(project, GeneratorSpec(scale=SMALL_SCALE, seed=7), push=False)
     assert "already at" in done
-    assert "--scale, --seed ignored: generator options apply only when" in done
+    assert f"(--seed ignored: the version in data.dvc (scale={SMALL_SCALE}, seed=20240501" in done
     done = prepare(project, GeneratorSpec(), push=False)
     assert "ignored" not in done
 
@@ -173,16 +175,72 @@ def test_regeneration_reproduces_the_committed_hash(project: Path, tmp_path: Pat
     assert read_dvc_file(clone / "data.dvc") == read_dvc_file(project / "data.dvc")
 
 
-def test_regeneration_mismatch_is_an_error_and_keeps_data_dvc(
+def test_regeneration_mismatch_is_an_error_naming_the_arguments_and_keeps_data_dvc(
     project: Path, tmp_path: Path
 ) -> None:
+    """data.dvc records arguments that do not reproduce its version (a changed generator)."""
+    record_spec(project / "data.dvc", GeneratorSpec(scale=SMALL_SCALE, seed=1))
+    git(project, "commit", "-qam", "arguments that do not make this version")
     clone = tmp_path / "clone"
     git(project.parent, "clone", "-q", str(project), str(clone))
     dvc(clone, "remote", "remove", "local")
     committed = (clone / "data.dvc").read_bytes()
-    with pytest.raises(DataVersionError, match="data.dvc is unchanged"):
-        prepare(clone, GeneratorSpec(scale=SMALL_SCALE, seed=1), push=False)
+    with pytest.raises(DataVersionError, match="data.dvc is unchanged") as e:
+        prepare(clone, GeneratorSpec(seed=5), push=False)
+    assert (
+        f"regenerated data (scale={SMALL_SCALE}, seed=1, n_days=60, start_date=2024-03-01; the "
+        f"arguments data.dvc records) hashes to"
+    ) in str(e.value)
     assert (clone / "data.dvc").read_bytes() == committed
+
+
+def test_a_version_recording_no_arguments_regenerates_from_the_options_given(
+    project: Path, tmp_path: Path
+) -> None:
+    """A data.dvc from before the arguments were recorded: the options (or defaults) are used,
+    and a mismatch says so."""
+    doc = yaml.safe_load((project / "data.dvc").read_text())
+    del doc["meta"]
+    (project / "data.dvc").write_text(yaml.safe_dump(doc, sort_keys=False))
+    git(project, "commit", "-qam", "a data.dvc without generator arguments")
+    clone = tmp_path / "clone"
+    git(project.parent, "clone", "-q", str(project), str(clone))
+    dvc(clone, "remote", "remove", "local")
+    with pytest.raises(DataVersionError, match="data.dvc records no generator arguments, so"):
+        prepare(clone, GeneratorSpec(scale=SMALL_SCALE, seed=1), push=False)
+    shutil.rmtree(clone / "data")
+    done = prepare(clone, GeneratorSpec(scale=SMALL_SCALE), push=False)
+    assert done.startswith("regenerated and verified") and "ignored" not in done
+
+
+def test_a_version_made_at_another_scale_regenerates_in_a_fresh_clone(
+    project: Path, tmp_path: Path
+) -> None:
+    """`git rm data.dvc; rm -rf data; replayml data prepare --scale ...`, committed, never
+    pushed: a clone's `make data` regenerates it from the arguments recorded in data.dvc."""
+    git(project, "rm", "-q", "data.dvc")
+    shutil.rmtree(project / "data")
+    made = GeneratorSpec(scale=0.04)
+    prepare(project, made, push=False)
+    git(project, "add", "data.dvc")
+    git(project, "commit", "-qm", "data at scale 0.04")
+    assert recorded_spec((project / "data.dvc").read_bytes(), "data.dvc") == made
+    clone = tmp_path / "clone"
+    git(project.parent, "clone", "-q", str(project), str(clone))
+    done = prepare(clone, GeneratorSpec(), push=False)  # what `make data` passes
+    assert done.startswith("regenerated and verified"), done
+    assert (clone / "data.dvc").read_bytes() == (project / "data.dvc").read_bytes()
+    assert "up to date" in dvc(clone, "status", "data.dvc").stdout
+    # an option other than the recorded one is said to be ignored
+    shutil.rmtree(clone / "data")
+    shutil.rmtree(clone / ".dvc" / "cache")
+    done = prepare(clone, GeneratorSpec(scale=2.0), push=False)
+    assert "(--scale ignored: data.dvc records the arguments its version was made with" in done
+
+
+def test_the_committed_data_dvc_records_the_default_arguments() -> None:
+    """`make data` regenerates the default version from what data.dvc records: the defaults."""
+    assert recorded_spec((REPO / "data.dvc").read_bytes(), "data.dvc") == GeneratorSpec()
 
 
 def test_remote_without_the_version_is_one_info_line_and_unpushed_own_data_is_named(

@@ -699,7 +699,9 @@ def materialise_data(project: Path, worktree: Path, run: RecordedRun, warnings: 
             )
             regenerate = (
                 " (if it is the built-in generated dataset, `make data` at that commit "
-                "regenerates it from its seed and checks it against data.dvc)"
+                "regenerates it from the generator arguments data.dvc records (under `meta:`; "
+                "the defaults, or the `replayml data prepare` options given, when it records "
+                "none) and checks it against data.dvc)"
                 if dvc_file == "data.dvc"
                 else ""
             )

@@ -2,8 +2,12 @@
 
 Order: already there and verified → nothing to do; else `dvc pull` from the remote; else
 regenerate with the deterministic generator and require the DVC hash to equal the committed one
-(same seed + same locked environment = same bytes). A mismatch is an error, never a silent new
-data version.
+(same generator arguments + same locked environment = same bytes). A mismatch is an error, never
+a silent new data version.
+
+The generator arguments of a version are recorded in the `.dvc` file itself, under the top-level
+`meta:` mapping that DVC keeps (through `dvc add` too) and otherwise ignores, so a clone whose
+remote lacks the version regenerates it with the arguments it was made with.
 """
 
 from __future__ import annotations
@@ -17,6 +21,8 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+import yaml
 
 from replayml.errors import DataVersionError, ReplaymlError
 from replayml.lineage.data import parse_dvc_file, read_dvc_file, verify_all
@@ -32,6 +38,51 @@ class GeneratorSpec:
     seed: int = 20240501
     n_days: int = 60
     start_date: str = "2024-03-01"
+
+    def describe(self) -> str:
+        """`scale=4.0, seed=20240501, n_days=60, start_date=2024-03-01`."""
+        return ", ".join(f"{k}={v}" for k, v in dataclasses.asdict(self).items())
+
+
+#: the key under a `.dvc` file's `meta:` that holds the generator arguments of its version
+META_KEY = "replayml_generator"
+#: the `replayml data prepare` option of each generator argument
+OPTION = {"scale": "--scale", "seed": "--seed", "n_days": "--days", "start_date": "--start"}
+
+
+def recorded_spec(content: bytes | str, dvc_file: str) -> GeneratorSpec | None:
+    """The generator arguments recorded in a `.dvc` file's text; None when it records none
+    (data of your own, or a version recorded before the arguments were)."""
+    meta = (yaml.safe_load(content) or {}).get("meta")
+    if not isinstance(meta, dict) or META_KEY not in meta:
+        return None
+    raw = meta[META_KEY]
+    names = [f.name for f in dataclasses.fields(GeneratorSpec)]
+    if not isinstance(raw, dict) or sorted(raw) != sorted(names):
+        raise DataVersionError(
+            f"{dvc_file}: meta.{META_KEY}={raw!r} should map exactly {', '.join(names)} to the "
+            f"generator arguments of the version; restore it with `git checkout -- {dvc_file}`"
+        )
+    try:
+        return GeneratorSpec(
+            scale=float(raw["scale"]),
+            seed=int(raw["seed"]),
+            n_days=int(raw["n_days"]),
+            start_date=str(raw["start_date"]),  # a date YAML parsed prints as YYYY-MM-DD
+        )
+    except (TypeError, ValueError) as exc:
+        raise DataVersionError(
+            f"{dvc_file}: meta.{META_KEY}={raw!r} is not a valid set of generator arguments "
+            f"({exc}); restore it with `git checkout -- {dvc_file}`"
+        ) from exc
+
+
+def record_spec(dvc_path: Path, spec: GeneratorSpec) -> None:
+    """Record `spec` under `meta:` in the `.dvc` file, keeping everything else in it."""
+    doc = yaml.safe_load(dvc_path.read_bytes())
+    meta = doc.get("meta") if isinstance(doc.get("meta"), dict) else {}
+    doc["meta"] = {**meta, META_KEY: dataclasses.asdict(spec)}
+    dvc_path.write_text(yaml.safe_dump(doc, sort_keys=False))
 
 
 def dvc(root: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -110,20 +161,34 @@ def _explain_failed_pull(pulled: subprocess.CompletedProcess[str], version: str)
     return reason
 
 
-def _spec_unused(spec: GeneratorSpec, dvc_file: str) -> str:
-    """What to say when generator options were given but nothing was generated."""
-    option = {"scale": "--scale", "seed": "--seed", "n_days": "--days", "start_date": "--start"}
-    changed = [
-        option.get(f.name, f.name)
+def _given(spec: GeneratorSpec) -> dict[str, object]:
+    """The generator options set to something other than their default (the ones given)."""
+    return {
+        f.name: getattr(spec, f.name)
         for f in dataclasses.fields(spec)
         if getattr(spec, f.name) != f.default
+    }
+
+
+def _spec_unused(
+    spec: GeneratorSpec, dvc_file: str, recorded: GeneratorSpec | None, generated: bool
+) -> str:
+    """What to say when generator options were given but not used: nothing was generated, or
+    the version was regenerated with the arguments its `.dvc` file records."""
+    ignored = [
+        OPTION[k] for k, v in _given(spec).items() if recorded is None or getattr(recorded, k) != v
     ]
-    if not changed:
+    if not ignored or (generated and recorded is None):
         return ""
+    if recorded is None:
+        why = f"generator options apply only when the version in {dvc_file} has to be regenerated"
+    elif generated:
+        why = f"{dvc_file} records the arguments its version was made with ({recorded.describe()})"
+    else:
+        why = f"the version in {dvc_file} ({recorded.describe()}) needed no generating"
     return (
-        f" ({', '.join(changed)} ignored: generator options apply only when the version in "
-        f"{dvc_file} has to be regenerated; to make other data, generate it in its own folder "
-        f"and `dvc add` it as a dataset of its own)"
+        f" ({', '.join(ignored)} ignored: {why}; to make other data, generate it in its own "
+        f"folder and `dvc add` it as a dataset of its own)"
     )
 
 
@@ -157,6 +222,7 @@ def prepare(
     from replayml.data.generate import generate
 
     committed = (root / dvc_file).read_bytes() if (root / dvc_file).exists() else None
+    recorded = recorded_spec(committed, dvc_file) if committed is not None else None
     data_dir = root / data_root
     not_pulled = ""
     if committed is not None:
@@ -167,7 +233,7 @@ def prepare(
             return (
                 done
                 + _push_if_missing(root, dvc_file, expected, push)
-                + _spec_unused(spec, dvc_file)
+                + _spec_unused(spec, dvc_file, recorded, generated=False)
             )
         if data_dir.exists():
             log.info("%s/ is not usable as is: %s", data_root, why)
@@ -179,7 +245,7 @@ def prepare(
             why = _why_unusable(root, dvc_file, data_root)
             if why is None:
                 return f"restored {data_root}/ at {expected} from the DVC remote" + _spec_unused(
-                    spec, dvc_file
+                    spec, dvc_file, recorded, generated=False
                 )
             not_pulled = f"`dvc pull` did not restore {data_root}/ ({why})"
             log.warning("%s; regenerating it", not_pulled)
@@ -189,15 +255,16 @@ def prepare(
             f"Restore it with `dvc checkout --force {dvc_file}` (which discards changes to "
             f"its files), or move it away and run `make data`"
         )
+    used = recorded or spec
     tmp = root / f".{data_root}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         summary = generate(
             tmp,
-            scale=spec.scale,
-            seed=spec.seed,
-            n_days=spec.n_days,
-            start_date=spec.start_date,
+            scale=used.scale,
+            seed=used.seed,
+            n_days=used.n_days,
+            start_date=used.start_date,
             progress=progress,
         )
         if data_dir.exists():
@@ -213,7 +280,8 @@ def prepare(
         if produced != expected:
             (root / dvc_file).write_bytes(committed)
             raise DataVersionError(
-                f"regenerated data hashes to {produced}, but {dvc_file} records {expected}; "
+                f"regenerated data ({used.describe()}; {_spec_source(recorded, dvc_file)}) "
+                f"hashes to {produced}, but {dvc_file} records {expected}; "
                 f"{dvc_file} is unchanged ({not_pulled}). Either "
                 f"{dvc_file} was re-versioned with other data (e.g. your own files added under "
                 f"{data_root}/ and `dvc add {data_root}`) that was never pushed: run "
@@ -225,9 +293,24 @@ def prepare(
                 f"`uv sync --frozen`"
             )
         (root / dvc_file).write_bytes(committed)
+    else:
+        record_spec(root / dvc_file, used)
     if push:
         pushed = dvc(root, "push", "-q", dvc_file, check=False)
         if pushed.returncode != 0:
             log.warning("dvc push failed (data kept locally): %s", pushed.stderr.strip()[-300:])
     state = "regenerated and verified" if committed is not None else "generated (new version)"
-    return f"{state} {data_root}/ at {produced} ({summary.n_events} events)"
+    return f"{state} {data_root}/ at {produced} ({summary.n_events} events)" + _spec_unused(
+        spec, dvc_file, recorded, generated=True
+    )
+
+
+def _spec_source(recorded: GeneratorSpec | None, dvc_file: str) -> str:
+    """Where the generator arguments of a regeneration came from, for its error message."""
+    if recorded is not None:
+        return f"the arguments {dvc_file} records"
+    return (
+        f"{dvc_file} records no generator arguments, so these are the options given or their "
+        f"defaults; if the version was made with others, pass them: `replayml data prepare "
+        f"--scale ... --seed ... --days ... --start ...`"
+    )
