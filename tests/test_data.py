@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 import re
 import shutil
+import subprocess
+import sys
 from datetime import date
 from pathlib import Path
 
@@ -16,7 +18,13 @@ import yaml
 
 from conftest import REPO, SMALL_SCALE, all_runs, compose_cfg, dvc, git, run_train_py
 from replayml.data.load import load
-from replayml.data.prepare import GeneratorSpec, prepare, record_spec, recorded_spec
+from replayml.data.prepare import (
+    GeneratorSpec,
+    new_version,
+    prepare,
+    record_spec,
+    recorded_spec,
+)
 from replayml.errors import DataSchemaError, DataVersionError
 from replayml.lineage.data import dvc_cache_dir, load_manifest, read_dvc_file, verify_all
 from replayml.pipeline import RunContext, check_config, run_experiment
@@ -153,6 +161,7 @@ def test_generator_options_that_were_not_used_are_said(project: Path) -> None:
     done = prepare(project, GeneratorSpec(scale=SMALL_SCALE, seed=7), push=False)
     assert "already at" in done
     assert f"(--seed ignored: the version in data.dvc (scale={SMALL_SCALE}, seed=20240501" in done
+    assert "run `replayml data prepare --scale 0.03 --seed 7 --new-version`)" in done
     done = prepare(project, GeneratorSpec(), push=False)
     assert "ignored" not in done
 
@@ -236,6 +245,73 @@ def test_a_version_made_at_another_scale_regenerates_in_a_fresh_clone(
     shutil.rmtree(clone / ".dvc" / "cache")
     done = prepare(clone, GeneratorSpec(scale=2.0), push=False)
     assert "(--scale ignored: data.dvc records the arguments its version was made with" in done
+
+
+def _replayml_data_prepare(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "replayml", "data", "prepare", "--root", str(root), *args],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+def test_new_version_replaces_the_recorded_version_and_a_clone_restores_it(
+    project: Path, tmp_path: Path
+) -> None:
+    """`replayml data prepare --scale ... --new-version`: a new version in data.dvc with its
+    arguments, pushed; the previous one stays in the cache; a clone's `make data` gets it."""
+    from replayml.lineage.sharing import data_in_remote
+
+    previous, _, _ = read_dvc_file(project / "data.dvc")
+    proc = _replayml_data_prepare(project, "--scale", "0.04", "--new-version")
+    assert proc.returncode == 0, proc.stderr
+    produced, _, _ = read_dvc_file(project / "data.dvc")
+    assert produced != previous
+    assert f"made a new version of data/: {produced}" in proc.stdout
+    assert "Commit it: `git add data.dvc && git commit`" in proc.stdout
+    assert recorded_spec((project / "data.dvc").read_bytes(), "data.dvc") == GeneratorSpec(0.04)
+    verify_all(project, "data.dvc", "data")
+    load_manifest(dvc_cache_dir(project), previous)  # still in the cache
+    assert data_in_remote(project, produced).shared is True
+    assert "up to date" in dvc(project, "status", "data.dvc").stdout
+    git(project, "add", "data.dvc")
+    git(project, "commit", "-qm", "data at scale 0.04")
+    clone = tmp_path / "clone"
+    git(project.parent, "clone", "-q", str(project), str(clone))
+    assert "from the DVC remote" in prepare(clone, GeneratorSpec(), push=False)
+    # the same options again: nothing to do
+    again = _replayml_data_prepare(project, "--scale", "0.04", "--new-version")
+    assert again.returncode == 0 and "nothing to do" in again.stdout
+
+
+def test_new_version_refuses_data_the_cache_does_not_keep(project: Path) -> None:
+    """An extra file, or a version whose files are gone from the cache: nothing is changed."""
+    committed = (project / "data.dvc").read_bytes()
+    mine = project / "data" / "mine.csv"
+    mine.write_text("precious\n")
+    with pytest.raises(DataVersionError, match="nothing was changed") as e:
+        new_version(project, GeneratorSpec(scale=0.04), push=False)
+    assert "data/mine.csv" in str(e.value) and "`dvc add data`" in str(e.value)
+    assert mine.read_text() == "precious\n"
+    assert (project / "data.dvc").read_bytes() == committed
+    mine.unlink()
+    version, _, _ = read_dvc_file(project / "data.dvc")
+    cache = dvc_cache_dir(project)
+    md5 = next(iter(load_manifest(cache, version).values()))
+    (cache / md5[:2] / md5[2:]).unlink()
+    with pytest.raises(DataVersionError, match="1 of its files are not in the DVC cache"):
+        new_version(project, GeneratorSpec(scale=0.04), push=False)
+    assert (project / "data.dvc").read_bytes() == committed
+    verify_all(project, "data.dvc", "data")
+
+
+def test_new_version_refuses_unversioned_data(project: Path) -> None:
+    git(project, "rm", "-q", "data.dvc")
+    with pytest.raises(DataVersionError, match="exists but no data.dvc versions it"):
+        new_version(project, GeneratorSpec(scale=0.04), push=False)
+    assert not (project / "data.dvc").exists()
+    assert (project / "data" / "items.parquet").exists()
 
 
 def test_the_committed_data_dvc_records_the_default_arguments() -> None:

@@ -65,25 +65,34 @@ def data_prepare(
     days: int = typer.Option(60, help="Number of days of events."),
     start: str = typer.Option("2024-03-01", help="First day of events (YYYY-MM-DD)."),
     root: Path = typer.Option(Path("."), help="Project root (holds data.dvc)."),
-    push: bool = _flag(True, help="Push a regenerated version to the DVC remote."),
+    push: bool = _flag(True, help="Push a regenerated or new version to the DVC remote."),
+    new_version: bool = _flag(
+        False,
+        "--new-version",
+        help="Make a new version of the built-in data with the generator options: replaces "
+        "data/ (only when it is exactly the version in data.dvc, which the DVC cache keeps), "
+        "runs `dvc add data` and records the options in data.dvc; then commit data.dvc.",
+    ),
     verbose: bool = _flag(True, help="Log progress to stderr."),
 ) -> None:
-    """Restore data/ at the version in data.dvc: verify, else `dvc pull`, else regenerate."""
-    from replayml.data.prepare import GeneratorSpec, prepare
+    """Restore data/ at the version in data.dvc: verify, else `dvc pull`, else regenerate with
+    the generator options data.dvc records. `--new-version` makes a new version instead."""
+    from replayml.data import prepare as data
 
     _setup_logging(verbose)
+    spec = data.GeneratorSpec(scale=scale, seed=seed, n_days=days, start_date=start)
+    make = data.new_version if new_version else data.prepare
     try:
-        done = prepare(
-            root.resolve(),
-            GeneratorSpec(scale=scale, seed=seed, n_days=days, start_date=start),
-            push=push,
-            progress=sys.stderr.isatty(),
-        )
+        done = make(root.resolve(), spec, push=push, progress=sys.stderr.isatty())
     except ReplaymlError as exc:
         _fail(exc)
     except KeyboardInterrupt:
         typer.echo(
-            "error: interrupted (Ctrl-C); data.dvc is unchanged and data/ holds either its "
+            "error: interrupted (Ctrl-C); data/ may be half-way to the new version and the "
+            "previous one is in the DVC cache: `git checkout -- data.dvc && make data` "
+            "restores it"
+            if new_version
+            else "error: interrupted (Ctrl-C); data.dvc is unchanged and data/ holds either its "
             "earlier state or the whole verified version: run `make data` again to finish "
             "(it pushes a version the DVC remote lacks)",
             err=True,

@@ -25,7 +25,13 @@ from pathlib import Path
 import yaml
 
 from replayml.errors import DataVersionError, ReplaymlError
-from replayml.lineage.data import parse_dvc_file, read_dvc_file, verify_all
+from replayml.lineage.data import (
+    dvc_cache_dir,
+    load_manifest,
+    parse_dvc_file,
+    read_dvc_file,
+    verify_all,
+)
 
 log = logging.getLogger(__name__)
 
@@ -170,6 +176,12 @@ def _given(spec: GeneratorSpec) -> dict[str, object]:
     }
 
 
+def new_version_command(spec: GeneratorSpec) -> str:
+    """The `replayml data prepare` command that makes a new version with `spec`."""
+    options = "".join(f" {OPTION[k]} {v}" for k, v in _given(spec).items())
+    return f"replayml data prepare{options} --new-version"
+
+
 def _spec_unused(
     spec: GeneratorSpec, dvc_file: str, recorded: GeneratorSpec | None, generated: bool
 ) -> str:
@@ -187,8 +199,8 @@ def _spec_unused(
     else:
         why = f"the version in {dvc_file} ({recorded.describe()}) needed no generating"
     return (
-        f" ({', '.join(ignored)} ignored: {why}; to make other data, generate it in its own "
-        f"folder and `dvc add` it as a dataset of its own)"
+        f" ({', '.join(ignored)} ignored: {why}; to make a new version of the built-in data "
+        f"with them, run `{new_version_command(spec)}`)"
     )
 
 
@@ -314,3 +326,124 @@ def _spec_source(recorded: GeneratorSpec | None, dvc_file: str) -> str:
         f"defaults; if the version was made with others, pass them: `replayml data prepare "
         f"--scale ... --seed ... --days ... --start ...`"
     )
+
+
+def _not_in_cache(root: Path, version: str, data_root: str) -> str | None:
+    """None when the DVC cache holds every file of `version`, else what it lacks."""
+    cache = dvc_cache_dir(root)
+    manifest = load_manifest(cache, version)
+    missing = sorted(
+        rel for rel, md5 in manifest.items() if not (cache / md5[:2] / md5[2:]).is_file()
+    )
+    if not missing:
+        return None
+    return (
+        f"{len(missing)} of its files are not in the DVC cache ({cache}), e.g. "
+        f"{data_root}/{missing[0]}"
+    )
+
+
+def _check_replaceable(root: Path, dvc_file: str, data_root: str, committed: bytes | None) -> None:
+    """Refuse to replace `data_root` unless the DVC cache keeps a copy of it: it must be absent,
+    empty, or exactly the version `dvc_file` records."""
+    data_dir = root / data_root
+    if not data_dir.exists() or not any(data_dir.iterdir()):
+        return  # nothing to lose
+    if committed is None:
+        raise DataVersionError(
+            f"{data_root}/ exists but no {dvc_file} versions it, so a new version in its "
+            f"place could lose it; nothing was changed. Version it as it is with `dvc add "
+            f"{data_root}` (and commit {dvc_file}), or move it away, then run this again"
+        )
+    version, _, _ = parse_dvc_file(committed)
+    why = _why_unusable(root, dvc_file, data_root) or _not_in_cache(root, version, data_root)
+    if why is not None:
+        raise DataVersionError(
+            f"{data_root}/ is not exactly the version in {dvc_file} ({version}) kept in the DVC "
+            f"cache, so a new version in its place could lose data; nothing was changed. "
+            f"{why}. Either restore the recorded version with `make data` (or `dvc checkout "
+            f"--force {dvc_file}`, which discards changes to its files), or version {data_root}/ "
+            f"as it is with `dvc add {data_root}` and commit {dvc_file}; then run this again"
+        )
+
+
+def _swap_in(
+    root: Path, data_root: str, dvc_file: str, new: Path, committed: bytes | None
+) -> None:
+    """Put the generated folder `new` in place of `data_root` and `dvc add` it; on a failure,
+    put the previous folder and `.dvc` file back."""
+    data_dir = root / data_root
+    aside = root / f".{data_root}.old-{os.getpid()}"
+    shutil.rmtree(aside, ignore_errors=True)
+    if data_dir.exists():
+        data_dir.rename(aside)
+    new.rename(data_dir)
+    try:
+        dvc(root, "add", data_root)
+    except BaseException:
+        shutil.rmtree(data_dir, ignore_errors=True)
+        if aside.exists():
+            aside.rename(data_dir)
+        if committed is None:
+            (root / dvc_file).unlink(missing_ok=True)
+        else:
+            (root / dvc_file).write_bytes(committed)
+        raise
+    shutil.rmtree(aside, ignore_errors=True)
+
+
+def new_version(
+    root: Path,
+    spec: GeneratorSpec,
+    *,
+    data_root: str = "data",
+    dvc_file: str = "data.dvc",
+    push: bool = True,
+    progress: bool = False,
+) -> str:
+    """Make `spec`'s data the version `dvc_file` records (generated aside, swapped in only when
+    the DVC cache keeps what it replaces, `dvc add`-ed, `spec` recorded); returns what was done
+    and the commit to make."""
+    from replayml.data.generate import generate
+
+    committed = (root / dvc_file).read_bytes() if (root / dvc_file).exists() else None
+    previous = parse_dvc_file(committed)[0] if committed is not None else None
+    if committed is not None and recorded_spec(committed, dvc_file) == spec:
+        return (
+            f"{dvc_file} already records a version made with {spec.describe()} ({previous}); "
+            f"nothing to do (`make data` restores it)"
+        )
+    _check_replaceable(root, dvc_file, data_root, committed)
+    tmp = root / f".{data_root}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        summary = generate(
+            tmp,
+            scale=spec.scale,
+            seed=spec.seed,
+            n_days=spec.n_days,
+            start_date=spec.start_date,
+            progress=progress,
+        )
+        log.info("generated %s", summary)
+        _swap_in(root, data_root, dvc_file, tmp, committed)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    record_spec(root / dvc_file, spec)
+    produced, _, _ = read_dvc_file(root / dvc_file)
+    if produced == previous:
+        done = f"{data_root}/ made with {spec.describe()} is the version {dvc_file} records"
+    else:
+        kept = f"; the previous version {previous} stays in the DVC cache" if previous else ""
+        done = (
+            f"made a new version of {data_root}/: {produced} ({summary.n_events} events; "
+            f"{spec.describe()}), recorded in {dvc_file}{kept}"
+        )
+    if push:
+        pushed = dvc(root, "push", "-q", dvc_file, check=False)
+        if pushed.returncode != 0:
+            log.warning("dvc push failed (data kept locally): %s", pushed.stderr.strip()[-300:])
+            done += "; `dvc push` failed (run it again before sharing the commit)"
+        else:
+            done += "; pushed it to the DVC remote"
+    return f"{done}. Commit it: `git add {dvc_file} && git commit`"
