@@ -314,6 +314,14 @@ def test_new_version_refuses_unversioned_data(project: Path) -> None:
     assert (project / "data" / "items.parquet").exists()
 
 
+def test_a_failing_dvc_add_shows_dvcs_reason(tmp_path: Path) -> None:
+    """`replayml data prepare` in a folder that is no DVC repository: DVC's own words."""
+    proc = _replayml_data_prepare(tmp_path, "--scale", str(SMALL_SCALE), "--no-push")
+    assert proc.returncode == 2
+    (said,) = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert said.startswith("error: `dvc add data` failed: ERROR: you are not inside of a DVC")
+
+
 def test_the_committed_data_dvc_records_the_default_arguments() -> None:
     """`make data` regenerates the default version from what data.dvc records: the defaults."""
     assert recorded_spec((REPO / "data.dvc").read_bytes(), "data.dvc") == GeneratorSpec()

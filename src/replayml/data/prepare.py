@@ -102,8 +102,15 @@ def dvc(root: Path, *args: str, check: bool = True) -> subprocess.CompletedProce
         env={**os.environ, "DVC_NO_ANALYTICS": "1"},
     )
     if check and proc.returncode != 0:
-        raise ReplaymlError(f"`dvc {' '.join(args)}` failed: {proc.stderr.strip()[-800:]}")
+        raise ReplaymlError(f"`dvc {' '.join(args)}` failed: {dvc_said(proc, 800)}")
     return proc
+
+
+def dvc_said(proc: subprocess.CompletedProcess[str], limit: int) -> str:
+    """The end of what a failed DVC command said: its stderr, else its stdout, else its exit
+    code (never an empty reason)."""
+    said = proc.stderr.strip() or proc.stdout.strip()
+    return said[-limit:] if said else f"exit code {proc.returncode} and no message"
 
 
 LOCK_MESSAGE = "Unable to acquire lock"
@@ -213,9 +220,9 @@ def _push_if_missing(root: Path, dvc_file: str, version: str, push: bool) -> str
 
     if data_in_remote(root, version).shared is not False:  # there, unknown, or no remote
         return ""
-    pushed = dvc(root, "push", "-q", dvc_file, check=False)
+    pushed = dvc(root, "push", dvc_file, check=False)
     if pushed.returncode != 0:
-        log.warning("dvc push failed (data kept locally): %s", pushed.stderr.strip()[-300:])
+        log.warning("dvc push failed (data kept locally): %s", dvc_said(pushed, 300))
         return "; the DVC remote has no copy of it and `dvc push` failed"
     return "; pushed it to the DVC remote, which had no copy"
 
@@ -285,7 +292,7 @@ def prepare(
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     log.info("generated %s", summary)
-    dvc(root, "add", "-q", data_root)
+    dvc(root, "add", data_root)
     produced, _, _ = read_dvc_file(root / dvc_file)
     if committed is not None:
         expected, _, _ = parse_dvc_file(committed)
@@ -308,9 +315,9 @@ def prepare(
     else:
         record_spec(root / dvc_file, used)
     if push:
-        pushed = dvc(root, "push", "-q", dvc_file, check=False)
+        pushed = dvc(root, "push", dvc_file, check=False)
         if pushed.returncode != 0:
-            log.warning("dvc push failed (data kept locally): %s", pushed.stderr.strip()[-300:])
+            log.warning("dvc push failed (data kept locally): %s", dvc_said(pushed, 300))
     state = "regenerated and verified" if committed is not None else "generated (new version)"
     return f"{state} {data_root}/ at {produced} ({summary.n_events} events)" + _spec_unused(
         spec, dvc_file, recorded, generated=True
@@ -440,9 +447,9 @@ def new_version(
             f"{spec.describe()}), recorded in {dvc_file}{kept}"
         )
     if push:
-        pushed = dvc(root, "push", "-q", dvc_file, check=False)
+        pushed = dvc(root, "push", dvc_file, check=False)
         if pushed.returncode != 0:
-            log.warning("dvc push failed (data kept locally): %s", pushed.stderr.strip()[-300:])
+            log.warning("dvc push failed (data kept locally): %s", dvc_said(pushed, 300))
             done += "; `dvc push` failed (run it again before sharing the commit)"
         else:
             done += "; pushed it to the DVC remote"
