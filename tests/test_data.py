@@ -384,6 +384,18 @@ def test_prepare_never_overwrites_foreign_data(project: Path, tmp_path: Path) ->
     assert mine.read_text() == "precious\n"
 
 
+def test_data_without_a_dvc_file_is_left_untouched_with_advice_that_fits(project: Path) -> None:
+    """No data.dvc to restore from: the advice is to version the folder or move it away."""
+    git(project, "rm", "-q", "data.dvc")
+    before = sorted(p.relative_to(project) for p in (project / "data").rglob("*"))
+    with pytest.raises(DataVersionError, match="data/ exists but no data.dvc versions it") as e:
+        prepare(project, GeneratorSpec(scale=SMALL_SCALE), push=False)
+    assert "`dvc add data`" in str(e.value) and "`replayml data prepare`" in str(e.value)
+    assert "dvc checkout" not in str(e.value) and "make data" not in str(e.value)
+    assert sorted(p.relative_to(project) for p in (project / "data").rglob("*")) == before
+    assert not (project / "data.dvc").exists()
+
+
 @pytest.mark.parametrize("configured", [None, "../elsewhere-cache", "ABSOLUTE"])
 def test_cache_folder_is_the_one_dvc_uses(tmp_path: Path, configured: str | None) -> None:
     """Reading DVC's merged config gives the object folder DVC itself uses, for the default

@@ -268,6 +268,13 @@ def prepare(
                 )
             not_pulled = f"`dvc pull` did not restore {data_root}/ ({why})"
             log.warning("%s; regenerating it", not_pulled)
+    if data_dir.exists() and any(data_dir.iterdir()) and committed is None:
+        raise DataVersionError(
+            f"{data_root}/ exists but no {dvc_file} versions it; it is left untouched. Version "
+            f"it as it is with `dvc add {data_root}` (and commit {dvc_file}), or move it away "
+            f"and run `replayml data prepare` to generate the built-in data (if {dvc_file} was "
+            f"deleted by mistake, `git checkout -- {dvc_file}` brings it back)"
+        )
     if data_dir.exists() and any(data_dir.iterdir()):
         raise DataVersionError(
             f"{data_root}/ exists but is not the version in {dvc_file}; it is left untouched. "
