@@ -263,6 +263,8 @@ def test_new_version_replaces_the_recorded_version_and_a_clone_restores_it(
     arguments, pushed; the previous one stays in the cache; a clone's `make data` gets it."""
     from replayml.lineage.sharing import data_in_remote
 
+    dvc(project, "remote", "modify", "local", "url", str(tmp_path / "remote"))  # its own
+    dvc(project, "push", "-q", "data.dvc")
     previous, _, _ = read_dvc_file(project / "data.dvc")
     proc = _replayml_data_prepare(project, "--scale", "0.04", "--new-version")
     assert proc.returncode == 0, proc.stderr
@@ -275,7 +277,7 @@ def test_new_version_replaces_the_recorded_version_and_a_clone_restores_it(
     load_manifest(dvc_cache_dir(project), previous)  # still in the cache
     assert data_in_remote(project, produced).shared is True
     assert "up to date" in dvc(project, "status", "data.dvc").stdout
-    git(project, "add", "data.dvc")
+    git(project, "add", "data.dvc", ".dvc/config")
     git(project, "commit", "-qm", "data at scale 0.04")
     clone = tmp_path / "clone"
     git(project.parent, "clone", "-q", str(project), str(clone))
