@@ -320,3 +320,41 @@ def test_a_queued_experiment_trains_its_own_snapshot_of_the_code(dvc_project: Pa
     if tags["replayml.code.dirty"] == "true":  # the experiment's own params.yaml, no more
         diff = mlflow_client(dvc_project).download_artifacts(run.info.run_id, "replayml/code.diff")
         assert "WORKSPACE_EDIT" not in Path(diff).read_text()
+
+
+def _advice_after_another_data_dvc() -> list[str]:
+    """The DVC commands README advises when `git pull` brings another `data.dvc`."""
+    readme = (REPO / "README.md").read_text()
+    start = readme.index("brings another `data.dvc`")
+    advice = readme[start : readme.index("before anything else", start)]
+    return re.findall(r"`(dvc [^`]*)`", advice)
+
+
+def test_readme_advice_after_another_data_dvc_works_in_a_clone_that_never_ran_repro(
+    dvc_project: Path, tmp_path: Path
+) -> None:
+    """The committed dvc.lock names a model and features this clone's cache never held: the
+    advised commands restore the new data all the same."""
+    from replayml.data.prepare import GeneratorSpec, new_version, prepare
+    from replayml.lineage.data import read_dvc_file, verify_all
+
+    shutil.copy2(REPO / "dvc.lock", dvc_project / "dvc.lock")  # outputs built elsewhere
+    _dvc(dvc_project, "remote", "modify", "local", "url", str(tmp_path / "remote"))
+    assert _dvc(dvc_project, "push", "data.dvc").returncode == 0
+    git(dvc_project, "add", "-A")
+    git(dvc_project, "commit", "-qm", "stages built elsewhere; a remote of its own")
+    clone = tmp_path / "clone"
+    git(dvc_project.parent, "clone", "-q", str(dvc_project), str(clone))
+    prepare(clone, GeneratorSpec(), push=False)
+    new_version(dvc_project, GeneratorSpec(scale=0.05), push=True)
+    git(dvc_project, "commit", "-qam", "a teammate's new data version")
+    git(clone, "pull", "-q")
+    commands = _advice_after_another_data_dvc()
+    assert commands
+    for command in commands:
+        proc = _dvc(clone, *command.split()[1:])
+        assert proc.returncode == 0, f"`{command}`: {proc.stderr[-1000:]}"
+    assert (
+        verify_all(clone, "data.dvc", "data").dvc_hash
+        == read_dvc_file(dvc_project / "data.dvc")[0]
+    )
