@@ -42,6 +42,7 @@ def test_a_run_records_its_full_lineage(project: Path) -> None:
     assert tags["replayml.env.lock_hash"] == file_sha256(project / "uv.lock")
     for key in ("lightgbm", "pandas", "numpy", "python", "platform", "num_threads"):
         assert tags[f"replayml.env.{key}"]
+    assert "; numpy SIMD " in tags["replayml.env.cpu"]  # the model, and the vector levels used
     for split in ("train", "valid", "test"):
         assert len(tags[f"replayml.slice_hash.{split}"]) == 64
         assert int(tags[f"replayml.rows.{split}"]) > 0

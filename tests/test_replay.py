@@ -296,25 +296,35 @@ def test_the_recorded_diff_is_a_patch_whatever_the_users_git_config(code_project
             shutil.rmtree(report.worktree.parent)
 
 
+@pytest.mark.parametrize(
+    ("key", "other"),
+    [
+        ("numpy", "1.0.0"),
+        ("cpu", "Intel(R) Xeon(R) Platinum 8375C; numpy SIMD X86_V2 X86_V3 X86_V4"),
+    ],
+)
 def test_strict_env_refuses_a_different_environment_before_running(
-    trained: tuple[Path, str], monkeypatch: pytest.MonkeyPatch
+    trained: tuple[Path, str], monkeypatch: pytest.MonkeyPatch, key: str, other: str
 ) -> None:
     root, run_id = trained
     client = mlflow_client(root)
-    numpy = client.get_run(run_id).data.tags["replayml.env.numpy"]
-    # a run made with another NumPy: --strict-env refuses to replay it here
-    client.set_tag(run_id, "replayml.env.numpy", "1.0.0")
+    ours = client.get_run(run_id).data.tags[f"replayml.env.{key}"]
+    # a run made with another NumPy, or on a CPU with other vector instructions: --strict-env
+    # refuses to replay it here
+    client.set_tag(run_id, f"replayml.env.{key}", other)
     runs = len(all_runs(root))
     try:
         result = CliRunner().invoke(
             app, ["replay", run_id, "--project", str(root), "--strict-env"], terminal_width=200
         )
     finally:
-        client.set_tag(run_id, "replayml.env.numpy", numpy)
+        client.set_tag(run_id, f"replayml.env.{key}", ours)
     assert result.exit_code == 2, result.output  # a refusal, not a DIFFERENT model (1)
-    assert "NOT_REPLAYABLE" in result.output and "--strict-env: env.numpy is" in result.output
+    assert "NOT_REPLAYABLE" in result.output and f"--strict-env: env.{key} is" in result.output
     assert len(all_runs(root)) == runs
     assert len(_worktrees(root)) == 1
+    if key != "numpy":
+        return  # what follows replays once
     # thread variables (a joblib sweep's children have some) cannot change the result: the
     # replay runs, and says so once
     monkeypatch.setenv("OMP_NUM_THREADS", "1")

@@ -846,6 +846,7 @@ def _lineage_tags(
         "env.platform": env.platform,
         "env.machine": env.machine,
         "env.cpu_count": str(env.cpu_count),
+        "env.cpu": env.cpu,
         "env.thread_env": json.dumps(env.thread_env, sort_keys=True),
         "env.num_threads": shown("model.num_threads", resolved.model.num_threads),
         "seed.model": shown("model.seed", resolved.model.seed),

@@ -355,6 +355,14 @@ def environment_differences(run: RecordedRun, project: Path, strict: bool) -> li
         ("env.platform", run.tag("env.platform"), env.platform, "another OS or kernel"),
         ("env.machine", run.tag("env.machine"), env.machine, "another CPU architecture"),
         (
+            "env.cpu",
+            run.tag("env.cpu"),
+            env.cpu,
+            "another CPU model or vector instruction set: floating-point sums may run in "
+            "another order, which can move metrics (and a close split, hence trees) in their "
+            "last digits",
+        ),
+        (
             "env.cpu_count",
             run.tag("env.cpu_count"),
             str(env.cpu_count),

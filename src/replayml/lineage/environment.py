@@ -28,6 +28,7 @@ class Environment:
     platform: str
     machine: str
     cpu_count: int
+    cpu: str = ""
     packages: dict[str, str] = field(default_factory=dict)
     thread_env: dict[str, str] = field(default_factory=dict)
 
@@ -50,6 +51,30 @@ def _version(name: str) -> str:
         return "absent"
 
 
+def cpu_description() -> str:
+    """The CPU model and the vector instruction levels NumPy uses on it, e.g. `AMD EPYC;
+    numpy SIMD X86_V2 X86_V3`: two machines of one architecture can still sum floats in
+    another order (AVX-512 or not), which moves the last digits of metrics and split gains."""
+    model = platform.processor()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            model = next(
+                (ln.split(":", 1)[1].strip() for ln in fh if ln.startswith("model name")), model
+            )
+    except OSError:
+        pass
+    try:
+        from numpy._core._multiarray_umath import (  # type: ignore[attr-defined]
+            __cpu_baseline__,
+            __cpu_dispatch__,
+            __cpu_features__,
+        )
+    except ImportError:
+        return model or "unknown"
+    simd = [f for f in (*__cpu_baseline__, *__cpu_dispatch__) if __cpu_features__.get(f)]
+    return f"{model or 'unknown'}; numpy SIMD {' '.join(simd) or 'none'}"
+
+
 def current_environment(root: Path) -> Environment:
     """Describe the running interpreter and the project's lock file."""
     return Environment(
@@ -58,6 +83,7 @@ def current_environment(root: Path) -> Environment:
         platform=f"{platform.system()}-{platform.release()}",
         machine=platform.machine(),
         cpu_count=os.cpu_count() or 1,
+        cpu=cpu_description(),
         packages={name: _version(name) for name in TRACKED_PACKAGES},
         thread_env={k: os.environ[k] for k in THREAD_VARS if k in os.environ},
     )
