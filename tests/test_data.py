@@ -94,8 +94,11 @@ def test_missing_data_points_at_dvc_pull(project: Path) -> None:  # A9
     shutil.rmtree(project / ".dvc" / "cache")
     proc = run_train_py(project)
     assert proc.returncode == 2
-    assert "dvc pull" in proc.stderr and "make data" in proc.stderr
+    assert "`dvc pull data.dvc`" in proc.stderr and "make data" in proc.stderr
     assert all_runs(project) == []
+    dvc(project, "pull", "-q", "data.dvc")  # the advice, as given: the data's own .dvc file
+    again = run_train_py(project)
+    assert again.returncode == 0, again.stderr[-2000:]
 
 
 def test_renamed_column_names_column_expected_and_found(project: Path) -> None:  # A10

@@ -132,9 +132,15 @@ _GLOB_CHARS = frozenset("*?[")
 
 
 def _missing(
-    path: Path, what: str, key: str | None = None, value: str | None = None
+    path: Path,
+    what: str,
+    key: str | None = None,
+    value: str | None = None,
+    dvc_file: str = "data.dvc",
 ) -> DataVersionError | ConfigError:
-    """The error for a data path that does not exist: a pattern in `key` is named as such."""
+    """The error for a data path that does not exist: a pattern in `key` is named as such.
+    `dvc_file` (data.dvc_file) is what to pull: a bare `dvc pull` also wants every pipeline
+    output, and fails in a clone that never ran `dvc repro`."""
     if key and value and _GLOB_CHARS & set(value):
         parts = PurePosixPath(value).parts
         plain = PurePosixPath(
@@ -151,7 +157,7 @@ def _missing(
             f"pattern; point {key} at {what_fits}{example}"
         )
     return DataVersionError(
-        f"{what} {path} does not exist; restore the data with `dvc pull` "
+        f"{what} {path} does not exist; restore the data with `dvc pull {dvc_file}` "
         f"(or `make data` for the default dataset)"
     )
 
@@ -413,7 +419,7 @@ def date_range(cfg: DataConfig, project_root: Path) -> tuple[date, date]:
     path = events_path(cfg, project_root)
     if not path.exists():
         raise _missing(path, "the events data (data.events.path)", "data.events.path",
-                       cfg.events.path)  # fmt: skip
+                       cfg.events.path, cfg.dvc_file)  # fmt: skip
     if path.is_dir():
         parts = _partitions(path)
         days = list(parts)
@@ -787,7 +793,7 @@ def load(cfg: DataConfig, project_root: Path, start: date, end: date) -> Tables:
         raise DataSchemaError(f"no event files for {start}..{end} under {path}")
     for f in event_list:
         if not f.is_file():
-            raise _missing(f, "the event file")
+            raise _missing(f, "the event file", dvc_file=cfg.dvc_file)
     wanted = _events_columns(cfg)
     metas: dict[Path, pq.FileMetaData] = {}
     if path.is_dir():  # empty files (e.g. from an empty frame) may have any column types
@@ -1049,9 +1055,10 @@ def _load_attr(
     wanted: dict[str, tuple[str | None, str]],
     names: dict[str, str],
     value: str,
+    dvc_file: str,
 ) -> pd.DataFrame:
     if not path.is_file():
-        raise _missing(path, f"the {table} table", f"data.{table}.path", value)
+        raise _missing(path, f"the {table} table", f"data.{table}.path", value, dvc_file)
     cols = list(dict.fromkeys(c for c, _ in wanted.values() if c))
     if file_format(path) == "parquet":
         with _read_errors([path]):
@@ -1089,7 +1096,9 @@ def _load_items(cfg: DataConfig, project_root: Path) -> pd.DataFrame | None:
         "data.items.created": "created",
         "data.items.region": "item_region",
     }
-    items = _load_attr(_root(cfg, project_root) / it.path, "items", wanted, names, it.path)
+    items = _load_attr(
+        _root(cfg, project_root) / it.path, "items", wanted, names, it.path, cfg.dvc_file
+    )
     if "created" in items and getattr(items["created"].dtype, "tz", None) is not None:
         items["created"] = items["created"].dt.tz_convert("UTC").dt.tz_localize(None)
     elif "created" in items and items["created"].dtype == object:  # days: their midnight
@@ -1107,7 +1116,9 @@ def _load_users(cfg: DataConfig, project_root: Path) -> pd.DataFrame | None:
         return None
     wanted = {"data.users.id": (us.id, "id"), "data.users.region": (us.region, "text or integer")}
     names = {"data.users.id": "user_id", "data.users.region": "user_region"}
-    users = _load_attr(_root(cfg, project_root) / us.path, "users", wanted, names, us.path)
+    users = _load_attr(
+        _root(cfg, project_root) / us.path, "users", wanted, names, us.path, cfg.dvc_file
+    )
     if "user_region" in users:
         users["user_region"] = users["user_region"].astype("string")
     return users

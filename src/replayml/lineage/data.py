@@ -77,20 +77,22 @@ def dvc_cache_dir(root: Path) -> Path:
         return Path(repo.cache.local.path)
 
 
-def load_manifest(cache_dir: Path, dir_hash: str) -> dict[str, str]:
-    """relpath -> md5 for a `.dir` object in the cache, after checking the manifest's own hash."""
+def load_manifest(cache_dir: Path, dir_hash: str, dvc_file: str = "") -> dict[str, str]:
+    """relpath -> md5 for a `.dir` object in the cache, after checking the manifest's own hash.
+    `dvc_file` (the .dvc file recording the version) names what to pull."""
+    pull = f"`dvc pull {dvc_file}`" if dvc_file else "`dvc pull` of the .dvc file that records it"
     digest = dir_hash.removesuffix(".dir")
     path = cache_dir / digest[:2] / (digest[2:] + ".dir")
     if not path.is_file():
         raise DataVersionError(
             f"data version {dir_hash} is not in the DVC cache ({cache_dir}); "
-            f"fetch it with `dvc pull` (or `make data` for the default dataset)"
+            f"fetch it with {pull} (or `make data` for the default dataset)"
         )
     found = file_md5(path)
     if found != digest:
         raise DataVersionError(
             f"the DVC cache object {path} is corrupted: expected md5 {digest}, found {found}; "
-            f"remove it and run `dvc pull`"
+            f"remove it and run {pull}"
         )
     return {entry["relpath"]: entry["md5"] for entry in json.loads(path.read_text())}
 
@@ -120,7 +122,7 @@ def _recorded(root: Path, dvc_file: str, data_root: str) -> tuple[str, int, Path
             f"data.dvc_file={shown}.dvc and data.events.path={tracked_dir.name}"
         )
     cache_dir = dvc_cache_dir(root)
-    return dir_hash, nfiles, cache_dir, load_manifest(cache_dir, dir_hash)
+    return dir_hash, nfiles, cache_dir, load_manifest(cache_dir, dir_hash, dvc_file)
 
 
 def check_present(root: Path, dvc_file: str, data_root: str, table: str) -> None:
@@ -192,7 +194,7 @@ def verify_files(
         if not f.is_file():
             raise DataVersionError(
                 f"{data_root}/{rel} is missing from the workspace; restore the data with "
-                f"`dvc pull` (or `make data` for the default dataset)"
+                f"`dvc pull {dvc_file}` (or `make data` for the default dataset)"
             )
         found = file_md5(f)
         if found != expected:
@@ -218,7 +220,7 @@ def verify_files(
 def verify_all(root: Path, dvc_file: str, data_root: str) -> DataVersion:
     """Check every file of the tracked folder against its version, and that none is extra."""
     dir_hash, _, _ = read_dvc_file(root / dvc_file)
-    manifest = load_manifest(dvc_cache_dir(root), dir_hash)
+    manifest = load_manifest(dvc_cache_dir(root), dir_hash, dvc_file)
     data_dir = (root / data_root).resolve()
     on_disk = {
         p.relative_to(data_dir).as_posix() for p in data_dir.rglob("*") if p.is_file()
