@@ -30,6 +30,7 @@ from replayml.registry import (
     move_alias,
     promote,
     register,
+    resolve_model_uri,
     rollback,
 )
 from replayml.tracking.registry_store import RegistryStore
@@ -266,6 +267,59 @@ def test_promote_rollback_and_audit(trained_store: TrainedStore) -> None:
     with pytest.raises(ModelNotFoundError, match="version 9"):
         promote(name, "9", "prod", spec=spec)
     assert holder() == versions[0]
+
+
+def test_a_deleted_alias_holder_is_named_and_rollback_restores_the_one_before(
+    trained_store: TrainedStore,
+) -> None:
+    """Deleting the version that holds @prod takes the alias with it (MLflow's doing); the
+    last audited move still says which version held it, from which run, and what was before."""
+    s = trained_store
+    spec = spec_for(s.uri)
+    name = "reco-deleted-holder"
+    for run_id in (s.base, s.weaker):
+        register(run_id, name, spec=spec)
+    promote(name, "1", "prod", spec=spec)
+    promote(name, "2", "prod", spec=spec, expect="1")
+    client = _client(s)
+    client.delete_model_version(name, "2")
+    assert "prod" not in client.get_registered_model(name).aliases
+    said = f"{name}@prod was version 2, which was deleted (last audited move 1 -> 2: promote by "
+    from_run = f"version 2 came from run {s.weaker}"
+
+    gate = _cli(s, "review", s.base, "--name", name, "--fail-on", "test_auc")
+    assert gate.exit_code == 2, gate.output
+    assert said in gate.stderr and from_run in gate.stderr
+    assert f"`replayml rollback {name} --alias prod` (back to version 1)" in gate.stderr
+    assert f"--baseline {s.weaker}" in gate.stderr  # the deleted version's run still compares
+    assert " yet" not in gate.stderr and "first model" not in gate.stderr
+    summary = _cli(s, "review", s.base, "--name", name, "--bootstrap", "0")
+    assert summary.exit_code == 0, summary.output
+    assert f"No baseline: {said}" in summary.stdout and " yet" not in summary.stdout
+    with pytest.raises(ModelNotFoundError, match="was version 2, which was deleted"):
+        resolve_model_uri(f"models:/{name}@prod", spec=spec)
+
+    stale = _cli(s, "promote", name, "1", "--alias", "prod", "--expect-version", "2")
+    assert stale.exit_code == 2, stale.output
+    assert said in stale.stderr and "someone moved it" not in stale.stderr
+    assert "--expect-version none" in stale.stderr
+    assert "prod" not in client.get_registered_model(name).aliases  # nothing changed
+
+    back = _cli(s, "rollback", name, "--alias", "prod")
+    assert back.exit_code == 0, back.output
+    assert f"{name}@prod: version none -> 1 (rollback by alice" in back.stdout
+    assert said in back.stderr  # a warning: what the rollback restored after
+    assert str(client.get_registered_model(name).aliases["prod"]) == "1"
+    audit = [v for k, v in client.get_model_version(name, "1").tags.items()
+             if k.startswith("replayml.alias.prod.audit.")]  # fmt: skip
+    assert any(a.startswith(f"rollback {name}@prod: none -> 1 by alice at ") for a in audit)
+    assert any(a.endswith(f"(version 2: run {s.weaker})") for a in audit)  # the move out
+    # the first holder deleted: nothing before it to restore, and that is said
+    client.delete_model_version(name, "1")
+    first = _cli(s, "rollback", name, "--alias", "prod")
+    assert first.exit_code == 2, first.output
+    assert f"{name}@prod was version 1, which was deleted" in first.stderr
+    assert "that move found @prod unset, so no earlier holder is recorded" in first.stderr
 
 
 def test_move_outside_replayml_is_detected(trained_store: TrainedStore) -> None:

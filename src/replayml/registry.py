@@ -14,9 +14,14 @@ if another claim or another holder appeared meanwhile, then set the alias, write
 tags and read everything back. Two movers racing from the same holder: the later claim wins
 and the earlier one stops before touching the alias; a mover that claims after the winner has
 set the alias sees the holder changed and stops. Every move leaves `replayml.alias.<alias>.
-previous` and an audit tag (who, when, from -> to) on the new holder, and an audit tag on the
-old one; `rollback` moves the alias back to the holder's recorded previous version and leaves
-that version's own `previous` as it was, so a second rollback goes one step further back.
+previous` and an audit tag (who, when, from -> to, the new holder's run) on the new holder,
+an audit tag on the old one, and the last move (with the new holder's run) in the registered
+model's `replayml.alias.<alias>.last_move` tag; `rollback` moves the alias back to the holder's
+recorded previous version and leaves that version's own `previous` as it was, so a second
+rollback goes one step further back. Deleting a version takes its aliases (and tags) with it:
+the last move still says which version held the alias and which held it before, so commands
+name the deleted holder instead of calling the alias never set, and `rollback` restores the
+holder before it.
 A move to a version whose model reads other input columns than the holder's is warned about,
 never refused: consumers of the alias must build the added columns.
 """
@@ -51,6 +56,7 @@ log = logging.getLogger(__name__)
 __all__ = [
     "AliasConflictError",
     "AliasMove",
+    "DeletedHolder",
     "ModelNotFoundError",
     "ModelRow",
     "PromotionRefused",
@@ -58,6 +64,7 @@ __all__ = [
     "RegistrationRefused",
     "RunRef",
     "aliases_text",
+    "deleted_holder",
     "models_markdown",
     "models_rich",
     "model_rows",
@@ -415,6 +422,77 @@ class AliasMove:
         )
 
 
+@dataclass(frozen=True)
+class DeletedHolder:
+    """The version the last audited move gave an alias to, deleted since (MLflow drops a
+    deleted version's aliases, so the alias is unset)."""
+
+    name: str
+    alias: str
+    version: str
+    previous: str  # the holder before it, as that move recorded ("none": unset)
+    action: str
+    by: str
+    at: str
+    run_id: str = ""  # the deleted version's source run ("": a move recorded without it)
+
+    def describe(self) -> str:
+        """`reco@prod was version 2, which was deleted (last audited move 1 -> 2: ...)`."""
+        run = f"; version {self.version} came from run {self.run_id}" if self.run_id else ""
+        return (
+            f"{self.name}@{self.alias} was version {self.version}, which was deleted (last "
+            f"audited move {self.previous} -> {self.version}: {self.action} by {self.by} at "
+            f"{self.at}{run})"
+        )
+
+    def fixes(self) -> str:
+        """The commands that set the alias again."""
+        back = (
+            f"`replayml rollback {self.name} --alias {self.alias}` (back to version "
+            f"{self.previous}) or "
+            if self.previous != NO_VERSION
+            else ""
+        )
+        return f"{back}`replayml promote {self.name} VERSION --alias {self.alias}`"
+
+
+def _last_move(tags: dict[str, str], alias: str) -> dict[str, str] | None:
+    """The last audited move of `alias` (None: none recorded, or not readable)."""
+    try:
+        last = json.loads(tags[_last_move_key(alias)])
+    except (KeyError, json.JSONDecodeError):
+        return None
+    return {str(k): str(v) for k, v in last.items()} if isinstance(last, dict) else None
+
+
+def _deleted(
+    store: RegistryStore, name: str, alias: str, last: dict[str, str]
+) -> DeletedHolder | None:
+    """The holder `last` (a last-move record) set, if that version is deleted now."""
+    version = _norm(last.get("to"))
+    if version == NO_VERSION or store.version_exists(name, version):
+        return None
+    return DeletedHolder(
+        name=name,
+        alias=alias,
+        version=version,
+        previous=_norm(last.get("from")),
+        action=last.get("action", "?"),
+        by=last.get("by", "?"),
+        at=last.get("at", "?"),
+        run_id=last.get("run_id", ""),
+    )
+
+
+def deleted_holder(store: RegistryStore, name: str, alias: str) -> DeletedHolder | None:
+    """Why `alias` of `name` is unset when its holder was deleted (None: the alias is set,
+    was never moved by replayml, or was unset some other way)."""
+    if store.holder(name, alias) is not None:
+        return None
+    last = _last_move(store.model_tags(name), alias)
+    return None if last is None else _deleted(store, name, alias, last)
+
+
 def _claim_key(alias: str) -> str:
     return f"{P}alias.{alias}.claim"
 
@@ -450,6 +528,9 @@ def _audit_warnings(store: RegistryStore, name: str, alias: str, holder: str | N
     except json.JSONDecodeError:
         return [f"the audit record {_last_move_key(alias)} of {name} is not valid JSON"]
     if _norm(last.get("to")) != _norm(holder):
+        gone = _deleted(store, name, alias, last) if holder is None else None
+        if gone is not None:
+            return [f"{gone.describe()}; the alias was unset with it"]
         return [
             f"{name}@{alias} is version {_norm(holder)}, but the last audited move "
             f"({last.get('action')} by {last.get('by')} at {last.get('at')}) set it to "
@@ -655,6 +736,13 @@ def move_alias(
     target = store.version(name, version)  # the target must exist (clear error otherwise)
     holder = store.holder(name, alias)
     if expect is not None and _norm(expect) != _norm(holder):
+        gone = deleted_holder(store, name, alias) if holder is None else None
+        if gone is not None:
+            raise AliasConflictError(
+                f"{gone.describe()}: {name}@{alias} is not set now, not held by the expected "
+                f"version {_norm(expect)}. Nothing was changed; set it with --expect-version "
+                f"none, or with {gone.fixes()}"
+            )
         raise AliasConflictError(
             f"{name}@{alias} is held by version {_norm(holder)}, not the expected version "
             f"{_norm(expect)}: someone moved it meanwhile. Nothing was changed; check "
@@ -681,6 +769,7 @@ def move_alias(
         "action": action,
         "from": _norm(holder),
         "to": version,
+        "run_id": target.run_id,  # the version may be deleted later: its run stays traceable
         "by": user,
         "at": when,
     }
@@ -710,6 +799,8 @@ def move_alias(
         )
     store.set_alias(name, alias, version)
     line = f"{action} {name}@{alias}: {_norm(holder)} -> {version} by {user} at {when}"
+    if target.run_id:
+        line += f" (version {version}: run {target.run_id})"
     new_tags = {_audit_key(alias, token): line}
     if action != "rollback":  # a rollback keeps the chain, so rolling back again goes further
         new_tags[_previous_key(alias)] = _norm(holder)
@@ -804,6 +895,9 @@ def rollback(name: str, alias: str, *, spec: StoreSpec, expect: str | None = Non
     check_alias(alias)
     store = RegistryStore(spec)
     holder = store.holder(name, alias)
+    gone = deleted_holder(store, name, alias) if holder is None else None
+    if gone is not None:
+        return _rollback_deleted(store, gone, expect)
     if holder is None:
         raise ModelNotFoundError(
             f"{name}@{alias} is not set: there is nothing to roll back. Set it with "
@@ -822,6 +916,31 @@ def rollback(name: str, alias: str, *, spec: StoreSpec, expect: str | None = Non
             f"explicitly with `replayml promote {name} VERSION --alias {alias}`"
         )
     return move_alias(store, name, alias, previous, expect=holder, action="rollback")
+
+
+def _rollback_deleted(store: RegistryStore, gone: DeletedHolder, expect: str | None) -> AliasMove:
+    """Give the alias back to the holder before its deleted one (the last audited move's
+    `from`), if that version still exists."""
+    name, alias = gone.name, gone.alias
+    if expect is not None and _norm(expect) != NO_VERSION:
+        raise AliasConflictError(
+            f"{gone.describe()}: {name}@{alias} is not set now, not held by the expected "
+            f"version {_norm(expect)}. Nothing was changed; roll back with --expect-version "
+            f"none, or without it"
+        )
+    if gone.previous == NO_VERSION:
+        raise AliasConflictError(
+            f"{gone.describe()}: that move found @{alias} unset, so no earlier holder is "
+            f"recorded to roll back to. Set it with `replayml promote {name} VERSION --alias "
+            f"{alias}`"
+        )
+    if not store.version_exists(name, gone.previous):
+        raise AliasConflictError(
+            f"{gone.describe()}, and the holder before it, version {gone.previous}, was "
+            f"deleted too: there is nothing to roll back to. Set it with `replayml promote "
+            f"{name} VERSION --alias {alias}`"
+        )
+    return move_alias(store, name, alias, gone.previous, expect=NO_VERSION, action="rollback")
 
 
 # ------------------------------------------------------------------------------ listing
@@ -1059,6 +1178,13 @@ def resolve_model_uri(uri: str, *, spec: StoreSpec) -> VersionRecord:
     if "@" in body:
         name, alias = body.rsplit("@", 1)
         aliases = store.aliases(name)
+        gone = deleted_holder(store, name, alias) if alias not in aliases else None
+        if gone is not None:
+            raise ModelNotFoundError(
+                f"{uri}: {gone.describe()}; no version of {name!r} holds alias {alias!r} now "
+                f"({aliases_text(name, aliases, yet=False)}). Use models:/{name}/VERSION, or "
+                f"set the alias again with {gone.fixes()}"
+            )
         if alias not in aliases:
             raise ModelNotFoundError(
                 f"{uri}: no version of {name!r} holds alias {alias!r} in {spec.display_uri} "
@@ -1074,10 +1200,11 @@ def resolve_model_uri(uri: str, *, spec: StoreSpec) -> VersionRecord:
     return store.version(name, version)
 
 
-def aliases_text(name: str, aliases: dict[str, str]) -> str:
-    """`the aliases of reco: ab -> v3, prod -> v2` (or that it has none)."""
+def aliases_text(name: str, aliases: dict[str, str], *, yet: bool = True) -> str:
+    """`the aliases of reco: ab -> v3, prod -> v2` (or that it has none; `yet=False` when
+    one was there before)."""
     if not aliases:
-        return f"{name} has no aliases yet"
+        return f"{name} has no aliases" + (" yet" if yet else "")
     held = ", ".join(f"@{a} -> v{v}" for a, v in sorted(aliases.items()))
     return f"the aliases of {name}: {held}"
 

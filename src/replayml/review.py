@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from replayml.model.bootstrap import Interval, Scored
+    from replayml.registry import DeletedHolder
     from replayml.tracking.read import RecordedRun, RunReader
     from replayml.tracking.registry_store import VersionRecord
     from replayml.tracking.store import StoreSpec
@@ -329,11 +330,26 @@ class NoBaselineError(ReplaymlError):
     """A review that must judge regressions (`--fail-on`) has no baseline to judge against."""
 
 
-def _missing_alias(name: str, alias: str, aliases: dict[str, str], spec: StoreSpec) -> str:
-    """Why a regression gate cannot run against `models:/<name>@<alias>`, and the fix."""
+def _missing_alias(
+    name: str,
+    alias: str,
+    aliases: dict[str, str],
+    spec: StoreSpec,
+    gone: DeletedHolder | None = None,
+) -> str:
+    """Why a regression gate cannot run against `models:/<name>@<alias>`, and the fix;
+    `gone`: the alias's holder was deleted."""
     import difflib
 
     from replayml.registry import aliases_text
+
+    if gone is not None:
+        run = f", or compare with its run: --baseline {gone.run_id}" if gone.run_id else ""
+        return (
+            f"--fail-on cannot be judged: {gone.describe()}, and no version of {name} holds "
+            f"@{alias} now in {spec.display_uri} ({aliases_text(name, aliases, yet=False)}). "
+            f"Set it again with {gone.fixes()}{run}"
+        )
 
     close = difflib.get_close_matches(alias, list(aliases), n=1)
     if close:
@@ -365,7 +381,7 @@ def _resolve_baseline(
     spec: StoreSpec,
     required: bool = False,
 ) -> tuple[RecordedRun | None, str, list[str]]:
-    from replayml.registry import resolve_run_ref
+    from replayml.registry import deleted_holder, resolve_run_ref
     from replayml.tracking.registry_store import RegistryStore
 
     if baseline is None and name:
@@ -386,8 +402,11 @@ def _resolve_baseline(
             return None, "", [f"No baseline: there is no registered model {name} yet"]
         aliases = store.aliases(name)
         if alias not in aliases:
+            gone = deleted_holder(store, name, alias)
             if required:
-                raise NoBaselineError(_missing_alias(name, alias, aliases, spec))
+                raise NoBaselineError(_missing_alias(name, alias, aliases, spec, gone))
+            if gone is not None:
+                return None, "", [f"No baseline: {gone.describe()}; no version holds it now"]
             return None, "", [f"No baseline: no version of {name} holds alias @{alias} yet"]
         baseline = f"models:/{name}@{alias}"
     if baseline is None:

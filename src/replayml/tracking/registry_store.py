@@ -305,6 +305,21 @@ class RegistryStore:
         )
         return self._record(mv)
 
+    def version_exists(self, name: str, version: str) -> bool:
+        """Whether version `version` of `name` exists (a deleted one does not)."""
+        from mlflow.exceptions import MlflowException
+
+        action = f"read version {version} of registered model {name!r}"
+        try:
+            self.client.get_model_version(name, str(version))
+        except MlflowException as exc:
+            if str(exc.error_code) in _NOT_FOUND:
+                return False
+            raise registry_error(exc, self.spec, action) from exc
+        except Exception as exc:
+            raise registry_error(exc, self.spec, action) from exc
+        return True
+
     def versions(self, name: str) -> list[VersionRecord]:
         """Every version of `name`, newest first, with the aliases each holds."""
         if not self.model_exists(name):
