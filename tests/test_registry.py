@@ -162,6 +162,30 @@ def test_untrustworthy_runs_are_refused_unless_forced(
     assert rows[0].forced and "1 (forced)" in models_markdown(name, rows)
 
 
+def test_a_replay_run_is_refused_naming_the_run_it_replayed(trained_store: TrainedStore) -> None:
+    s = trained_store
+    name = "reco-replay-run"
+    client = _client(s)
+    replayed = _cli(s, "replay", s.weaker, "--project", str(s.root))
+    assert replayed.exit_code in (0, 1), replayed.output  # IDENTICAL or DIFFERENT: a replay run
+    replay_id = client.get_run(s.weaker).data.tags["replayml.replay.run_id"]
+    try:
+        assert client.get_run(replay_id).data.tags["replayml.replay_of"] == s.weaker
+        for force in ([], ["--force"]):
+            refused = _cli(s, "register", replay_id, "--name", name, *force)
+            assert refused.exit_code == 2, refused.output
+            assert (
+                f"run {replay_id} is a replay of run {s.weaker}: register {s.weaker} "
+                f"(`replayml register {s.weaker} --name {name}`); its replay verdict is "
+                f"recorded on it"
+            ) in refused.stderr
+            assert client.search_registered_models(f"name = '{name}'") == []  # nothing made
+    finally:  # the shared store's runs stay as the other tests expect them
+        client.delete_run(replay_id)
+        for key in ("verdict", "run_id", "url", "environment"):
+            client.delete_tag(s.weaker, f"replayml.replay.{key}")
+
+
 def test_dirty_run_with_its_diff_registers(trained_store: TrainedStore) -> None:
     s = trained_store
     done = register(s.dirty, "reco-dirty", spec=spec_for(s.uri))

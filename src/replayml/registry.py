@@ -290,8 +290,9 @@ def register(
 ) -> Registration:
     """Create a version of registered model `name` from the run's logged model.
 
-    Refuses (`RegistrationRefused`) a run that did not finish, is not replayable, or was dirty
-    without its recorded diff, unless `force` (then `replayml.forced=true` and the reasons are
+    Refuses (`RegistrationRefused`) a replay run (`replayml.replay_of`: register the run it
+    replayed), and a run that did not finish, is not replayable, or was dirty without its
+    recorded diff, unless `force` (then `replayml.forced=true` and the reasons are
     tagged); with `project`, also a run whose commit is on no git remote or whose data version
     is not in the DVC remote (others could not rebuild the version). With `alias`, the alias
     then moves to the new version (compare-and-set, audited).
@@ -303,6 +304,14 @@ def register(
     check_ab(ab_label, ab_group)
     reader = RunReader(spec)
     run = reader.run(run_id, finished=False)
+    original = run.tag("replay_of")
+    if original:  # its lineage tags describe the replay, not the model's origin: never forced
+        raise RegistrationRefused(
+            f"run {run.run_id} is a replay of run {original}: register {original} "
+            f"(`replayml register {original} --name {name}`); its replay verdict is recorded "
+            f"on it ({P}replay.verdict). A version of the replay would show the replay's own "
+            f"verdict and none of the run's overrides, so --force does not apply"
+        )
     model_uri = run.tag("model_uri")
     diff = reader.text(run.run_id, DIFF_ARTIFACT) if run.tag("code.dirty") == "true" else None
     reasons = refusal_reasons(run, diff)
