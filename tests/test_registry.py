@@ -532,6 +532,34 @@ def test_a_bad_alias_is_refused_before_any_version_is_created(
     assert client.get_registered_model(name).aliases == {}
 
 
+def test_a_new_alias_that_looks_like_a_slip_of_an_existing_one_is_refused(
+    trained_store: TrainedStore,
+) -> None:
+    s = trained_store
+    name = "reco-near-alias"
+    register(s.base, name, spec=spec_for(s.uri), alias="prod")
+    client = _client(s)
+    for slip in ("Prod", "prdo"):
+        refused = _cli(s, "promote", name, "1", "--alias", slip)
+        assert refused.exit_code == 2, refused.output
+        assert (
+            f"--alias {slip!r} would be a new alias of {name}, close to its existing alias "
+            f"'prod' (held by version 1): nothing was changed. Use --alias prod, or pass "
+            f"--new-alias"
+        ) in refused.stderr
+        register_too = _cli(s, "register", s.weaker, "--name", name, "--alias", slip)
+        assert register_too.exit_code == 2 and "close to its existing alias" in register_too.stderr
+        rolled = _cli(s, "rollback", name, "--alias", slip)
+        assert rolled.exit_code == 2 and "Did you mean --alias prod?" in rolled.stderr
+    assert [str(v.version) for v in client.search_model_versions(f"name = '{name}'")] == ["1"]
+    assert client.get_registered_model(name).aliases == {"prod": 1}
+    # meant: said so; and a new alias like no other is fine as it was
+    meant = _cli(s, "promote", name, "1", "--alias", "prod2", "--new-alias")
+    assert meant.exit_code == 0, meant.output
+    assert _cli(s, "promote", name, "1", "--alias", "shadow").exit_code == 0
+    assert set(client.get_registered_model(name).aliases) == {"prod", "prod2", "shadow"}
+
+
 @pytest.mark.parametrize(
     ("options", "named"),
     [

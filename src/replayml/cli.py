@@ -254,6 +254,10 @@ def _store(tracking_uri: str | None, project: Path):  # noqa: ANN202
 
 
 _TRACKING_HELP = "Tracking store; default: $MLFLOW_TRACKING_URI, else the project's mlruns/."
+NEW_ALIAS_HELP = (
+    "--alias is meant as a new alias though it differs only in case from, or is close to, an "
+    "existing one (e.g. prod2 next to prod); without it such an alias is refused as a slip."
+)
 
 
 @app.command("review")
@@ -393,6 +397,7 @@ def register_run(
         help="Register anyway: a failed, non-replayable or undiffed dirty run, or one whose "
         "commit or data others cannot fetch.",
     ),
+    new_alias: bool = _flag(False, "--new-alias", help=NEW_ALIAS_HELP),
     tracking_uri: str = typer.Option(None, "--tracking-uri", help=_TRACKING_HELP),
     project: Path = typer.Option(Path("."), "--project", help="Project root."),
     verbose: bool = _flag(False, "--verbose", "-v", help="Log progress to stderr."),
@@ -413,6 +418,7 @@ def register_run(
             ab_group=ab_group,
             force=force,
             project=_root(project),
+            new_alias=new_alias,
         )
         earlier = same_run_versions(name, done.run_id, spec=spec, exclude=done.version)
     except ReplaymlError as exc:
@@ -506,6 +512,7 @@ def promote_version(
     ab_group: str = typer.Option(
         None, "--ab-group", help="Set the version's A/B group (experiment), with --ab-label."
     ),
+    new_alias: bool = _flag(False, "--new-alias", help=NEW_ALIAS_HELP),
     tracking_uri: str = typer.Option(None, "--tracking-uri", help=_TRACKING_HELP),
     project: Path = typer.Option(Path("."), "--project", help="Project root."),
 ) -> None:
@@ -523,6 +530,7 @@ def promote_version(
             force=force,
             ab_label=ab_label,
             ab_group=ab_group,
+            new_alias=new_alias,
         )
     except ReplaymlError as exc:
         _fail(exc)

@@ -287,6 +287,7 @@ def register(
     ab_group: str | None = None,
     force: bool = False,
     project: Path | None = None,
+    new_alias: bool = False,
 ) -> Registration:
     """Create a version of registered model `name` from the run's logged model.
 
@@ -295,7 +296,8 @@ def register(
     recorded diff, unless `force` (then `replayml.forced=true` and the reasons are
     tagged); with `project`, also a run whose commit is on no git remote or whose data version
     is not in the DVC remote (others could not rebuild the version). With `alias`, the alias
-    then moves to the new version (compare-and-set, audited).
+    then moves to the new version (compare-and-set, audited); a new alias that looks like a
+    slip of an existing one (`Prod`, `prdo` for `prod`) is refused unless `new_alias`.
     """
     from replayml.tracking.read import RunReader
 
@@ -343,6 +345,8 @@ def register(
             f"nothing to register"
         )
     store = RegistryStore(spec)
+    if alias and not new_alias:
+        check_new_alias(store, name, alias)
     if alias and store.model_exists(name):
         holder = store.holder(name, alias)
         if holder is not None:
@@ -564,6 +568,41 @@ def check_alias(alias: str) -> None:
             f"--alias {alias!r} is not a valid alias: {exc.message} Use letters, digits, '_' "
             f"and '-' (e.g. --alias prod or --alias ab-test), not 'latest' or v<number>"
         ) from None
+
+
+def near_alias(store: RegistryStore, name: str, alias: str) -> str | None:
+    """The alias of `name` that `alias` looks like a slip of (same letters in another case, or
+    a near miss by difflib), when `alias` is new to the model; None otherwise. Aliases the
+    model had before (a deleted holder's, per their audit record) count as existing."""
+    import difflib
+
+    if not store.model_exists(name):
+        return None
+    known = set(store.aliases(name))
+    for key in store.model_tags(name):
+        if key.startswith(P + "alias.") and key.endswith(".last_move"):
+            known.add(key.removeprefix(P + "alias.").removesuffix(".last_move"))
+    if alias in known:
+        return None
+    same = sorted(a for a in known if a.lower() == alias.lower())
+    close = same or difflib.get_close_matches(alias, sorted(known), n=1)
+    return close[0] if close else None
+
+
+def check_new_alias(store: RegistryStore, name: str, alias: str) -> None:
+    """Refuse a new alias that differs from an existing alias of the model only in case, or
+    is a near miss of one (`Prod`, `prdo` for `prod`): consumers of the existing one would
+    silently keep the old version. `--new-alias` says a new one is intended."""
+    near = near_alias(store, name, alias)
+    if near is None:
+        return
+    holder = store.holder(name, near)
+    held = f"held by version {holder}" if holder else "not set now"
+    raise ConfigError(
+        f"--alias {alias!r} would be a new alias of {name}, close to its existing alias "
+        f"{near!r} ({held}): nothing was changed. Use --alias {near}, or pass --new-alias if "
+        f"a new alias {alias!r} is intended"
+    )
 
 
 def check_ab(ab_label: str | None, ab_group: str | None) -> None:
@@ -857,6 +896,7 @@ def promote(
     force: bool = False,
     ab_label: str | None = None,
     ab_group: str | None = None,
+    new_alias: bool = False,
 ) -> AliasMove:
     """Move `alias` to `version` (compare-and-set against `expect` when given).
 
@@ -864,11 +904,14 @@ def promote(
     run is not replayable, a version whose run is gone, and a model of another kind than the
     alias's holder (its callers would get numbers on another scale). With `ab_label` and
     `ab_group` (both or neither), the version's A/B label and group are set once the alias has
-    moved, with an audit tag on the version.
+    moved, with an audit tag on the version. A new alias that looks like a slip of an
+    existing one (`Prod`, `prdo` for `prod`) is refused (`ConfigError`) unless `new_alias`.
     """
     check_alias(alias)
     check_ab(ab_label, ab_group)  # before anything is changed
     store = RegistryStore(spec)
+    if not new_alias:
+        check_new_alias(store, name, alias)
     move = move_alias(store, name, alias, version, expect=expect, action="promote", force=force)
     if ab_label and ab_group:
         move = replace(move, ab_change=set_ab(store, move, ab_label, ab_group))
@@ -908,8 +951,10 @@ def rollback(name: str, alias: str, *, spec: StoreSpec, expect: str | None = Non
     if gone is not None:
         return _rollback_deleted(store, gone, expect)
     if holder is None:
+        near = near_alias(store, name, alias)
+        hint = f" Did you mean --alias {near}?" if near else ""
         raise ModelNotFoundError(
-            f"{name}@{alias} is not set: there is nothing to roll back. Set it with "
+            f"{name}@{alias} is not set: there is nothing to roll back.{hint} Set it with "
             f"`replayml promote {name} VERSION --alias {alias}`"
         )
     if expect is not None and _norm(expect) != holder:
