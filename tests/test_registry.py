@@ -561,6 +561,29 @@ def test_a_new_alias_that_looks_like_a_slip_of_an_existing_one_is_refused(
 
 
 @pytest.mark.parametrize(
+    ("bad", "said", "fix"),
+    [
+        ("reco@x", "contains '@': models:/reco@x/1 would read as alias 'x/1' of model 'reco'",
+         "reco-x"),
+        ("reco/x", "contains '/'", "reco-x"),
+        (" reco", "has leading or trailing whitespace: it would be another model than 'reco'",
+         "reco"),
+        ("reco\t", "has leading or trailing whitespace", "reco"),
+    ],
+)  # fmt: skip
+def test_a_model_name_registry_uris_would_misread_is_refused_before_anything_is_created(
+    trained_store: TrainedStore, bad: str, said: str, fix: str
+) -> None:
+    s = trained_store
+    before = {m.name for m in _client(s).search_registered_models()}
+    result = _cli(s, "register", s.base, "--name", bad, "--alias", "prod")
+    assert result.exit_code == 2, result.output
+    assert f"--name {bad!r} {said}" in result.stderr
+    assert f"e.g. --name {fix}; nothing was created" in result.stderr
+    assert {m.name for m in _client(s).search_registered_models()} == before
+
+
+@pytest.mark.parametrize(
     ("options", "named"),
     [
         (["--ab-group", "exp-9"], "--ab-group 'exp-9' without --ab-label"),

@@ -277,6 +277,38 @@ def lineage_tags(
     return {k: v for k, v in tags.items() if v != ""}
 
 
+def check_model_name(name: str) -> None:
+    """Refuse a registered-model name that registry URIs or listings would misread: `@` or `/`
+    (`models:/reco@x/1` reads as alias `x/1` of `reco`; MLflow's `models:/NAME/VERSION` takes
+    no `/` in NAME), or blanks around it (a separate model that lists like the one without)."""
+    stripped = name.strip()
+    fix = re.sub(r"[@/\s]+", "-", stripped).strip("-") or "reco"
+    if not stripped:
+        problem = "is blank"
+    elif name != stripped:
+        problem = (
+            f"has leading or trailing whitespace: it would be another model than {stripped!r}, "
+            f"listed just like it"
+        )
+    elif "@" in name:
+        before, _, after = name.partition("@")
+        problem = (
+            f"contains '@': models:/{name}/1 would read as alias {after + '/1'!r} of model "
+            f"{before!r}, not as version 1 of {name!r}"
+        )
+    elif "/" in name:
+        problem = (
+            f"contains '/': MLflow's models:/NAME/VERSION and models:/NAME@ALIAS URIs cannot "
+            f"name it (models:/{name}/1 has one part too many)"
+        )
+    else:
+        return
+    raise ConfigError(
+        f"--name {name!r} {problem}. Use a name without '@', '/' or blanks around it, e.g. "
+        f"--name {fix}; nothing was created"
+    )
+
+
 def register(
     run_id: str,
     name: str,
@@ -291,7 +323,8 @@ def register(
 ) -> Registration:
     """Create a version of registered model `name` from the run's logged model.
 
-    Refuses (`RegistrationRefused`) a replay run (`replayml.replay_of`: register the run it
+    Refuses (`ConfigError`) a model name with `@`, `/` or blanks around it, and
+    (`RegistrationRefused`) a replay run (`replayml.replay_of`: register the run it
     replayed), and a run that did not finish, is not replayable, or was dirty without its
     recorded diff, unless `force` (then `replayml.forced=true` and the reasons are
     tagged); with `project`, also a run whose commit is on no git remote or whose data version
@@ -301,8 +334,9 @@ def register(
     """
     from replayml.tracking.read import RunReader
 
+    check_model_name(name)  # before anything is created
     if alias:
-        check_alias(alias)  # before anything is created
+        check_alias(alias)
     check_ab(ab_label, ab_group)
     reader = RunReader(spec)
     run = reader.run(run_id, finished=False)
