@@ -583,6 +583,23 @@ def test_a_model_name_registry_uris_would_misread_is_refused_before_anything_is_
     assert {m.name for m in _client(s).search_registered_models()} == before
 
 
+def test_a_malformed_expected_version_is_refused_as_such(trained_store: TrainedStore) -> None:
+    s = trained_store
+    name = "reco-expect"
+    register(s.base, name, spec=spec_for(s.uri), alias="prod")
+    register(s.weaker, name, spec=spec_for(s.uri))
+    for bad in ("v1", " 1", "0", "1.0", "None"):
+        for command in (["promote", name, "2"], ["rollback", name]):
+            result = _cli(s, *command, "--alias", "prod", "--expect-version", bad)
+            assert result.exit_code == 2, result.output
+            assert f"--expect-version {bad!r} is not a version" in result.stderr
+            assert "or none when the alias is unset" in result.stderr
+            assert "someone moved it" not in result.stderr
+    assert _client(s).get_registered_model(name).aliases == {"prod": 1}
+    ok = _cli(s, "promote", name, "2", "--alias", "prod", "--expect-version", "1")
+    assert ok.exit_code == 0, ok.output
+
+
 @pytest.mark.parametrize(
     ("options", "named"),
     [

@@ -544,7 +544,10 @@ def rollback_alias(
     name: str = typer.Argument(..., help="Registered model name."),
     alias: str = typer.Option("prod", "--alias", help="The alias to move back."),
     expect_version: str = typer.Option(
-        None, "--expect-version", help="Roll back only if the alias is now this version."
+        None,
+        "--expect-version",
+        help="Roll back only if the alias is now held by this version ('none': unset, its "
+        "holder deleted).",
     ),
     tracking_uri: str = typer.Option(None, "--tracking-uri", help=_TRACKING_HELP),
     project: Path = typer.Option(Path("."), "--project", help="Project root."),

@@ -639,6 +639,19 @@ def check_new_alias(store: RegistryStore, name: str, alias: str) -> None:
     )
 
 
+def check_expect(expect: str | None) -> None:
+    """Refuse an `--expect-version` that names no version (`v1`, ` 1`, `0`): compared as
+    given, it could never match, and would read as a holder someone else moved the alias
+    from. A version is a positive integer; `none` means the alias is unset."""
+    if expect is None or expect == NO_VERSION or re.fullmatch(r"[1-9][0-9]*", expect):
+        return
+    raise ConfigError(
+        f"--expect-version {expect!r} is not a version: give the number of the version that "
+        f"holds the alias now, as `replayml models NAME` lists it (e.g. --expect-version 3), "
+        f"or none when the alias is unset; nothing was changed"
+    )
+
+
 def check_ab(ab_label: str | None, ab_group: str | None) -> None:
     """Refuse A/B options that would tag a version ambiguously: a group says which experiment
     the version takes part in, the label which arm it is, and neither means much alone or
@@ -942,6 +955,7 @@ def promote(
     existing one (`Prod`, `prdo` for `prod`) is refused (`ConfigError`) unless `new_alias`.
     """
     check_alias(alias)
+    check_expect(expect)
     check_ab(ab_label, ab_group)  # before anything is changed
     store = RegistryStore(spec)
     if not new_alias:
@@ -977,8 +991,10 @@ def set_ab(store: RegistryStore, move: AliasMove, ab_label: str, ab_group: str) 
 
 
 def rollback(name: str, alias: str, *, spec: StoreSpec, expect: str | None = None) -> AliasMove:
-    """Move `alias` back to the version that held it before its current holder."""
+    """Move `alias` back to the version that held it before its current holder (or, when
+    that holder was deleted, to the one before it)."""
     check_alias(alias)
+    check_expect(expect)
     store = RegistryStore(spec)
     holder = store.holder(name, alias)
     gone = deleted_holder(store, name, alias) if holder is None else None
