@@ -280,3 +280,16 @@ def test_credentials_never_printed_or_recorded(auth_runs: AuthRuns) -> None:
         data = path.read_bytes()
         for secret in secrets:
             assert secret.encode() not in data, f"{secret[:6]}… found in {path}"
+
+
+def test_the_readme_team_server_is_started_as_make_ui_starts_mlflow() -> None:
+    """The MLflow settings `make ui` gives `mlflow server` (no job runners: replayml submits
+    no jobs, and each runner is a process of its own) are in the README's team command too."""
+    repo = Path(__file__).resolve().parents[1]
+    recipe = (repo / "Makefile").read_text().split("\nui:", 1)[1].split("mlflow server", 1)[0]
+    make_ui = set(re.findall(r"\bMLFLOW_[A-Z_]+=\S+", recipe))
+    assert "MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false" in make_ui, recipe
+    blocks = re.findall(r"```bash\n(.*?)```", (repo / "README.md").read_text(), re.DOTALL)
+    (team,) = [b for b in blocks if "mlflow server --host 0.0.0.0" in b]
+    command = team.split("mlflow server", 1)[0].rsplit("\n\n", 1)[-1]  # what precedes it
+    assert make_ui <= set(re.findall(r"\bMLFLOW_[A-Z_]+=\S+", command)), team
