@@ -557,7 +557,12 @@ def test_a_new_alias_that_looks_like_a_slip_of_an_existing_one_is_refused(
     meant = _cli(s, "promote", name, "1", "--alias", "prod2", "--new-alias")
     assert meant.exit_code == 0, meant.output
     assert _cli(s, "promote", name, "1", "--alias", "shadow").exit_code == 0
-    assert set(client.get_registered_model(name).aliases) == {"prod", "prod2", "shadow"}
+    # a numbered series (ab-1, ab-2) or another region (prod-eu, prod-us) is no slip
+    for series in ("ab-1", "ab-2", "prod-eu", "prod-us"):
+        assert _cli(s, "promote", name, "1", "--alias", series).exit_code == 0, series
+    assert set(client.get_registered_model(name).aliases) == {
+        "prod", "prod2", "shadow", "ab-1", "ab-2", "prod-eu", "prod-us"
+    }  # fmt: skip
 
 
 @pytest.mark.parametrize(

@@ -604,12 +604,29 @@ def check_alias(alias: str) -> None:
         ) from None
 
 
-def near_alias(store: RegistryStore, name: str, alias: str) -> str | None:
-    """The alias of `name` that `alias` looks like a slip of (same letters in another case, or
-    a near miss by difflib), when `alias` is new to the model; None otherwise. Aliases the
-    model had before (a deleted holder's, per their audit record) count as existing."""
-    import difflib
+def _slip(alias: str, known: str) -> bool:
+    """Whether `alias` reads as a typing slip of `known`: another case, two neighbours
+    swapped, or one letter (not a digit) changed, added or dropped. `ab-2` beside `ab-1`,
+    `prod2` beside `prod` (a numbered series) and `prod-us` beside `prod-eu` are no slips."""
+    a, b = alias.lower(), known.lower()
+    if a == b:
+        return True
+    if len(a) == len(b):
+        diff = [i for i in range(len(a)) if a[i] != b[i]]
+        if len(diff) == 2 and diff[1] == diff[0] + 1:
+            return a[diff[0]] == b[diff[1]] and a[diff[1]] == b[diff[0]]
+        return len(diff) == 1 and not (a[diff[0]].isdigit() and b[diff[0]].isdigit())
+    if abs(len(a) - len(b)) != 1:
+        return False
+    longer, shorter = (a, b) if len(a) > len(b) else (b, a)
+    i = next((i for i in range(len(shorter)) if longer[i] != shorter[i]), len(shorter))
+    return longer[:i] + longer[i + 1 :] == shorter and not longer[i].isdigit()
 
+
+def near_alias(store: RegistryStore, name: str, alias: str) -> str | None:
+    """The alias of `name` that `alias` looks like a slip of (`_slip`: `Prod` or `prdo` for
+    `prod`), when `alias` is new to the model; None otherwise. Aliases the model had before
+    (a deleted holder's, per their audit record) count as existing."""
     if not store.model_exists(name):
         return None
     known = set(store.aliases(name))
@@ -618,9 +635,7 @@ def near_alias(store: RegistryStore, name: str, alias: str) -> str | None:
             known.add(key.removeprefix(P + "alias.").removesuffix(".last_move"))
     if alias in known:
         return None
-    same = sorted(a for a in known if a.lower() == alias.lower())
-    close = same or difflib.get_close_matches(alias, sorted(known), n=1)
-    return close[0] if close else None
+    return next((a for a in sorted(known) if _slip(alias, a)), None)
 
 
 def check_new_alias(store: RegistryStore, name: str, alias: str) -> None:
