@@ -285,14 +285,7 @@ def prepare(
     tmp = root / f".{data_root}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     try:
-        summary = generate(
-            tmp,
-            scale=used.scale,
-            seed=used.seed,
-            n_days=used.n_days,
-            start_date=used.start_date,
-            progress=progress,
-        )
+        summary = generate(tmp, **dataclasses.asdict(used), progress=progress)
         if data_dir.exists():
             data_dir.rmdir()
         tmp.rename(data_dir)
@@ -431,14 +424,7 @@ def new_version(
     tmp = root / f".{data_root}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     try:
-        summary = generate(
-            tmp,
-            scale=spec.scale,
-            seed=spec.seed,
-            n_days=spec.n_days,
-            start_date=spec.start_date,
-            progress=progress,
-        )
+        summary = generate(tmp, **dataclasses.asdict(spec), progress=progress)
         log.info("generated %s", summary)
         _swap_in(root, data_root, dvc_file, tmp, committed)
     finally:
